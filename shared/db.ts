@@ -1,0 +1,52 @@
+// One MongoClient per process, the indexes every module needs, and a readiness ping.
+import { type Db, type IndexDescription, MongoClient, type MongoClientOptions } from 'mongodb';
+import type { Config } from './config.ts';
+
+export type DbConfig = Pick<Config, 'MONGO_URL' | 'MONGO_DB' | 'DB_POOL_MAX' | 'DB_TIMEOUT_MS'>;
+
+export interface Database {
+  client: MongoClient;
+  db: Db;
+  close(): Promise<void>;
+}
+
+export function clientOptions(config: DbConfig): MongoClientOptions {
+  return {
+    maxPoolSize: config.DB_POOL_MAX,
+    serverSelectionTimeoutMS: config.DB_TIMEOUT_MS,
+    connectTimeoutMS: config.DB_TIMEOUT_MS,
+    // Our writes are acknowledged by a majority where there is one (journaled on a standalone).
+    writeConcern: { w: 'majority', journal: true },
+    retryWrites: true,
+  };
+}
+
+/** Connects once; callers keep the returned object for the life of the process. */
+export async function connect(config: DbConfig): Promise<Database> {
+  const client = new MongoClient(config.MONGO_URL, clientOptions(config));
+  await client.connect();
+  const db = client.db(config.MONGO_DB);
+  return { client, db, close: () => client.close() };
+}
+
+export async function ping(db: Db): Promise<boolean> {
+  try {
+    await db.command({ ping: 1 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The indexes of one collection, declared by the module that owns it. */
+export interface IndexPlan {
+  collection: string;
+  indexes: IndexDescription[];
+}
+
+/** Idempotent: creating an index that exists with the same options is a no-op. */
+export async function ensureIndexes(db: Db, plans: IndexPlan[]): Promise<void> {
+  for (const plan of plans) {
+    await db.collection(plan.collection).createIndexes(plan.indexes);
+  }
+}

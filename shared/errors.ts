@@ -1,0 +1,53 @@
+// Errors are values with a code; the HTTP layer maps them to statuses in one place.
+
+export class AppError extends Error {
+  readonly code: string;
+  readonly details?: unknown;
+  constructor(code: string, message: string, details?: unknown) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** A write carried a stale version; `current` is the document as it is now. */
+export class ConflictError<T = unknown> extends AppError {
+  readonly current: T;
+  constructor(message: string, current: T) {
+    super('conflict', message);
+    this.current = current;
+  }
+}
+
+export class NotFoundError extends AppError {
+  constructor(message: string) {
+    super('not_found', message);
+  }
+}
+
+export class ValidationError extends AppError {
+  constructor(message: string, details?: unknown) {
+    super('validation', message, details);
+  }
+}
+
+/** A lease ended (expired or was taken over) while its holder still worked under it. */
+export class LockLostError extends AppError {
+  constructor(message: string, details?: unknown) {
+    super('lock_lost', message, details);
+  }
+}
+
+/** A write carried a fencing token older than one already accepted for that resource. */
+export class StaleTokenError extends AppError {
+  constructor(message: string, details?: unknown) {
+    super('stale_token', message, details);
+  }
+}
+
+export class ConfigError extends AppError {
+  constructor(problems: string[]) {
+    super('config', `Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, problems);
+  }
+}
