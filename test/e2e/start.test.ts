@@ -1,0 +1,76 @@
+// The README's start command on a machine with no MONGO_URL: embedded database, API up, clean stop.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../scripts/mongo/offline-server.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'loan-admin-start-'));
+afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = netConnect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
+  it('starts the embedded database and the API, serves /ready, and stops everything on SIGTERM', async () => {
+    const port = await freePort();
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), DATA_DIR: dataDir };
+    delete env.MONGO_URL;
+    const child = spawn(process.execPath, ['scripts/start.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+
+    const deadline = Date.now() + 90_000;
+    let ready: Response | undefined;
+    while (Date.now() < deadline) {
+      ready = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);
+      if (ready?.status === 200) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(ready?.status, output).toBe(200);
+    expect(await ready?.json()).toEqual({ status: 'ready' });
+    expect(output).toMatch(/\[start\] database: (mongod|offline mongo-java-server)/);
+    expect(output).toContain(`http://localhost:${port}`);
+    const dbPort = Number(/MONGO_URL=mongodb:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
+    expect(dbPort).toBeGreaterThan(0);
+
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(await portAnswers(port)).toBe(false);
+    expect(await portAnswers(dbPort)).toBe(false);
+  }, 120_000);
+});
+
+describe('api/node.ts with a bad configuration', () => {
+  it('exits with code 2 and one message that lists every problem', async () => {
+    const child = spawn(process.execPath, ['api/node.ts'], {
+      env: { ...process.env, MONGO_URL: 'localhost', PORT: 'eighty', DB_POOL_MAX: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/^Invalid configuration:/);
+    for (const name of ['MONGO_URL', 'PORT', 'DB_POOL_MAX']) expect(stderr).toContain(`- ${name}:`);
+    expect(stderr).not.toMatch(/\n\s+at /);
+  });
+});
