@@ -15,7 +15,7 @@ try {
 }
 const database = await connect(config);
 await ensureIndexes(database.db, allIndexes);
-const app = createApp({ db: database.db });
+const app = createApp({ db: database.db, config });
 
 const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, (info) => {
   console.log(JSON.stringify({ level: 'info', msg: 'api listening', host: info.address, port: info.port }));

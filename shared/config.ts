@@ -21,6 +21,18 @@ export const configSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: int(0, 65_535).default(3000),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  /** Origins allowed by CORS, comma-separated; empty means no cross-origin access. */
+  CORS_ORIGINS: z
+    .string()
+    .default('')
+    .transform((value) =>
+      value
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean),
+    ),
+  /** Largest request body accepted (bytes); larger ones get 413. */
+  BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Default lease length for withLock (ms); the seed's 15 s. */
   LEASE_TTL_MS: int(100, 3_600_000).default(15_000),
   /** How long a claimed job stays with its worker without a heartbeat (ms). */

@@ -1,0 +1,78 @@
+// The one place where errors become HTTP responses: {error: {code, message, details?}}.
+import { HTTPException } from 'hono/http-exception';
+import { MongoNetworkError, MongoServerSelectionError } from 'mongodb';
+import { AppError, ConflictError } from '../shared/errors.ts';
+
+/** An error the HTTP layer raises itself (auth, content type, size...), with its status. */
+export class HttpError extends AppError {
+  readonly status: number;
+  readonly headers?: Record<string, string>;
+  constructor(status: number, code: string, message: string, details?: unknown, headers?: Record<string, string>) {
+    super(code, message, details);
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+const statusByCode: Record<string, number> = {
+  validation: 400,
+  not_found: 404,
+  conflict: 409,
+  lock_timeout: 503,
+  lock_lost: 503,
+  stale_token: 409,
+};
+
+export interface ErrorBody {
+  error: { code: string; message: string; details?: unknown };
+  current?: unknown;
+}
+
+export interface MappedError {
+  status: number;
+  body: ErrorBody;
+  headers: Record<string, string>;
+  /** True when the error is ours to fix (a 500): log it with its stack. */
+  bug: boolean;
+}
+
+export function mapError(error: unknown): MappedError {
+  if (error instanceof HttpError) {
+    return { status: error.status, body: bodyOf(error), headers: error.headers ?? {}, bug: false };
+  }
+  if (error instanceof HTTPException && error.status < 500) {
+    // Raised by Hono itself, e.g. its validator on a body that is not JSON at all.
+    const code = error.status === 400 ? 'validation' : 'http_error';
+    return { status: error.status, body: { error: { code, message: error.message } }, headers: {}, bug: false };
+  }
+  if (error instanceof ConflictError) {
+    return { status: 409, body: { ...bodyOf(error), current: error.current }, headers: {}, bug: false };
+  }
+  if (error instanceof AppError && statusByCode[error.code]) {
+    return { status: statusByCode[error.code] ?? 500, body: bodyOf(error), headers: {}, bug: false };
+  }
+  if (error instanceof MongoServerSelectionError || error instanceof MongoNetworkError) {
+    return {
+      status: 503,
+      body: { error: { code: 'unavailable', message: 'The database is not reachable; try again shortly.' } },
+      headers: { 'Retry-After': '1' },
+      bug: false,
+    };
+  }
+  return {
+    status: 500,
+    body: { error: { code: 'internal', message: 'Internal error' } },
+    headers: {},
+    bug: true,
+  };
+}
+
+function bodyOf(error: AppError): ErrorBody {
+  return {
+    error: {
+      code: error.code,
+      message: error.message,
+      ...(error.details === undefined ? {} : { details: error.details }),
+    },
+  };
+}

@@ -1,0 +1,23 @@
+// Structured JSON logs, one line per event, on every runtime (console is the common ground).
+const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
+export type LogLevel = keyof typeof levels;
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(level: LogLevel, base: Record<string, unknown> = {}): Logger {
+  const threshold = levels[level];
+  const write =
+    (at: Exclude<LogLevel, 'silent'>) =>
+    (msg: string, fields: Record<string, unknown> = {}) => {
+      if (levels[at] < threshold) return;
+      const line = JSON.stringify({ time: new Date().toISOString(), level: at, msg, ...base, ...fields });
+      if (at === 'error') console.error(line);
+      else console.log(line);
+    };
+  return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
+}
