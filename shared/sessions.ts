@@ -1,0 +1,226 @@
+// Sessions: short-lived signed access JWTs and rotating refresh tokens, stored as families.
+//
+// Access token: HS256 JWT with `kid` (several verification keys, one signs, so keys rotate
+// without logging anyone out), checked against the Revocations cache (no database round trip
+// while the cache is fresh). Refresh token: `<sid>.<secret>`, only its SHA-256 is stored; each
+// use rotates it, and presenting one that was already rotated away revokes the whole family
+// (OAuth 2.0 Security BCP, refresh token rotation), access tokens of that family included.
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import type { Collection, Db } from 'mongodb';
+import type { Clock } from './clock.ts';
+import type { IndexPlan } from './db.ts';
+import { UnauthorizedError } from './errors.ts';
+import type { Revocations } from './revocations.ts';
+
+export const roles = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'] as const;
+export type Role = (typeof roles)[number];
+
+export interface AccessClaims {
+  sub: string;
+  sid: string;
+  jti: string;
+  iat: number;
+  exp: number;
+  roles: Role[];
+}
+
+export interface TokenPair {
+  accessToken: string;
+  refreshToken: string;
+  tokenType: 'Bearer';
+  /** Seconds until the access token expires. */
+  expiresIn: number;
+}
+
+export interface SessionDoc {
+  _id: string;
+  adminId: string;
+  roles: Role[];
+  tokenHash: string;
+  /** Hashes rotated away, to recognise reuse (bounded). */
+  previousHashes: string[];
+  createdAt: Date;
+  rotatedAt: Date;
+  expiresAt: Date;
+  revokedAt: Date | null;
+}
+
+export const sessionIndexes: IndexPlan = {
+  collection: 'sessions',
+  indexes: [
+    { key: { adminId: 1 }, name: 'adminId_1' },
+    { key: { expiresAt: 1 }, name: 'expiresAt_ttl', expireAfterSeconds: 0 },
+  ],
+};
+
+/** `kid:secret` pairs, comma-separated; secrets are base64 of at least 32 bytes. */
+export function parseJwtKeys(spec: string): Map<string, Uint8Array> {
+  const keys = new Map<string, Uint8Array>();
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const colon = part.indexOf(':');
+    const kid = part.slice(0, colon);
+    if (colon < 1 || !/^[A-Za-z0-9_-]{1,64}$/.test(kid))
+      throw new Error(`JWT key "${part.slice(0, 8)}...": expected kid:base64secret`);
+    const secret = Uint8Array.from(atob(part.slice(colon + 1)), (ch) => ch.charCodeAt(0));
+    if (secret.length < 32) throw new Error(`JWT key ${kid}: the secret must be at least 32 bytes`);
+    keys.set(kid, secret);
+  }
+  if (keys.size === 0) throw new Error('no JWT keys given');
+  return keys;
+}
+
+export interface SessionOptions {
+  keys: Map<string, Uint8Array>;
+  signingKid: string;
+  accessTtlS: number;
+  refreshTtlS: number;
+  issuer?: string;
+  clock: Clock;
+  revocations: Revocations;
+}
+
+const encoder = new TextEncoder();
+const PREVIOUS_HASHES_KEPT = 50;
+
+async function sha256(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(text)));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function randomToken(bytes = 32): string {
+  const raw = crypto.getRandomValues(new Uint8Array(bytes));
+  return btoa(String.fromCharCode(...raw))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '');
+}
+
+export class Sessions {
+  private readonly collection: Collection<SessionDoc>;
+  private readonly options: SessionOptions;
+  private readonly issuer: string;
+
+  constructor(db: Db, options: SessionOptions) {
+    if (!options.keys.has(options.signingKid))
+      throw new Error(`signing key ${options.signingKid} is not among the keys`);
+    this.collection = db.collection<SessionDoc>('sessions');
+    this.options = options;
+    this.issuer = options.issuer ?? 'loan-admin';
+  }
+
+  get revocations(): Revocations {
+    return this.options.revocations;
+  }
+
+  /** Starts a new session family for an authenticated admin. */
+  async issue(admin: { id: string; roles: Role[] }): Promise<TokenPair> {
+    const sid = crypto.randomUUID();
+    const secret = randomToken();
+    const now = this.options.clock.now();
+    await this.collection.insertOne({
+      _id: sid,
+      adminId: admin.id,
+      roles: admin.roles,
+      tokenHash: await sha256(secret),
+      previousHashes: [],
+      createdAt: new Date(now),
+      rotatedAt: new Date(now),
+      expiresAt: new Date(now + this.options.refreshTtlS * 1000),
+      revokedAt: null,
+    });
+    return this.pair(admin.id, admin.roles, sid, secret);
+  }
+
+  /** Rotates a refresh token. Reuse of a rotated one revokes the family and is refused. */
+  async refresh(refreshToken: string): Promise<TokenPair> {
+    const dot = refreshToken.indexOf('.');
+    const sid = refreshToken.slice(0, dot);
+    const secret = refreshToken.slice(dot + 1);
+    if (dot < 1 || !secret) throw new UnauthorizedError('The refresh token is not valid.');
+    const hash = await sha256(secret);
+    const next = randomToken();
+    const now = new Date(this.options.clock.now());
+    const rotated = await this.collection.findOneAndUpdate(
+      { _id: sid, tokenHash: hash, revokedAt: null, expiresAt: { $gt: now } },
+      {
+        $set: { tokenHash: await sha256(next), rotatedAt: now },
+        $push: { previousHashes: { $each: [hash], $slice: -PREVIOUS_HASHES_KEPT } },
+      },
+      { returnDocument: 'after' },
+    );
+    if (rotated) return this.pair(rotated.adminId, rotated.roles, sid, next);
+
+    const family = await this.collection.findOne({ _id: sid });
+    if (family?.previousHashes.includes(hash) && !family.revokedAt) {
+      await this.revokeFamily(sid);
+      throw new UnauthorizedError('This refresh token was already used; the session is revoked.', 'refresh_reused');
+    }
+    throw new UnauthorizedError('The refresh token is not valid.');
+  }
+
+  /** Verifies signature, expiry and revocation. No database round trip while the cache is fresh. */
+  async verify(accessToken: string): Promise<AccessClaims> {
+    let claims: AccessClaims;
+    try {
+      const { kid } = decodeProtectedHeader(accessToken);
+      const key = kid ? this.options.keys.get(kid) : undefined;
+      if (!key) throw new UnauthorizedError('The token is signed with an unknown key.');
+      const { payload } = await jwtVerify(accessToken, key, {
+        algorithms: ['HS256'],
+        issuer: this.issuer,
+        audience: this.issuer,
+        currentDate: new Date(this.options.clock.now()),
+        clockTolerance: 5,
+        requiredClaims: ['sub', 'jti', 'iat', 'exp', 'sid'],
+      });
+      claims = payload as unknown as AccessClaims;
+    } catch (error) {
+      if (error instanceof UnauthorizedError) throw error;
+      if (error instanceof joseErrors.JWTExpired)
+        throw new UnauthorizedError('The token has expired.', 'token_expired');
+      throw new UnauthorizedError('The token is not valid.');
+    }
+    await this.options.revocations.ensureFresh();
+    if (this.options.revocations.isRevoked(claims))
+      throw new UnauthorizedError('The token was revoked.', 'token_revoked');
+    return claims;
+  }
+
+  /** Ends one session: its access token and its refresh family. */
+  async logout(claims: AccessClaims): Promise<void> {
+    await this.options.revocations.revokeToken(claims.jti);
+    await this.revokeFamily(claims.sid);
+  }
+
+  /** Ends every session of an admin, on every instance. */
+  async logoutAll(adminId: string): Promise<void> {
+    await this.options.revocations.revokeAdmin(adminId);
+    await this.collection.updateMany(
+      { adminId, revokedAt: null },
+      { $set: { revokedAt: new Date(this.options.clock.now()) } },
+    );
+  }
+
+  private async revokeFamily(sid: string): Promise<void> {
+    await this.collection.updateOne({ _id: sid }, { $set: { revokedAt: new Date(this.options.clock.now()) } });
+    await this.options.revocations.revokeSession(sid);
+  }
+
+  private async pair(adminId: string, adminRoles: Role[], sid: string, secret: string): Promise<TokenPair> {
+    const { keys, signingKid, accessTtlS, clock } = this.options;
+    const nowS = Math.floor(clock.now() / 1000);
+    const accessToken = await new SignJWT({ sid, roles: adminRoles })
+      .setProtectedHeader({ alg: 'HS256', kid: signingKid, typ: 'JWT' })
+      .setSubject(adminId)
+      .setJti(crypto.randomUUID())
+      .setIssuer(this.issuer)
+      .setAudience(this.issuer)
+      .setIssuedAt(nowS)
+      .setExpirationTime(nowS + accessTtlS)
+      .sign(keys.get(signingKid)!);
+    return { accessToken, refreshToken: `${sid}.${secret}`, tokenType: 'Bearer', expiresIn: accessTtlS };
+  }
+}

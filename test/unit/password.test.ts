@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { hashPassword, needsRehash, verifyPassword } from '../../shared/password.ts';
+
+describe('password hashing (PBKDF2-SHA256)', () => {
+  it('verifies the right password and refuses a wrong one', async () => {
+    const stored = await hashPassword('correct horse battery staple', 1000);
+    expect(stored).toMatch(/^pbkdf2-sha256\$1000\$[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}$/);
+    expect(await verifyPassword('correct horse battery staple', stored)).toBe(true);
+    expect(await verifyPassword('correct horse battery stapler', stored)).toBe(false);
+  });
+
+  it('salts: the same password hashes differently twice', async () => {
+    expect(await hashPassword('pw', 1000)).not.toBe(await hashPassword('pw', 1000));
+  });
+
+  it('refuses malformed stored values instead of throwing', async () => {
+    for (const stored of ['', 'plain', 'md5$1$a$b', 'pbkdf2-sha256$-1$AA==$AA==', 'pbkdf2-sha256$10$$']) {
+      expect(await verifyPassword('pw', stored)).toBe(false);
+    }
+  });
+
+  it('asks for a rehash when the stored iteration count is below the current one', async () => {
+    const weak = await hashPassword('pw', 1000);
+    expect(needsRehash(weak, 600_000)).toBe(true);
+    expect(needsRehash(weak, 1000)).toBe(false);
+  });
+});
