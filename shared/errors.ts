@@ -51,3 +51,17 @@ export class ConfigError extends AppError {
     super('config', `Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, problems);
   }
 }
+
+/** A lease could not be acquired within the time the caller was willing to wait. */
+export class LockTimeoutError extends AppError {
+  constructor(message: string, details?: unknown) {
+    super('lock_timeout', message, details);
+  }
+}
+
+/** The request carries no valid credentials (missing, malformed, expired, revoked). */
+export class UnauthorizedError extends AppError {
+  constructor(message: string, code = 'unauthorized') {
+    super(code, message);
+  }
+}
