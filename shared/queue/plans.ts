@@ -1,0 +1,201 @@
+// The job document and every MongoDB filter and update the queue runs, named in one place
+// (pg-boss keeps its SQL in plans.ts apart from the orchestration; so do we).
+//
+// One rule carries the correctness: every state transition writes a fresh lockToken, and every
+// transition out of a known state is a compare-and-swap on the pair {_id, lockToken}. A claim, a
+// completion, a retry, a release and a heartbeat all name the one lease they act on, so a worker
+// whose lease expired and was re-claimed changes nothing.
+import type { Filter, IndexDescription, Sort, UpdateFilter } from 'mongodb';
+import type { IndexPlan } from '../db.ts';
+
+export const JOBS_COLLECTION = 'jobs';
+
+export type JobState = 'waiting' | 'active' | 'completed' | 'failed';
+
+export interface BackoffOptions {
+  type: 'exponential' | 'fixed';
+  /** Milliseconds: the fixed delay, or the first retry's delay that doubles with each attempt. */
+  delay: number;
+  /** 0..1: the delay is drawn uniformly from [delay * (1 - jitter), delay] (BullMQ's rule). */
+  jitter?: number;
+}
+
+export interface JobError {
+  name: string;
+  message: string;
+  at: Date;
+}
+
+export interface JobDocument<Data = unknown, Result = unknown> {
+  _id: string;
+  name: string;
+  data: Data;
+  state: JobState;
+  /** Lower number first (BullMQ's convention); 0, the default, is the highest. */
+  priority: number;
+  /** Due time on the database server's clock; a waiting job with runAt in the future is delayed. */
+  runAt: Date;
+  createdAt: Date;
+  /** How many times the handler may run to a failure before the job is failed (>= 1). */
+  attempts: number;
+  /** Failed runs so far (a stalled or released run does not count). */
+  attemptsMade: number;
+  /** Claims so far, including stalled and released ones. */
+  attemptsStarted: number;
+  /** Times a lease expired under a running job and the job was claimed again. */
+  stalledCount: number;
+  backoff: BackoffOptions | null;
+  removeOnComplete: boolean;
+  /** Names the current lease (or, for a job nobody holds, its current version). */
+  lockToken: string;
+  /** Lease deadline on the server's clock while active; null otherwise. */
+  lockedUntil: Date | null;
+  lockedBy: string | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  result?: Result;
+  lastError: JobError | null;
+}
+
+/**
+ * The jobs collection's indexes. `fenced_write` is unique on {_id, lockToken}: MongoDB would serve
+ * those writes from _id alone, but mongo-java-server (the offline test server) only uses an index
+ * whose keys equal the filter's, so without it every fenced write there is a full scan.
+ */
+export function queueIndexPlan(collection = JOBS_COLLECTION): IndexPlan {
+  const indexes: IndexDescription[] = [
+    { key: { _id: 1, lockToken: 1 }, name: 'fenced_write', unique: true },
+    { key: { state: 1, name: 1, priority: 1, runAt: 1 }, name: 'claim_due' },
+    { key: { state: 1, lockedUntil: 1 }, name: 'claim_stalled' },
+  ];
+  return { collection, indexes };
+}
+
+export const queueIndexes: IndexPlan = queueIndexPlan();
+
+/** Claim order: priority (lower first), then due time, then id for a stable order. */
+export const claimOrder: Sort = { priority: 1, runAt: 1, _id: 1 };
+
+/** What the claim's search needs to know about a candidate before the compare-and-swap. */
+export const candidateProjection = { _id: 1, lockToken: 1, state: 1, stalledCount: 1, priority: 1 } as const;
+
+export type Candidate = Pick<JobDocument, '_id' | 'lockToken' | 'state' | 'stalledCount' | 'priority'>;
+
+/** Due waiting jobs and active jobs whose lease has run out (their worker died or hung). */
+export function claimableFilter(names: readonly string[], now: Date): Filter<JobDocument> {
+  return {
+    name: names.length === 1 ? names[0]! : { $in: [...names] },
+    $or: [
+      { state: 'waiting', runAt: { $lte: now } },
+      { state: 'active', lockedUntil: { $lte: now } },
+    ],
+  };
+}
+
+/** Due waiting jobs only: the server-side claim, which cannot tell a stalled job apart in its update. */
+export function claimWaitingFilter(names: readonly string[], now: Date): Filter<JobDocument> {
+  return { name: names.length === 1 ? names[0]! : { $in: [...names] }, state: 'waiting', runAt: { $lte: now } };
+}
+
+/** The lease or version named by token; exactly the keys of the fenced_write index. */
+export function fencedFilter(id: string, token: string): Filter<JobDocument> {
+  return { _id: id, lockToken: token };
+}
+
+/** An expired lease, still expired: a heartbeat keeps the token but moves lockedUntil. */
+export function expiredLeaseFilter(id: string, token: string, now: Date): Filter<JobDocument> {
+  return { _id: id, lockToken: token, state: 'active', lockedUntil: { $lte: now } };
+}
+
+export function claimUpdate(token: string, lockedUntil: Date, workerId: string, now: Date): UpdateFilter<JobDocument> {
+  return {
+    $set: { state: 'active', lockToken: token, lockedUntil, lockedBy: workerId, startedAt: now },
+    $inc: { attemptsStarted: 1 },
+  };
+}
+
+export function reclaimStalledUpdate(
+  token: string,
+  lockedUntil: Date,
+  workerId: string,
+  now: Date,
+): UpdateFilter<JobDocument> {
+  return {
+    $set: { state: 'active', lockToken: token, lockedUntil, lockedBy: workerId, startedAt: now },
+    $inc: { attemptsStarted: 1, stalledCount: 1 },
+  };
+}
+
+export function heartbeatUpdate(lockedUntil: Date): UpdateFilter<JobDocument> {
+  return { $set: { lockedUntil } };
+}
+
+export function completeUpdate(token: string, result: unknown, now: Date): UpdateFilter<JobDocument> {
+  return {
+    $set: { state: 'completed', lockToken: token, result, finishedAt: now, lockedUntil: null, lastError: null },
+  };
+}
+
+/** Back to waiting at runAt; the failed run counts as an attempt. */
+export function retryUpdate(token: string, runAt: Date, error: JobError): UpdateFilter<JobDocument> {
+  return {
+    $set: { state: 'waiting', lockToken: token, runAt, lockedUntil: null, lockedBy: null, lastError: error },
+    $inc: { attemptsMade: 1 },
+  };
+}
+
+/** Dead letter: failed for good, with the last error. */
+export function failUpdate(token: string, error: JobError, countsAsAttempt: boolean): UpdateFilter<JobDocument> {
+  const update: UpdateFilter<JobDocument> = {
+    $set: { state: 'failed', lockToken: token, finishedAt: error.at, lockedUntil: null, lastError: error },
+  };
+  if (countsAsAttempt) update.$inc = { attemptsMade: 1 };
+  return update;
+}
+
+/** Back to waiting, due at once (runAt unchanged), without consuming an attempt. */
+export function releaseUpdate(token: string): UpdateFilter<JobDocument> {
+  return { $set: { state: 'waiting', lockToken: token, lockedUntil: null, lockedBy: null } };
+}
+
+/**
+ * Change events that can make a job claimable: inserts, and updates that set state 'waiting'.
+ * A real mongod reports the update in updateDescription; mongo-java-server puts the $set delta
+ * in fullDocument instead, so both shapes are matched.
+ */
+export const wakeUpPipeline = [
+  {
+    $match: {
+      $or: [
+        { operationType: 'insert' },
+        { operationType: 'update', 'updateDescription.updatedFields.state': 'waiting' },
+        { operationType: 'update', 'fullDocument.state': 'waiting' },
+      ],
+    },
+  },
+];
+
+/** One pass over the collection: counts per name, state and due-ness, and the oldest due time. */
+export function statsPipeline(now: Date) {
+  return [
+    {
+      $group: {
+        _id: { name: '$name', state: '$state', due: { $lte: ['$runAt', now] } },
+        count: { $sum: 1 },
+        oldestRunAt: { $min: '$runAt' },
+      },
+    },
+  ];
+}
+
+/** BullMQ's delays: fixed, or delay * 2^(attempt - 1); jitter draws from [d * (1 - jitter), d]. */
+export function backoffDelay(
+  backoff: BackoffOptions | null,
+  attemptsMade: number,
+  random: () => number = Math.random,
+): number {
+  if (!backoff) return 0;
+  const raw = backoff.type === 'fixed' ? backoff.delay : backoff.delay * 2 ** Math.max(0, attemptsMade - 1);
+  const jitter = Math.min(1, Math.max(0, backoff.jitter ?? 0));
+  return Math.round(jitter > 0 ? raw * (1 - jitter) + random() * raw * jitter : raw);
+}
