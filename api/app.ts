@@ -3,28 +3,41 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
-import { type RequestIdVariables, requestId } from 'hono/request-id';
+import { requestId } from 'hono/request-id';
+import { routePath } from 'hono/route';
 import { secureHeaders } from 'hono/secure-headers';
-import type { Db } from 'mongodb';
-import type { Config } from '../shared/config.ts';
 import { ping } from '../shared/db.ts';
+import type { AppEnv } from './auth.ts';
+import { docsRoutes } from './docs.ts';
 import { HttpError, mapError } from './http-errors.ts';
-import { createLogger, type Logger } from './log.ts';
+import { loadShedding } from './overload.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { applicationRoutes } from './routes/applications.ts';
+import { authRoutes } from './routes/auth.ts';
+import type { Services } from './services.ts';
 
-export type AppConfig = Pick<Config, 'CORS_ORIGINS' | 'BODY_LIMIT_BYTES' | 'LOG_LEVEL'>;
+export type { AppEnv } from './auth.ts';
 
-export interface AppDeps {
-  db: Db;
-  config: AppConfig;
-  logger?: Logger;
+export interface AppOptions {
+  /** The client's address as the runtime sees it (for login throttling); behind a proxy see TRUST_PROXY. */
+  remoteAddress?: (c: Context) => string | undefined;
+  /** Called once per response (e.g. Node's Prometheus metrics); route is the matched pattern, never the raw path. */
+  onResponse?: (info: ResponseInfo) => void;
+  /** Runtime-specific routes (e.g. /metrics on Node), mounted after the API's own. */
+  extraRoutes?: (app: OpenAPIHono<AppEnv>) => void;
 }
 
-export type AppEnv = { Variables: RequestIdVariables };
+export interface ResponseInfo {
+  method: string;
+  route: string;
+  status: number;
+  ms: number;
+}
 
 const bodyMethods = new Set(['POST', 'PUT', 'PATCH']);
 
-export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
-  const logger = deps.logger ?? createLogger(deps.config.LOG_LEVEL);
+export function createApp(services: Services, options: AppOptions = {}): OpenAPIHono<AppEnv> {
+  const { config, logger, db } = services;
   const app = new OpenAPIHono<AppEnv>({
     // Validation failures answer 400 with every failing field's path.
     defaultHook: (result) => {
@@ -43,16 +56,25 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.use(async (c, next) => {
     const started = performance.now();
     await next();
+    const ms = performance.now() - started;
     logger.info('request', {
       requestId: c.get('requestId'),
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
-      ms: Math.round((performance.now() - started) * 10) / 10,
+      ms: Math.round(ms * 10) / 10,
     });
+    options.onResponse?.({ method: c.req.method, route: routePath(c), status: c.res.status, ms });
   });
+  // Only the API sheds load; /health and /ready must answer a busy instance's probes.
+  const shedding = loadShedding({
+    maxInFlight: config.MAX_IN_FLIGHT,
+    maxQueued: config.MAX_QUEUED,
+    queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
+  });
+  app.use('/api/*', shedding.middleware);
   app.use(secureHeaders());
-  app.use(cors({ origin: deps.config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
+  app.use(cors({ origin: config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
   app.use(async (c, next) => {
     // A body without a JSON content type is refused before anything parses it.
     const type = c.req.header('content-type');
@@ -64,9 +86,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
   app.use(
     bodyLimit({
-      maxSize: deps.config.BODY_LIMIT_BYTES,
+      maxSize: config.BODY_LIMIT_BYTES,
       onError: () => {
-        throw new HttpError(413, 'payload_too_large', `The body is larger than ${deps.config.BODY_LIMIT_BYTES} bytes.`);
+        throw new HttpError(413, 'payload_too_large', `The body is larger than ${config.BODY_LIMIT_BYTES} bytes.`);
       },
     }),
   );
@@ -74,9 +96,27 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // Readiness: 503 while MongoDB does not answer a ping, so a load balancer routes elsewhere.
   app.get('/ready', async (c) =>
-    (await ping(deps.db)) ? c.json({ status: 'ready' }) : c.json({ status: 'unavailable', db: 'down' }, 503),
+    (await ping(db)) ? c.json({ status: 'ready' }) : c.json({ status: 'unavailable', db: 'down' }, 503),
   );
 
+  const clientAddress = (c: Context) => {
+    if (config.TRUST_PROXY) {
+      const forwarded = c.req.header('x-real-ip') ?? c.req.header('x-forwarded-for')?.split(',').at(-1)?.trim();
+      if (forwarded) return forwarded;
+    }
+    return options.remoteAddress?.(c) ?? 'unknown';
+  };
+  authRoutes(app, services, clientAddress);
+  applicationRoutes(app, services);
+  adminRoutes(app, services);
+  docsRoutes(app);
+  options.extraRoutes?.(app);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+  });
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
     info: { title: 'loan-admin API', version: '0.1.0' },

@@ -1,7 +1,7 @@
 // The one place where errors become HTTP responses: {error: {code, message, details?}}.
 import { HTTPException } from 'hono/http-exception';
 import { MongoNetworkError, MongoServerSelectionError } from 'mongodb';
-import { AppError, ConflictError } from '../shared/errors.ts';
+import { AppError, ConflictError, PreconditionFailedError } from '../shared/errors.ts';
 
 /** An error the HTTP layer raises itself (auth, content type, size...), with its status. */
 export class HttpError extends AppError {
@@ -47,6 +47,9 @@ export function mapError(error: unknown): MappedError {
   }
   if (error instanceof ConflictError) {
     return { status: 409, body: { ...bodyOf(error), current: error.current }, headers: {}, bug: false };
+  }
+  if (error instanceof PreconditionFailedError) {
+    return { status: 412, body: { ...bodyOf(error), current: error.current }, headers: {}, bug: false };
   }
   if (error instanceof AppError && statusByCode[error.code]) {
     return { status: statusByCode[error.code] ?? 500, body: bodyOf(error), headers: {}, bug: false };

@@ -1,36 +1,52 @@
-// Node entry: config, one MongoClient, indexes, the HTTP server, and a graceful stop on SIGTERM/SIGINT.
+// Node entry: config, one MongoClient, indexes, the first admin, the HTTP server, and a graceful
+// stop on SIGTERM/SIGINT (stop accepting, drain in-flight requests, close the pool).
 import { serve } from '@hono/node-server';
-import { type Config, loadConfig } from '../shared/config.ts';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
 import { connect, ensureIndexes } from '../shared/db.ts';
-import { allIndexes } from '../shared/indexes.ts';
 import { createApp } from './app.ts';
+import { createMetrics } from './metrics.ts';
+import { apiIndexes, createServices, startBackground } from './services.ts';
 
-let config: Config;
+let config: ApiConfig;
 try {
-  config = loadConfig(process.env);
+  config = loadConfig(process.env, apiConfigSchema);
 } catch (error) {
   // One message listing every problem, no stack trace: the operator's mistake, not a crash.
   console.error((error as Error).message);
   process.exit(2);
 }
+
 const database = await connect(config);
-await ensureIndexes(database.db, allIndexes);
-const app = createApp({ db: database.db, config });
+await ensureIndexes(database.db, apiIndexes);
+const services = await createServices(database.db, config);
+const bootstrap = await services.admins.bootstrap(config.ADMIN_EMAIL, config.ADMIN_PASSWORD);
+if (bootstrap === 'created') services.logger.info('first admin created', { email: config.ADMIN_EMAIL });
+const stopBackground = startBackground(services);
+// Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
+const metrics = createMetrics({ queue: services.queue, defaultMetrics: true });
+const app = createApp(services, {
+  remoteAddress: (c) => getConnInfo(c).remote.address,
+  onResponse: metrics.onResponse,
+  extraRoutes: metrics.mount,
+});
 
 const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, (info) => {
-  console.log(JSON.stringify({ level: 'info', msg: 'api listening', host: info.address, port: info.port }));
+  services.logger.info('api listening', { host: info.address, port: info.port });
 });
 
 let stopping = false;
 function stop(signal: string) {
   if (stopping) return;
   stopping = true;
-  console.log(JSON.stringify({ level: 'info', msg: 'api stopping', signal }));
-  // Stop accepting, let in-flight requests finish, then close the pool.
+  services.logger.info('api stopping', { signal });
   server.close(async () => {
+    await stopBackground();
     await database.close();
     process.exit(0);
   });
+  // Idle keep-alive connections would hold close() open; in-flight requests still finish.
+  (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   setTimeout(() => process.exit(1), 10_000).unref();
 }
 process.on('SIGTERM', () => stop('SIGTERM'));

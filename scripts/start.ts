@@ -2,25 +2,57 @@
 // default database (see scripts/mongo/embedded.ts; its files under DATA_DIR, default .data/), then
 // the API. Ctrl-C stops everything.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MongoClient } from 'mongodb';
 import { startEmbedded } from './mongo/embedded.ts';
+import { seedApplications } from './seed.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const log = (line: string) => console.log(`[start] ${line}`);
+
+const dataDir = process.env.DATA_DIR ?? join(root, '.data');
+mkdirSync(dataDir, { recursive: true });
+
+/** A development signing key, made once and kept in the data folder so sessions survive restarts. */
+function devJwtKeys(): string {
+  const file = join(dataDir, 'jwt-keys');
+  if (!existsSync(file)) writeFileSync(file, `dev1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  return readFileSync(file, 'utf8').trim();
+}
 
 let database: { url: string; description: string; stop(): Promise<void> };
 if (process.env.MONGO_URL) {
   database = { url: process.env.MONGO_URL, description: 'MONGO_URL', stop: async () => {} };
 } else {
   log('MONGO_URL is not set: starting the embedded default database...');
-  database = await startEmbedded(process.env.DATA_DIR ?? join(root, '.data'), log);
+  database = await startEmbedded(dataDir, log);
 }
 log(`database: ${database.description}`);
 log(`MONGO_URL=${database.url}`);
 
+// A first start on an empty database gets demo applications to click through.
+{
+  const client = await new MongoClient(database.url).connect();
+  const db = client.db(process.env.MONGO_DB ?? 'loan_admin');
+  if ((await db.collection('applications').estimatedDocumentCount()) === 0) {
+    log(`seeded ${await seedApplications(db, 200)} demo applications`);
+  }
+  await client.close();
+}
+
 const port = process.env.PORT ?? '3000';
-const env = { ...process.env, MONGO_URL: database.url, PORT: port };
+const demoAdmin = { email: 'admin@loan-admin.local', password: 'demo-password-change-me' };
+const env = {
+  ADMIN_EMAIL: demoAdmin.email,
+  ADMIN_PASSWORD: demoAdmin.password,
+  ...process.env,
+  JWT_KEYS: process.env.JWT_KEYS ?? devJwtKeys(),
+  MONGO_URL: database.url,
+  PORT: port,
+};
 const children: ChildProcess[] = [];
 
 function run(name: string, file: string) {
@@ -55,4 +87,6 @@ process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
 
 run('api', 'api/node.ts');
-log(`API: http://localhost:${port}  (GET /health, GET /ready)`);
+log(`API: http://localhost:${port}  (docs: http://localhost:${port}/docs)`);
+if (!process.env.ADMIN_EMAIL)
+  log(`login: ${demoAdmin.email} / ${demoAdmin.password} (demo admin, made if no admin exists)`);

@@ -31,6 +31,15 @@ export const configSchema = z.object({
         .map((origin) => origin.trim())
         .filter(Boolean),
     ),
+  /** Behind a proxy (nginx): take the client address from X-Forwarded-For / X-Real-IP. */
+  TRUST_PROXY: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((value) => value === 'true' || value === '1'),
+  /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */
+  MAX_IN_FLIGHT: int(1, 100_000).default(256),
+  MAX_QUEUED: int(0, 1_000_000).default(1024),
+  QUEUE_TIMEOUT_MS: int(1, 60_000).default(2_000),
   /** Largest request body accepted (bytes); larger ones get 413. */
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Default lease length for withLock (ms); the seed's 15 s. */
@@ -38,13 +47,42 @@ export const configSchema = z.object({
   /** How long a claimed job stays with its worker without a heartbeat (ms). */
   QUEUE_LEASE_MS: int(500, 3_600_000).default(30_000),
   QUEUE_CONCURRENCY: int(1, 1000).default(10),
+
+  /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */
+  JWT_KEYS: z.string().min(1).optional(),
+  /** The kid that signs new tokens; the others only verify (key rotation). Default: the first. */
+  JWT_SIGNING_KID: z.string().min(1).optional(),
+  ACCESS_TOKEN_TTL_S: int(30, 86_400).default(900),
+  REFRESH_TOKEN_TTL_S: int(300, 90 * 86_400).default(7 * 86_400),
+  /** A revocation is refused on every instance within this bound (plus one round trip). */
+  REVOCATION_STALENESS_MS: int(50, 1_000).default(500),
+  /** PBKDF2-SHA256 iterations for new password hashes (OWASP: 600000). */
+  PASSWORD_ITERATIONS: int(1_000, 10_000_000).default(600_000),
+  /** The first admin, created at start-up when no admin exists. */
+  ADMIN_EMAIL: z.email().optional(),
+  ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
+  /** Requests per admin per minute, across all instances. */
+  RATE_LIMIT_PER_MINUTE: int(1, 1_000_000).default(600),
+  /** Failed logins allowed per account, and per client address, in 15 minutes. */
+  LOGIN_ATTEMPTS_PER_ACCOUNT: int(1, 10_000).default(10),
+  LOGIN_ATTEMPTS_PER_ADDRESS: int(1, 100_000).default(100),
 });
 
 export type Config = z.infer<typeof configSchema>;
 
+/** The API also needs signing keys; workers and tools do not. */
+export const apiConfigSchema = configSchema.extend({
+  JWT_KEYS: z.string({ error: 'is required (kid:base64secret[,kid2:base64secret2]); npm start makes one' }).min(1),
+});
+
+export type ApiConfig = z.infer<typeof apiConfigSchema>;
+
 /** Parses the environment; on any problem throws one ConfigError that lists them all. */
-export function loadConfig(env: Record<string, string | undefined>): Config {
-  const result = configSchema.safeParse(env);
+export function loadConfig<S extends z.ZodType = typeof configSchema>(
+  env: Record<string, string | undefined>,
+  schema: S = configSchema as unknown as S,
+): z.infer<S> {
+  const result = schema.safeParse(env);
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`));
 }

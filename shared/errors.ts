@@ -65,3 +65,12 @@ export class UnauthorizedError extends AppError {
     super(code, message);
   }
 }
+
+/** A request's If-Match precondition failed (RFC 9110: 412); `current` is the document as it is now. */
+export class PreconditionFailedError<T = unknown> extends AppError {
+  readonly current: T;
+  constructor(message: string, current: T) {
+    super('precondition_failed', message);
+    this.current = current;
+  }
+}

@@ -38,8 +38,8 @@ export interface TokenIdentity {
   jti: string;
   sid: string;
   sub: string;
-  /** Issued-at, seconds since the epoch (JWT `iat`). */
-  iat: number;
+  /** Issued-at in milliseconds since the epoch. */
+  iatMs: number;
 }
 
 export interface RevocationOptions {
@@ -108,7 +108,7 @@ export class Revocations {
   isRevoked(token: TokenIdentity): boolean {
     if (this.jtis.has(token.jti) || this.sids.has(token.sid)) return true;
     const cutoff = this.adminCutoffs.get(token.sub);
-    return cutoff !== undefined && token.iat * 1000 < cutoff;
+    return cutoff !== undefined && token.iatMs < cutoff;
   }
 
   /** Refreshes when the cache is older than the bound; concurrent callers share one query. */

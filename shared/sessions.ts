@@ -20,6 +20,8 @@ export interface AccessClaims {
   sid: string;
   jti: string;
   iat: number;
+  /** Issue time in milliseconds: a logout-all refuses exactly the tokens issued before it. */
+  iatMs: number;
   exp: number;
   roles: Role[];
 }
@@ -174,7 +176,7 @@ export class Sessions {
         audience: this.issuer,
         currentDate: new Date(this.options.clock.now()),
         clockTolerance: 5,
-        requiredClaims: ['sub', 'jti', 'iat', 'exp', 'sid'],
+        requiredClaims: ['sub', 'jti', 'iat', 'exp', 'sid', 'iatMs'],
       });
       claims = payload as unknown as AccessClaims;
     } catch (error) {
@@ -211,8 +213,9 @@ export class Sessions {
 
   private async pair(adminId: string, adminRoles: Role[], sid: string, secret: string): Promise<TokenPair> {
     const { keys, signingKid, accessTtlS, clock } = this.options;
-    const nowS = Math.floor(clock.now() / 1000);
-    const accessToken = await new SignJWT({ sid, roles: adminRoles })
+    const nowMs = clock.now();
+    const nowS = Math.floor(nowMs / 1000);
+    const accessToken = await new SignJWT({ sid, roles: adminRoles, iatMs: nowMs })
       .setProtectedHeader({ alg: 'HS256', kid: signingKid, typ: 'JWT' })
       .setSubject(adminId)
       .setJti(crypto.randomUUID())

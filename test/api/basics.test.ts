@@ -2,16 +2,18 @@
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../api/app.ts';
-import { createLogger } from '../../api/log.ts';
+import type { Services } from '../../api/services.ts';
+import { createTestApp } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
-const config = { CORS_ORIGINS: ['https://admin.example'], BODY_LIMIT_BYTES: 1024, LOG_LEVEL: 'silent' as const };
+const overrides = { CORS_ORIGINS: 'https://admin.example', BODY_LIMIT_BYTES: '1024' };
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
+let services: Services;
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
-  app = createApp({ db: database.db, config, logger: createLogger('silent') });
+  ({ app, services } = await createTestApp(database.db, overrides));
   app.post('/echo', async (c) => c.json(await c.req.json()));
 });
 afterAll(() => database.close());
@@ -26,7 +28,7 @@ describe('health and readiness', () => {
   it('GET /ready is 200 while MongoDB answers and 503 when it does not', async () => {
     expect((await app.request('/ready')).status).toBe(200);
     const dead = new MongoClient('mongodb://127.0.0.1:1', { serverSelectionTimeoutMS: 300 });
-    const down = createApp({ db: dead.db('x'), config, logger: createLogger('silent') });
+    const down = createApp({ ...services, db: dead.db('x') });
     const res = await down.request('/ready');
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ status: 'unavailable' });
@@ -101,7 +103,7 @@ describe('validation', () => {
       },
       responses: { 200: { description: 'ok' } },
     });
-    const fresh = createApp({ db: database.db, config, logger: createLogger('silent') });
+    const fresh = createApp(services);
     fresh.openapi(route, (c) => c.json(c.req.valid('json')));
     const bad = await fresh.request('/things', {
       method: 'POST',

@@ -22,7 +22,7 @@ function portAnswers(port: number): Promise<boolean> {
 }
 
 describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
-  it('starts the embedded database and the API, serves /ready, and stops everything on SIGTERM', async () => {
+  it('starts the embedded database and the API with a demo admin and demo data, and stops everything on SIGTERM', async () => {
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), DATA_DIR: dataDir };
     delete env.MONGO_URL;
@@ -46,6 +46,23 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
     expect(await ready?.json()).toEqual({ status: 'ready' });
     expect(output).toMatch(/\[start\] database: (mongod|offline mongo-java-server)/);
     expect(output).toContain(`http://localhost:${port}`);
+    // The demo admin it printed can log in and sees the demo applications.
+    const credentials = /login: (\S+) \/ (\S+)/.exec(output);
+    expect(credentials, output).not.toBeNull();
+    const login = await fetch(`http://127.0.0.1:${port}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: credentials![1], password: credentials![2] }),
+    });
+    expect(login.status).toBe(200);
+    const { accessToken } = await login.json();
+    const list = await fetch(`http://127.0.0.1:${port}/api/applications?limit=5`, {
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+    expect(list.status).toBe(200);
+    expect(await list.json()).toMatchObject({ total: 200, limit: 5 });
+    expect((await fetch(`http://127.0.0.1:${port}/docs`)).status).toBe(200);
+
     const dbPort = Number(/MONGO_URL=mongodb:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
     expect(dbPort).toBeGreaterThan(0);
 

@@ -1,0 +1,71 @@
+// Authentication, authorisation and per-admin rate limiting, as middleware.
+import type { Context, MiddlewareHandler } from 'hono';
+import type { RequestIdVariables } from 'hono/request-id';
+import type { RateDecision } from '../shared/rate-limit.ts';
+import { can, type Permission } from '../shared/rbac.ts';
+import type { AccessClaims } from '../shared/sessions.ts';
+import { HttpError } from './http-errors.ts';
+import type { Services } from './services.ts';
+
+export type AppEnv = { Variables: RequestIdVariables & { auth: AccessClaims } };
+
+export function bearerToken(c: Context): string | null {
+  const header = c.req.header('authorization') ?? '';
+  const match = /^Bearer\s+([A-Za-z0-9_\-.]+)$/i.exec(header.trim());
+  return match?.[1] ?? null;
+}
+
+const challenge = { 'WWW-Authenticate': 'Bearer realm="loan-admin"' };
+
+/** Verifies the access token (no database round trip while the revocation cache is fresh). */
+export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = bearerToken(c);
+    if (!token)
+      throw new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <accessToken>.', undefined, challenge);
+    try {
+      c.set('auth', await services.sessions.verify(token));
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? 'unauthorized';
+      if (code.startsWith('token_') || code === 'unauthorized') {
+        throw new HttpError(401, code, (error as Error).message, undefined, challenge);
+      }
+      throw error;
+    }
+    await next();
+  };
+}
+
+export function authorize(permission: Permission): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const auth = c.get('auth');
+    if (!can(auth.roles, permission)) {
+      throw new HttpError(403, 'forbidden', `Your roles (${auth.roles.join(', ')}) do not allow ${permission}.`);
+    }
+    await next();
+  };
+}
+
+export function rateLimitHeaders(decision: RateDecision): Record<string, string> {
+  return {
+    'RateLimit-Limit': String(decision.limit),
+    'RateLimit-Remaining': String(decision.remaining),
+    'RateLimit-Reset': String(decision.resetS),
+  };
+}
+
+/** Per-admin request budget shared by all instances (counts flushed to MongoDB in the background). */
+export function rateLimitPerAdmin(services: Services): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const decision = services.apiLimiter.hit(c.get('auth').sub);
+    const headers = rateLimitHeaders(decision);
+    if (!decision.allowed) {
+      throw new HttpError(429, 'rate_limited', 'Too many requests; slow down.', undefined, {
+        ...headers,
+        'Retry-After': String(decision.resetS),
+      });
+    }
+    await next();
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+  };
+}

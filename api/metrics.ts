@@ -1,0 +1,111 @@
+// Prometheus metrics for the Node entry only (prom-client is Node-only; the app itself stays
+// runtime-neutral and reports responses through AppOptions.onResponse).
+import type { Hono } from 'hono';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { QueueStats } from '../shared/queue.ts';
+import type { AppEnv, ResponseInfo } from './app.ts';
+
+export interface MetricsOptions {
+  queue: { stats(): Promise<QueueStats> };
+  /** Queue stats are one aggregation; scrapes within this many ms share one. */
+  queueStatsCacheMs?: number;
+  /** Process metrics (CPU, memory, event loop lag, GC). */
+  defaultMetrics?: boolean;
+}
+
+export interface Metrics {
+  registry: Registry;
+  onResponse(info: ResponseInfo): void;
+  /** Mounts GET /metrics (Prometheus text format). */
+  mount(app: Hono<AppEnv>): void;
+}
+
+const queueStates = ['waiting', 'delayed', 'active', 'completed', 'failed'] as const;
+
+export function createMetrics(options: MetricsOptions): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const labelNames = ['method', 'route', 'status'] as const;
+  const requests = new Counter({
+    name: 'http_requests_total',
+    help: 'HTTP requests by method, route pattern and status',
+    labelNames,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request latency by method, route pattern and status',
+    labelNames,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+
+  const cacheMs = options.queueStatsCacheMs ?? 1000;
+  let cached: { at: number; stats: Promise<QueueStats | null> } | null = null;
+  // Single-flight and cached, so several gauges and frequent scrapes cost one aggregation a second.
+  // A failed query yields null: the gauges keep their last values rather than failing the scrape.
+  const queueStats = () => {
+    const now = performance.now();
+    if (!cached || now - cached.at > cacheMs) {
+      cached = { at: now, stats: options.queue.stats().catch(() => null) };
+    }
+    return cached.stats;
+  };
+
+  new Gauge({
+    name: 'queue_jobs',
+    help: 'Jobs in the queue by state (waiting = due, delayed = not yet due)',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    async collect() {
+      const stats = await queueStats();
+      if (stats) for (const state of queueStates) this.set({ state }, stats[state]);
+    },
+  });
+  new Gauge({
+    name: 'queue_jobs_by_name',
+    help: 'Jobs in the queue by job name and state',
+    labelNames: ['name', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      const stats = await queueStats();
+      if (!stats) return;
+      this.reset();
+      for (const [name, counts] of Object.entries(stats.byName)) {
+        for (const state of queueStates) this.set({ name, state }, counts[state]);
+      }
+    },
+  });
+  new Gauge({
+    name: 'queue_oldest_waiting_age_seconds',
+    help: 'Age of the oldest due job still waiting for a worker (0 when none)',
+    registers: [registry],
+    async collect() {
+      const stats = await queueStats();
+      if (stats) this.set(stats.oldestWaitingAgeMs / 1000);
+    },
+  });
+  const scrapeFailures = new Counter({
+    name: 'queue_stats_failures_total',
+    help: 'Scrapes whose queue statistics query failed (the queue gauges then keep their last values)',
+    registers: [registry],
+  });
+  const queueStatsOrCount = async () => {
+    if ((await queueStats()) === null) scrapeFailures.inc();
+  };
+
+  return {
+    registry,
+    onResponse({ method, route, status, ms }) {
+      const labels = { method, route, status: String(status) };
+      requests.inc(labels);
+      duration.observe(labels, ms / 1000);
+    },
+    mount(app) {
+      app.get('/metrics', async (c) => {
+        await queueStatsOrCount();
+        return c.body(await registry.metrics(), 200, { 'content-type': registry.contentType });
+      });
+    },
+  };
+}

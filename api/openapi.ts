@@ -1,0 +1,40 @@
+// Shared pieces of the OpenAPI description: the error body and request bodies.
+import { z } from '@hono/zod-openapi';
+
+export const ErrorBody = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: 'validation' }),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+    current: z.unknown().optional().openapi({ description: 'on 409/412: the document as it is now' }),
+  })
+  .openapi('Error');
+
+const descriptions: Record<number, string> = {
+  400: 'The request is not valid (details name the fields)',
+  401: 'Missing, invalid, expired or revoked credentials',
+  403: 'Your roles do not allow this',
+  404: 'Not found',
+  409: 'Conflict: someone else changed it first (current is the document now)',
+  412: 'If-Match failed (current is the document now)',
+  413: 'Body too large',
+  415: 'Body is not application/json',
+  428: 'Send a version in the body or an If-Match header',
+  429: 'Too many requests (see Retry-After)',
+  503: 'A dependency is unavailable; retry',
+};
+
+export function errorResponses(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((status) => [
+      status,
+      { description: descriptions[status] ?? 'Error', content: { 'application/json': { schema: ErrorBody } } },
+    ]),
+  ) as Record<number, { description: string; content: { 'application/json': { schema: typeof ErrorBody } } }>;
+}
+
+export function jsonBody<T extends z.ZodType>(schema: T) {
+  return { required: true, content: { 'application/json': { schema } } };
+}

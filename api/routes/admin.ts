@@ -1,0 +1,196 @@
+// Operations and admin management: /api/admin/queue-stats, /api/admins.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { PublicAdmin } from '../../shared/admins.ts';
+import { roles } from '../../shared/sessions.ts';
+import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import { HttpError } from '../http-errors.ts';
+import { errorResponses, jsonBody } from '../openapi.ts';
+import type { Services } from '../services.ts';
+
+const count = z.number().int().nonnegative();
+
+const NameCounts = z
+  .object({ waiting: count, delayed: count, active: count, completed: count, failed: count })
+  .openapi('QueueNameCounts');
+
+const QueueStats = z
+  .object({
+    pending: count.openapi({ description: 'waiting, including delayed' }),
+    processing: count.openapi({ description: 'being worked on' }),
+    completed: count,
+    failed: count,
+    waiting: count.openapi({ description: 'due and waiting for a worker' }),
+    delayed: count.openapi({ description: 'waiting for their run time' }),
+    active: count,
+    oldestWaitingAgeMs: count.openapi({ description: 'age of the oldest due job still waiting; 0 when none' }),
+    byName: z.record(z.string(), NameCounts),
+  })
+  .openapi('QueueStats');
+
+const RoleList = z
+  .array(z.enum(roles))
+  .min(1)
+  .max(roles.length)
+  .refine((list) => new Set(list).size === list.length, 'roles must not repeat');
+
+const Admin = z
+  .object({
+    id: z.string(),
+    email: z.string(),
+    name: z.string(),
+    roles: z.array(z.enum(roles)),
+    disabled: z.boolean(),
+    createdAt: z.string().openapi({ format: 'date-time' }),
+  })
+  .openapi('Admin');
+
+const NewAdmin = z
+  .object({
+    email: z.email().max(254),
+    name: z.string().trim().min(1).max(200).optional(),
+    password: z.string().min(12).max(1024),
+    roles: RoleList,
+  })
+  .strict()
+  .openapi('NewAdmin');
+
+const AdminChanges = z
+  .object({ roles: RoleList.optional(), disabled: z.boolean().optional() })
+  .strict()
+  .refine((body) => body.roles !== undefined || body.disabled !== undefined, 'send roles and/or disabled')
+  .openapi('AdminChanges');
+
+const AdminList = z
+  .object({
+    items: z.array(Admin),
+    next: z.string().nullable().openapi({ description: 'pass as `after` for the next page; null on the last' }),
+  })
+  .openapi('AdminList');
+
+const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  after: z.string().max(254).optional().openapi({ description: 'the `next` of the previous page' }),
+});
+
+const IdParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(128)
+    .openapi({ param: { name: 'id', in: 'path' } }),
+});
+
+const security = [{ bearerAuth: [] }];
+
+function toBody(admin: PublicAdmin): z.infer<typeof Admin> {
+  return {
+    id: admin._id,
+    email: admin.email,
+    name: admin.name,
+    roles: admin.roles,
+    disabled: admin.disabled,
+    createdAt: admin.createdAt.toISOString(),
+  };
+}
+
+export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  // Authenticate, then count against the admin's budget (403s too), then check the permission.
+  const guard = (permission: 'queue:stats' | 'admins:manage') => [
+    authenticate(services),
+    rateLimitPerAdmin(services),
+    authorize(permission),
+  ];
+
+  const queueStats = createRoute({
+    method: 'get',
+    path: '/api/admin/queue-stats',
+    tags: ['operations'],
+    summary: 'Job counts per state and per job name',
+    security,
+    middleware: guard('queue:stats'),
+    responses: {
+      200: { description: 'Queue statistics', content: { 'application/json': { schema: QueueStats } } },
+      ...errorResponses(401, 403, 429, 503),
+    },
+  });
+
+  const createAdmin = createRoute({
+    method: 'post',
+    path: '/api/admins',
+    tags: ['admins'],
+    summary: 'Create an admin',
+    security,
+    middleware: guard('admins:manage'),
+    request: { body: jsonBody(NewAdmin) },
+    responses: {
+      201: { description: 'Created', content: { 'application/json': { schema: Admin } } },
+      ...errorResponses(400, 401, 403, 409, 415, 429),
+    },
+  });
+
+  const listAdmins = createRoute({
+    method: 'get',
+    path: '/api/admins',
+    tags: ['admins'],
+    summary: 'List admins by email',
+    security,
+    middleware: guard('admins:manage'),
+    request: { query: ListQuery },
+    responses: {
+      200: { description: 'A page of admins', content: { 'application/json': { schema: AdminList } } },
+      ...errorResponses(400, 401, 403, 429),
+    },
+  });
+
+  const updateAdmin = createRoute({
+    method: 'patch',
+    path: '/api/admins/{id}',
+    tags: ['admins'],
+    summary: "Change an admin's roles or disable them (ends their sessions everywhere)",
+    security,
+    middleware: guard('admins:manage'),
+    request: { params: IdParam, body: jsonBody(AdminChanges) },
+    responses: {
+      200: { description: 'The admin after the change', content: { 'application/json': { schema: Admin } } },
+      ...errorResponses(400, 401, 403, 404, 415, 429),
+    },
+  });
+
+  app.openapi(queueStats, async (c) => c.json(await services.queue.stats(), 200));
+
+  app.openapi(createAdmin, async (c) => {
+    const body = c.req.valid('json');
+    // A duplicate email is a ConflictError, answered 409 by the error mapper.
+    const admin = await services.admins.create(body);
+    c.header('Location', `/api/admins/${encodeURIComponent(admin._id)}`);
+    return c.json(toBody(admin), 201);
+  });
+
+  app.openapi(listAdmins, async (c) => {
+    const { limit, after } = c.req.valid('query');
+    const admins = await services.admins.list({ limit, afterEmail: after });
+    const next = admins.length === limit ? (admins.at(-1)?.email ?? null) : null;
+    return c.json({ items: admins.map(toBody), next }, 200);
+  });
+
+  app.openapi(updateAdmin, async (c) => {
+    const { id } = c.req.valid('param');
+    const changes = c.req.valid('json');
+    if (id === c.get('auth').sub) {
+      const problems = [
+        ...(changes.roles && !changes.roles.includes('admin')
+          ? [{ path: 'roles', message: "you may not remove your own 'admin' role" }]
+          : []),
+        ...(changes.disabled ? [{ path: 'disabled', message: 'you may not disable yourself' }] : []),
+      ];
+      if (problems.length > 0) throw new HttpError(400, 'validation', 'You may not lock yourself out.', problems);
+    }
+    const admin = await services.admins.update(id, changes);
+    if (!admin) throw new HttpError(404, 'not_found', 'There is no admin with this id.');
+    // Roles travel in access tokens: end every session so no token keeps the old roles. Done after
+    // the write (a login in between already gets the new roles) and on every such request, even
+    // when nothing changed, so a retry after a failure here still ends them.
+    if (changes.roles !== undefined || changes.disabled === true) await services.sessions.logoutAll(id);
+    return c.json(toBody(admin), 200);
+  });
+}

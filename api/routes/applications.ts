@@ -1,0 +1,280 @@
+// /api/applications: list (page or cursor), get with ETag, create, versioned PUT, batch status update.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import {
+  type Application,
+  Applications,
+  applicationIdSchema,
+  applicationInputSchema,
+  applicationUpdateSchema,
+  editableFields,
+  etagOf,
+  type Precondition,
+  parseIfMatch,
+  sortOptions,
+  statuses,
+  targetStatuses,
+} from '../../shared/applications.ts';
+import { can, type Permission } from '../../shared/rbac.ts';
+import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import { HttpError } from '../http-errors.ts';
+import { errorResponses, jsonBody } from '../openapi.ts';
+import type { Services } from '../services.ts';
+
+/** One lease for every batch, whatever its target status: batches over overlapping ids never interleave. */
+export const BATCH_LOCK_KEY = 'batch:applications';
+const BATCH_LOCK_WAIT_MS = 30_000;
+const MAX_BATCH = 500;
+
+// Rebuilt from the shared shapes here, where zod has its .openapi() extension whatever the import order.
+const ApplicationInput = z.object(applicationInputSchema.shape).strict().openapi('ApplicationInput');
+const ApplicationUpdate = z.object(applicationUpdateSchema.shape).strict().openapi('ApplicationUpdate');
+
+const ApplicationJson = z
+  .object({
+    ...applicationInputSchema.shape,
+    _id: z.string().openapi({ example: 'APP-5f0c6c3e-8d0b-4a8e-9a53-0f6a3d1b2c4d' }),
+    status: z.enum(statuses),
+    version: z.number().int(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    createdBy: z.string(),
+    updatedBy: z.string(),
+  })
+  .openapi('Application');
+type ApplicationJson = z.infer<typeof ApplicationJson>;
+
+const ListQuery = z
+  .object({
+    page: z.coerce.number().int().min(1).max(1_000_000).optional().openapi({ description: 'page mode, from 1' }),
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+    status: z.enum(statuses).optional(),
+    sort: z.enum(sortOptions).optional().openapi({ description: 'field, `-` for descending; default -createdAt' }),
+    cursor: z
+      .string()
+      .min(1)
+      .max(512)
+      .optional()
+      .openapi({ description: 'cursor mode: the nextCursor of the previous answer' }),
+    total: z.enum(['true', 'false']).default('true').openapi({ description: 'page mode: false skips the count' }),
+  })
+  .strict();
+
+const ListResponse = z
+  .object({
+    items: z.array(ApplicationJson),
+    page: z.number().int().optional(),
+    limit: z.number().int(),
+    total: z.number().int().optional(),
+    nextCursor: z.string().nullable(),
+  })
+  .openapi('ApplicationList');
+
+const IdParam = z.object({ id: applicationIdSchema });
+
+const IfMatchHeader = z.object({
+  'if-match': z
+    .string()
+    .max(1024)
+    .optional()
+    .openapi({ description: 'RFC 9110: "<version>" (the ETag you read), a list of them, or *' }),
+});
+
+const BatchRequest = z
+  .object({
+    applicationIds: z
+      .array(applicationIdSchema)
+      .min(1)
+      .max(MAX_BATCH)
+      .refine((ids) => new Set(ids).size === ids.length, 'applicationIds must be unique'),
+    status: z.enum(targetStatuses),
+  })
+  .strict()
+  .openapi('BatchUpdateRequest');
+
+const BatchResponse = z
+  .object({
+    results: z.array(
+      z.object({
+        id: z.string(),
+        outcome: z.enum(['updated', 'conflict', 'not_found', 'invalid']),
+        version: z.number().int().optional(),
+        error: z.string().optional(),
+      }),
+    ),
+    counts: z.object({ updated: z.number(), conflict: z.number(), not_found: z.number(), invalid: z.number() }),
+  })
+  .openapi('BatchUpdateResult');
+
+const security = [{ bearerAuth: [] }];
+const single = (schema: typeof ApplicationJson, description: string) => ({
+  description,
+  headers: { ETag: { schema: { type: 'string' as const }, description: 'the version, quoted' } },
+  content: { 'application/json': { schema } },
+});
+
+function toJson(app: Application): ApplicationJson {
+  return { ...app, createdAt: app.createdAt.toISOString(), updatedAt: app.updatedAt.toISOString() };
+}
+
+function requirePermission(c: Context<AppEnv>, permission: Permission): void {
+  const auth = c.get('auth');
+  if (!can(auth.roles, permission)) {
+    throw new HttpError(403, 'forbidden', `Your roles (${auth.roles.join(', ')}) do not allow ${permission}.`);
+  }
+}
+
+export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
+  const guard = (permission: Permission) => [
+    authenticate(services),
+    rateLimitPerAdmin(services),
+    authorize(permission),
+  ];
+  const actorOf = (c: Context<AppEnv>) => ({ id: c.get('auth').sub, requestId: c.get('requestId') });
+
+  const list = createRoute({
+    method: 'get',
+    path: '/api/applications',
+    tags: ['applications'],
+    summary: 'List applications: page mode (page, total) or cursor mode (cursor) for deep paging',
+    security,
+    middleware: guard('applications:read'),
+    request: { query: ListQuery },
+    responses: {
+      200: { description: 'A page', content: { 'application/json': { schema: ListResponse } } },
+      ...errorResponses(400, 401, 403, 429),
+    },
+  });
+
+  const get = createRoute({
+    method: 'get',
+    path: '/api/applications/{id}',
+    tags: ['applications'],
+    summary: 'One application, with its version as ETag',
+    security,
+    middleware: guard('applications:read'),
+    request: { params: IdParam },
+    responses: { 200: single(ApplicationJson, 'The application'), ...errorResponses(400, 401, 403, 404, 429) },
+  });
+
+  const create = createRoute({
+    method: 'post',
+    path: '/api/applications',
+    tags: ['applications'],
+    summary: 'Create an application (pending, version 1)',
+    security,
+    middleware: guard('applications:create'),
+    request: { body: jsonBody(ApplicationInput) },
+    responses: { 201: single(ApplicationJson, 'Created'), ...errorResponses(400, 401, 403, 413, 415, 429) },
+  });
+
+  const update = createRoute({
+    method: 'put',
+    path: '/api/applications/{id}',
+    tags: ['applications'],
+    summary: 'Change status and/or applicant fields, with the version read (body) or If-Match',
+    description:
+      'Checks in this order: 404, then the version (409 for a stale body version, 412 for a failed If-Match), ' +
+      'then the move (400). Moving to status X needs status:X; editing fields needs applications:edit. ' +
+      'Legal moves: pending -> under_review -> approved | rejected; approved -> disbursed. A same-status move ' +
+      'is illegal; fields can be edited while pending or under_review.',
+    security,
+    middleware: guard('applications:read'),
+    request: { params: IdParam, headers: IfMatchHeader, body: jsonBody(ApplicationUpdate) },
+    responses: {
+      200: single(ApplicationJson, 'The application after the change (version + 1)'),
+      ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 428, 429),
+    },
+  });
+
+  const batch = createRoute({
+    method: 'post',
+    path: '/api/applications/batch-update',
+    tags: ['applications'],
+    summary: 'Move up to 500 applications to one status, with an outcome per id',
+    description:
+      'Runs under one lease for all batches; each item is written only if it still has the version the batch read.',
+    security,
+    middleware: guard('applications:read'),
+    request: { body: jsonBody(BatchRequest) },
+    responses: {
+      200: { description: 'Outcome per id', content: { 'application/json': { schema: BatchResponse } } },
+      ...errorResponses(400, 401, 403, 413, 415, 429, 503),
+    },
+  });
+
+  app.openapi(list, async (c) => {
+    const query = c.req.valid('query');
+    if (query.cursor !== undefined && query.page !== undefined) {
+      throw new HttpError(400, 'validation', 'Send either page or cursor, not both.', [
+        { path: 'cursor', message: 'cursor mode takes no page' },
+      ]);
+    }
+    const cursorMode = query.cursor !== undefined;
+    const page = query.page ?? 1;
+    const result = await applications.list({
+      status: query.status,
+      sort: query.sort,
+      limit: query.limit,
+      page,
+      cursor: query.cursor,
+      withTotal: !cursorMode && query.total === 'true',
+    });
+    const items = result.items.map(toJson);
+    if (cursorMode) return c.json({ items, limit: query.limit, nextCursor: result.nextCursor }, 200);
+    return c.json({ items, page, limit: query.limit, total: result.total, nextCursor: result.nextCursor }, 200);
+  });
+
+  app.openapi(get, async (c) => {
+    const { id } = c.req.valid('param');
+    const found = await applications.get(id);
+    if (!found) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
+    c.header('ETag', etagOf(found.version));
+    return c.json(toJson(found), 200);
+  });
+
+  app.openapi(create, async (c) => {
+    const created = await applications.create(c.req.valid('json'), actorOf(c));
+    c.header('Location', `/api/applications/${created._id}`);
+    c.header('ETag', etagOf(created.version));
+    return c.json(toJson(created), 201);
+  });
+
+  app.openapi(update, async (c) => {
+    const { id } = c.req.valid('param');
+    const { status, version, ...fields } = c.req.valid('json');
+    // Permissions come from the body, before anything touches the database.
+    if (status) requirePermission(c, `status:${status}`);
+    if (editableFields.some((field) => fields[field] !== undefined)) requirePermission(c, 'applications:edit');
+    const pre: Precondition = { version };
+    const ifMatch = c.req.header('if-match');
+    if (ifMatch !== undefined) {
+      const parsed = parseIfMatch(ifMatch);
+      if (parsed === null) {
+        throw new HttpError(400, 'validation', 'If-Match must be * or a list of entity tags.', [
+          { path: 'if-match', message: 'not an entity-tag list' },
+        ]);
+      }
+      pre.ifMatch = parsed;
+    }
+    if (pre.version === undefined && pre.ifMatch === undefined) {
+      throw new HttpError(428, 'precondition_required', 'Send the version you read in the body, or If-Match.');
+    }
+    const updated = await applications.update(id, { status, fields }, pre, actorOf(c));
+    c.header('ETag', etagOf(updated.version));
+    return c.json(toJson(updated), 200);
+  });
+
+  app.openapi(batch, async (c) => {
+    const { applicationIds, status } = c.req.valid('json');
+    requirePermission(c, `status:${status}` as Permission);
+    const actor = actorOf(c);
+    const result = await services.locks.withLock(
+      BATCH_LOCK_KEY,
+      (lease) => applications.batchSetStatus(applicationIds, status, actor, lease.signal),
+      { waitMs: BATCH_LOCK_WAIT_MS },
+    );
+    return c.json(result, 200);
+  });
+}

@@ -1,0 +1,154 @@
+// /api/auth: login, refresh, logout, logout-all, me.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { normalizeEmail } from '../../shared/admins.ts';
+import { roles } from '../../shared/sessions.ts';
+import { type AppEnv, authenticate, rateLimitHeaders } from '../auth.ts';
+import { HttpError } from '../http-errors.ts';
+import { errorResponses, jsonBody } from '../openapi.ts';
+import type { Services } from '../services.ts';
+
+const Credentials = z
+  .object({
+    email: z.email().max(254).openapi({ example: 'admin@example.com' }),
+    password: z.string().min(1).max(1024).openapi({ example: 'correct horse battery staple' }),
+  })
+  .strict()
+  .openapi('Credentials');
+
+const TokenPair = z
+  .object({
+    accessToken: z.string(),
+    refreshToken: z.string(),
+    tokenType: z.literal('Bearer'),
+    expiresIn: z.number().int().openapi({ description: 'seconds until the access token expires' }),
+  })
+  .openapi('TokenPair');
+
+const RefreshBody = z
+  .object({ refreshToken: z.string().min(1).max(512) })
+  .strict()
+  .openapi('RefreshRequest');
+
+const Me = z
+  .object({
+    id: z.string(),
+    email: z.string(),
+    name: z.string(),
+    roles: z.array(z.enum(roles)),
+    sessionId: z.string(),
+  })
+  .openapi('Me');
+
+const security = [{ bearerAuth: [] }];
+
+const login = createRoute({
+  method: 'post',
+  path: '/api/auth/login',
+  tags: ['auth'],
+  summary: 'Log in with email and password',
+  request: { body: jsonBody(Credentials) },
+  responses: {
+    200: { description: 'Logged in', content: { 'application/json': { schema: TokenPair } } },
+    ...errorResponses(400, 401, 415, 429),
+  },
+});
+
+const refresh = createRoute({
+  method: 'post',
+  path: '/api/auth/refresh',
+  tags: ['auth'],
+  summary: 'Rotate a refresh token for a new token pair',
+  request: { body: jsonBody(RefreshBody) },
+  responses: {
+    200: { description: 'New tokens', content: { 'application/json': { schema: TokenPair } } },
+    ...errorResponses(400, 401, 415),
+  },
+});
+
+const logout = createRoute({
+  method: 'post',
+  path: '/api/auth/logout',
+  tags: ['auth'],
+  summary: 'End this session (access and refresh token)',
+  security,
+  responses: { 204: { description: 'Logged out' }, ...errorResponses(401) },
+});
+
+const logoutAll = createRoute({
+  method: 'post',
+  path: '/api/auth/logout-all',
+  tags: ['auth'],
+  summary: 'End every session of this admin, on every instance',
+  security,
+  responses: { 204: { description: 'Every session ended' }, ...errorResponses(401) },
+});
+
+const me = createRoute({
+  method: 'get',
+  path: '/api/auth/me',
+  tags: ['auth'],
+  summary: 'Who am I',
+  security,
+  responses: {
+    200: { description: 'The admin', content: { 'application/json': { schema: Me } } },
+    ...errorResponses(401, 404),
+  },
+});
+
+export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientAddress: (c: Context) => string) {
+  app.openapi(login, async (c) => {
+    const { email, password } = c.req.valid('json');
+    const account = normalizeEmail(email);
+    const address = clientAddress(c);
+    // Every attempt is counted before the password is checked, so concurrent guesses cannot slip past
+    // the limit; a successful login takes its attempt back.
+    const decisions = await Promise.all([services.loginByAccount.hit(account), services.loginByAddress.hit(address)]);
+    for (const decision of decisions) {
+      if (!decision.allowed) {
+        throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
+          ...rateLimitHeaders(decision),
+          'Retry-After': String(decision.resetS),
+        });
+      }
+    }
+    const admin = await services.admins.authenticate(account, password);
+    // One answer for an unknown email and a wrong password.
+    if (!admin) throw new HttpError(401, 'invalid_credentials', 'The email or the password is wrong.');
+    await Promise.all([services.loginByAccount.undo(account), services.loginByAddress.undo(address)]);
+    return c.json(await services.sessions.issue({ id: admin._id, roles: admin.roles }), 200);
+  });
+
+  app.openapi(refresh, async (c) => {
+    const { refreshToken } = c.req.valid('json');
+    try {
+      return c.json(await services.sessions.refresh(refreshToken), 200);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === 'unauthorized' || code === 'refresh_reused')
+        throw new HttpError(401, code, (error as Error).message);
+      throw error;
+    }
+  });
+
+  app.use('/api/auth/logout', authenticate(services));
+  app.use('/api/auth/logout-all', authenticate(services));
+  app.use('/api/auth/me', authenticate(services));
+
+  app.openapi(logout, async (c) => {
+    await services.sessions.logout(c.get('auth'));
+    return c.body(null, 204);
+  });
+
+  app.openapi(logoutAll, async (c) => {
+    await services.sessions.logoutAll(c.get('auth').sub);
+    return c.body(null, 204);
+  });
+
+  app.openapi(me, async (c) => {
+    const auth = c.get('auth');
+    const admin = await services.admins.get(auth.sub);
+    if (!admin) throw new HttpError(404, 'not_found', 'This admin no longer exists.');
+    return c.json({ id: admin._id, email: admin.email, name: admin.name, roles: auth.roles, sessionId: auth.sid }, 200);
+  });
+}

@@ -1,0 +1,107 @@
+// Everything a request handler needs, built once per process (or per Durable Object) from the
+// database and the configuration. Runtime-neutral.
+import type { Db } from 'mongodb';
+import { Admins, adminIndexes } from '../shared/admins.ts';
+import { applicationIndexes } from '../shared/applications.ts';
+import { auditIndexes } from '../shared/audit.ts';
+import { ServerClock } from '../shared/clock.ts';
+import type { ApiConfig } from '../shared/config.ts';
+import type { IndexPlan } from '../shared/db.ts';
+import { LockManager } from '../shared/lock.ts';
+import { Queue, queueIndexes } from '../shared/queue.ts';
+import { ExactRateLimiter, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
+import { Revocations, revocationIndexes } from '../shared/revocations.ts';
+import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/sessions.ts';
+import { createLogger, type Logger } from './log.ts';
+
+export interface Services {
+  db: Db;
+  config: ApiConfig;
+  logger: Logger;
+  clock: ServerClock;
+  admins: Admins;
+  sessions: Sessions;
+  revocations: Revocations;
+  locks: LockManager;
+  /** Producer side of the job queue: routes publish work for the workers. */
+  queue: Queue;
+  loginByAccount: ExactRateLimiter;
+  loginByAddress: ExactRateLimiter;
+  apiLimiter: SharedRateLimiter;
+}
+
+export const apiIndexes: IndexPlan[] = [
+  adminIndexes,
+  sessionIndexes,
+  revocationIndexes,
+  rateLimitIndexes,
+  queueIndexes,
+  applicationIndexes,
+  auditIndexes,
+];
+
+const LOGIN_WINDOW_MS = 15 * 60_000;
+
+export async function createServices(
+  db: Db,
+  config: ApiConfig,
+  logger = createLogger(config.LOG_LEVEL),
+): Promise<Services> {
+  const clock = new ServerClock(db);
+  await clock.sync();
+  const keys = parseJwtKeys(config.JWT_KEYS);
+  const revocations = new Revocations(db, {
+    retainMs: config.ACCESS_TOKEN_TTL_S * 1000,
+    maxStalenessMs: config.REVOCATION_STALENESS_MS,
+    clock,
+  });
+  return {
+    db,
+    config,
+    logger,
+    clock,
+    admins: new Admins(db, { passwordIterations: config.PASSWORD_ITERATIONS, clock }),
+    sessions: new Sessions(db, {
+      keys,
+      signingKid: config.JWT_SIGNING_KID ?? [...keys.keys()][0]!,
+      accessTtlS: config.ACCESS_TOKEN_TTL_S,
+      refreshTtlS: config.REFRESH_TOKEN_TTL_S,
+      clock,
+      revocations,
+    }),
+    revocations,
+    locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
+    queue: new Queue(db, { clock }),
+    loginByAccount: new ExactRateLimiter(db, {
+      name: 'login-account',
+      limit: config.LOGIN_ATTEMPTS_PER_ACCOUNT,
+      windowMs: LOGIN_WINDOW_MS,
+      clock,
+    }),
+    loginByAddress: new ExactRateLimiter(db, {
+      name: 'login-address',
+      limit: config.LOGIN_ATTEMPTS_PER_ADDRESS,
+      windowMs: LOGIN_WINDOW_MS,
+      clock,
+    }),
+    apiLimiter: new SharedRateLimiter(db, {
+      name: 'api',
+      limit: config.RATE_LIMIT_PER_MINUTE,
+      windowMs: 60_000,
+      clock,
+    }),
+  };
+}
+
+/** Node and Deno: keep caches fresh in the background so requests never wait on them. */
+export function startBackground(services: Services): () => Promise<void> {
+  services.revocations.start();
+  services.apiLimiter.start();
+  const resync = setInterval(() => void services.clock.maybeSync().catch(() => {}), 30_000);
+  (resync as { unref?: () => void }).unref?.();
+  return async () => {
+    clearInterval(resync);
+    services.revocations.stop();
+    await services.apiLimiter.stop();
+  };
+}

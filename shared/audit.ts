@@ -1,0 +1,73 @@
+// The audit trail: who changed which application, from which status to which, and when. One entry per
+// version of an application, keyed `<applicationId>:<version>`, so writing an entry twice (a retry, a
+// replay after a crash) is harmless: the second insert meets the first and is ignored.
+import type { Collection, Db } from 'mongodb';
+import type { IndexPlan } from './db.ts';
+
+export const AUDIT_COLLECTION = 'audit';
+
+export type AuditAction = 'create' | 'update' | 'batch-update';
+
+export interface AuditEntry {
+  /** `<applicationId>:<version>`: one entry per version, whoever writes it. */
+  _id: string;
+  at: Date;
+  /** The admin's id. */
+  actor: string;
+  action: AuditAction;
+  applicationId: string;
+  /** The status before the change (null on create). */
+  from: string | null;
+  /** The status after the change (equal to `from` for an edit that kept the status). */
+  to: string;
+  /** The application's version after the change. */
+  version: number;
+  /** Applicant fields the change edited, if any. */
+  fields?: string[];
+  requestId?: string;
+}
+
+export const auditId = (applicationId: string, version: number) => `${applicationId}:${version}`;
+
+/** An application's history by version; an admin's actions by time. */
+export const auditIndexes: IndexPlan = {
+  collection: AUDIT_COLLECTION,
+  indexes: [
+    { key: { applicationId: 1, version: 1 }, name: 'by_application' },
+    { key: { actor: 1, at: -1 }, name: 'by_actor' },
+  ],
+};
+
+export const auditQueries = {
+  ofApplication: (applicationId: string) => ({ applicationId }),
+  historyOrder: { version: 1 } as const,
+};
+
+function onlyDuplicateKeys(error: unknown): boolean {
+  const e = error as { code?: unknown; writeErrors?: unknown };
+  if (e.code === 11000 && e.writeErrors === undefined) return true;
+  const list = Array.isArray(e.writeErrors) ? e.writeErrors : e.writeErrors ? [e.writeErrors] : [];
+  return list.length > 0 && list.every((w: { code?: unknown }) => w.code === 11000);
+}
+
+export class AuditLog {
+  readonly collection: Collection<AuditEntry>;
+
+  constructor(db: Db, collection = AUDIT_COLLECTION) {
+    this.collection = db.collection<AuditEntry>(collection);
+  }
+
+  /** Writes the entries in one command; entries that exist already (same _id) are left as they are. */
+  async record(entries: AuditEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    try {
+      await this.collection.insertMany(entries, { ordered: false });
+    } catch (error) {
+      if (!onlyDuplicateKeys(error)) throw error;
+    }
+  }
+
+  async history(applicationId: string): Promise<AuditEntry[]> {
+    return this.collection.find(auditQueries.ofApplication(applicationId)).sort(auditQueries.historyOrder).toArray();
+  }
+}

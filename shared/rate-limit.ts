@@ -1,0 +1,171 @@
+// Fixed-window rate limits whose counts live in MongoDB, so they hold across instances.
+//
+// Two modes. `exact` (logins): one atomic $inc per hit, the answer is the global count.
+// `shared` (every API request): each instance counts locally and flushes its increments in one
+// bulk write every `flushMs`, reading back the global totals in one query; a request pays no
+// database round trip. The global limit can be overshot by what the instances admit within one
+// flush interval, which is the price of zero per-request cost; the README states the bound.
+import type { AnyBulkWriteOperation, Collection, Db } from 'mongodb';
+import type { Clock } from './clock.ts';
+import type { IndexPlan } from './db.ts';
+
+export interface RateDoc {
+  _id: string;
+  count: number;
+  expiresAt: Date;
+}
+
+export const rateLimitIndexes: IndexPlan = {
+  collection: 'rate_limits',
+  indexes: [{ key: { expiresAt: 1 }, name: 'expiresAt_ttl', expireAfterSeconds: 0 }],
+};
+
+export interface RateDecision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  /** Seconds until the window resets. */
+  resetS: number;
+}
+
+export interface RateLimitOptions {
+  limit: number;
+  windowMs: number;
+  clock: Clock;
+  /** Prefix of the counter ids, e.g. 'api' or 'login-account'. */
+  name: string;
+}
+
+function windowOf(now: number, windowMs: number) {
+  const start = Math.floor(now / windowMs) * windowMs;
+  return { start, end: start + windowMs };
+}
+
+function decide(count: number, limit: number, now: number, end: number): RateDecision {
+  return {
+    allowed: count <= limit,
+    limit,
+    remaining: Math.max(0, limit - count),
+    resetS: Math.max(1, Math.ceil((end - now) / 1000)),
+  };
+}
+
+/** One atomic increment per hit: exact across instances. For rare, sensitive actions (login). */
+export class ExactRateLimiter {
+  private readonly collection: Collection<RateDoc>;
+  private readonly options: RateLimitOptions;
+
+  constructor(db: Db, options: RateLimitOptions) {
+    this.collection = db.collection<RateDoc>('rate_limits');
+    this.options = options;
+  }
+
+  /** Counts a hit for `key` and says whether it is within the limit. */
+  async hit(key: string): Promise<RateDecision> {
+    const now = this.options.clock.now();
+    const { start, end } = windowOf(now, this.options.windowMs);
+    const doc = await this.collection.findOneAndUpdate(
+      { _id: `${this.options.name}:${key}:${start}` },
+      { $inc: { count: 1 }, $setOnInsert: { expiresAt: new Date(end + 60_000) } },
+      { upsert: true, returnDocument: 'after' },
+    );
+    return decide(doc?.count ?? 1, this.options.limit, now, end);
+  }
+
+  /** Takes back one hit of this window (e.g. a login that succeeded). */
+  async undo(key: string): Promise<void> {
+    const { start } = windowOf(this.options.clock.now(), this.options.windowMs);
+    await this.collection.updateOne(
+      { _id: `${this.options.name}:${key}:${start}`, count: { $gt: 0 } },
+      { $inc: { count: -1 } },
+    );
+  }
+
+  async reset(key: string): Promise<void> {
+    const { start } = windowOf(this.options.clock.now(), this.options.windowMs);
+    await this.collection.deleteOne({ _id: `${this.options.name}:${key}:${start}` });
+  }
+}
+
+/** Local counting with periodic global sync: no database round trip per request. */
+export class SharedRateLimiter {
+  private readonly collection: Collection<RateDoc>;
+  private readonly options: RateLimitOptions & { flushMs: number };
+  /** Per counter id: the global count last read, and the hits not yet flushed. */
+  private readonly counters = new Map<string, { global: number; pending: number; end: number }>();
+  private flushing: Promise<void> | null = null;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  /** Flushes sent (each: one bulk write and one find). */
+  flushes = 0;
+
+  constructor(db: Db, options: RateLimitOptions & { flushMs?: number }) {
+    this.collection = db.collection<RateDoc>('rate_limits');
+    this.options = { ...options, flushMs: options.flushMs ?? 250 };
+  }
+
+  hit(key: string): RateDecision {
+    const now = this.options.clock.now();
+    const { start, end } = windowOf(now, this.options.windowMs);
+    const id = `${this.options.name}:${key}:${start}`;
+    let counter = this.counters.get(id);
+    if (!counter) {
+      counter = { global: 0, pending: 0, end };
+      this.counters.set(id, counter);
+    }
+    const decision = decide(counter.global + counter.pending + 1, this.options.limit, now, end);
+    // Refused hits are not counted, so a client that backs off is not punished twice.
+    if (decision.allowed) counter.pending++;
+    return decision;
+  }
+
+  /** Sends pending increments and reads back the global totals. Concurrent callers share one flush. */
+  flush(): Promise<void> {
+    if (!this.flushing) {
+      this.flushing = this.send().finally(() => {
+        this.flushing = null;
+      });
+    }
+    return this.flushing;
+  }
+
+  private async send(): Promise<void> {
+    const now = this.options.clock.now();
+    for (const [id, counter] of this.counters) if (counter.end < now) this.counters.delete(id);
+    if (this.counters.size === 0) return;
+    const batch = [...this.counters.entries()].map(([id, counter]) => ({ id, counter, sent: counter.pending }));
+    const operations: AnyBulkWriteOperation<RateDoc>[] = batch
+      .filter((entry) => entry.sent > 0)
+      .map(({ id, counter, sent }) => ({
+        updateOne: {
+          filter: { _id: id },
+          update: { $inc: { count: sent }, $setOnInsert: { expiresAt: new Date(counter.end + 60_000) } },
+          upsert: true,
+        },
+      }));
+    this.flushes++;
+    if (operations.length > 0) await this.collection.bulkWrite(operations, { ordered: false });
+    // The sent hits move from pending to global at once: until the read-back below lands, the
+    // local view must still count them (else this instance admits them a second time meanwhile).
+    for (const entry of batch) {
+      entry.counter.pending -= entry.sent;
+      entry.counter.global += entry.sent;
+    }
+    const totals = await this.collection.find({ _id: { $in: batch.map((entry) => entry.id) } }).toArray();
+    for (const doc of totals) {
+      const counter = this.counters.get(doc._id);
+      if (counter) counter.global = doc.count;
+    }
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.flush().catch(() => {}), this.options.flushMs);
+    (this.timer as { unref?: () => void }).unref?.();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.flush().catch(() => {});
+  }
+}

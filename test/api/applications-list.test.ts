@@ -1,0 +1,224 @@
+// Listing applications over HTTP: page mode with total, cursor mode (keyset), sort orders, status
+// filter, and the edges of page and limit. Its own database, so totals are exact.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { createApp } from '../../api/app.ts';
+import type { Services } from '../../api/services.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
+import type { Role } from '../../shared/sessions.ts';
+import { createTestApp } from '../support/app.ts';
+import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+
+let database: TestDatabase;
+let app: ReturnType<typeof createApp>;
+let services: Services;
+const tokens = {} as Record<Role, string>;
+const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
+
+interface Reply {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked field by field
+  body: any;
+}
+
+async function call(
+  method: string,
+  path: string,
+  options: { as?: Role; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  const headers: Record<string, string> = { authorization: `Bearer ${tokens[options.as ?? 'admin']}` };
+  if (options.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await app.request(path, {
+    method,
+    headers: { ...headers, ...options.headers },
+    body:
+      options.body === undefined
+        ? undefined
+        : typeof options.body === 'string'
+          ? options.body
+          : JSON.stringify(options.body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
+}
+
+const sample = (n = 0) => ({
+  applicantName: `Applicant ${n}`,
+  monthlyIncome: 5000,
+  loanAmount: 20_000,
+  termMonths: 36,
+});
+
+async function createOne(n = 0) {
+  const res = await call('POST', '/api/applications', { body: sample(n) });
+  expect(res.status).toBe(201);
+  return res.body as { _id: string; version: number; status: string };
+}
+
+const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
+
+beforeAll(async () => {
+  database = await openTestDatabase(import.meta.filename);
+  ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000' }));
+  for (const role of roles) {
+    await services.admins.create({
+      email: `${role}@example.com`,
+      password: 'pw-for-tests',
+      roles: [role],
+    });
+    const res = await app.request('/api/auth/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: `${role}@example.com`, password: 'pw-for-tests' }),
+    });
+    expect(res.status).toBe(200);
+    tokens[role] = (await res.json()).accessToken;
+  }
+});
+afterAll(() => database.close());
+
+const N = 120;
+const REVIEWED = 30;
+/** Every application as the database orders it, for each sort the API offers. */
+async function expectedOrder(sort: string, status?: string): Promise<string[]> {
+  const field = sort.replace('-', '');
+  const dir = sort.startsWith('-') ? -1 : 1;
+  const docs = await applications()
+    .find(status ? { status } : {})
+    .sort({ [field]: dir, _id: dir })
+    .project({ _id: 1 })
+    .toArray();
+  return docs.map((doc) => String(doc._id));
+}
+
+async function walkCursor(query: string): Promise<{ ids: string[]; pages: number }> {
+  const ids: string[] = [];
+  let pages = 0;
+  let res = await call('GET', `/api/applications?${query}`);
+  for (;;) {
+    expect(res.status).toBe(200);
+    pages++;
+    ids.push(...res.body.items.map((item: { _id: string }) => item._id));
+    if (!res.body.nextCursor) return { ids, pages };
+    const limit = /limit=(\d+)/.exec(query)?.[1] ?? '50';
+    res = await call('GET', `/api/applications?cursor=${encodeURIComponent(res.body.nextCursor)}&limit=${limit}`);
+    expect(Object.keys(res.body).sort()).toEqual(['items', 'limit', 'nextCursor']);
+  }
+}
+
+describe('listing', () => {
+  beforeAll(async () => {
+    // Ten at a time, so that many share a createdAt millisecond and the _id tie-breaker matters.
+    for (let i = 0; i < N; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, (_, j) => createOne(i + j)));
+    }
+    const all = await applications().find({}).project({ _id: 1 }).toArray();
+    const picked = all.slice(0, REVIEWED).map((doc) => String(doc._id));
+    const batch = await call('POST', '/api/applications/batch-update', {
+      body: { applicationIds: picked, status: 'under_review' },
+    });
+    expect(batch.body.counts.updated).toBe(REVIEWED);
+  }, 120_000);
+
+  it('page mode: {items, page, limit, total, nextCursor} in -createdAt order with _id as tie-breaker', async () => {
+    const res = await call('GET', '/api/applications');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ page: 1, limit: 50, total: N });
+    expect(res.body.items).toHaveLength(50);
+    expect(typeof res.body.nextCursor).toBe('string');
+    expect(res.body.items.map((item: { _id: string }) => item._id)).toEqual(
+      (await expectedOrder('-createdAt')).slice(0, 50),
+    );
+    const third = await call('GET', '/api/applications?page=3&limit=50');
+    expect(third.body.items).toHaveLength(N - 100);
+    expect(third.body.total).toBe(N);
+    expect(third.body.nextCursor).toBeNull();
+  });
+
+  it('a page beyond the end is empty with the right total; total=false skips the count', async () => {
+    const beyond = await call('GET', '/api/applications?page=99&limit=50');
+    expect(beyond.status).toBe(200);
+    expect(beyond.body).toEqual({ items: [], page: 99, limit: 50, total: N, nextCursor: null });
+    const filtered = await call('GET', '/api/applications?page=2&limit=50&status=under_review');
+    expect(filtered.body).toEqual({ items: [], page: 2, limit: 50, total: REVIEWED, nextCursor: null });
+    const noTotal = await call('GET', '/api/applications?limit=5&total=false');
+    expect(noTotal.status).toBe(200);
+    expect(noTotal.body.total).toBeUndefined();
+    expect(noTotal.body.items).toHaveLength(5);
+  });
+
+  it('limit and page edges: 0, 201, negative, fractional, non-numeric get 400; 1 and 200 pass', async () => {
+    for (const query of ['limit=0', 'limit=201', 'limit=-1', 'limit=1.5', 'limit=abc', 'page=0', 'page=-2', 'page=x']) {
+      const res = await call('GET', `/api/applications?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body.error.code).toBe('validation');
+    }
+    expect((await call('GET', '/api/applications?limit=1')).body.items).toHaveLength(1);
+    const max = await call('GET', '/api/applications?limit=200');
+    expect(max.body.items).toHaveLength(N);
+    expect(max.body.nextCursor).toBeNull();
+  });
+
+  it('the status filter applies to items and total, in page and cursor mode', async () => {
+    const res = await call('GET', '/api/applications?status=under_review&limit=200');
+    expect(res.body.total).toBe(REVIEWED);
+    expect(res.body.items.every((item: { status: string }) => item.status === 'under_review')).toBe(true);
+    const pending = await call('GET', '/api/applications?status=pending&limit=1');
+    expect(pending.body.total).toBe(N - REVIEWED);
+    const { ids } = await walkCursor('status=under_review&limit=7&sort=updatedAt');
+    expect(ids).toEqual(await expectedOrder('updatedAt', 'under_review'));
+  });
+
+  it('a cursor walk over every sort returns every document exactly once, in order', async () => {
+    for (const sort of ['-createdAt', 'createdAt', '-updatedAt', 'updatedAt']) {
+      const { ids, pages } = await walkCursor(`sort=${sort}&limit=7`);
+      expect(ids, sort).toEqual(await expectedOrder(sort));
+      expect(new Set(ids).size).toBe(N);
+      expect(pages).toBe(Math.ceil(N / 7));
+    }
+  });
+
+  it('page mode nextCursor continues where the page ended', async () => {
+    const first = await call('GET', '/api/applications?limit=40&sort=createdAt');
+    const next = await call('GET', `/api/applications?limit=40&cursor=${encodeURIComponent(first.body.nextCursor)}`);
+    const second = await call('GET', '/api/applications?limit=40&page=2&sort=createdAt');
+    expect(next.body.items.map((i: { _id: string }) => i._id)).toEqual(
+      second.body.items.map((i: { _id: string }) => i._id),
+    );
+  });
+
+  it('a cursor walk stays exact while documents are inserted and changed behind it', async () => {
+    const before = await expectedOrder('createdAt');
+    const ids: string[] = [];
+    let res = await call('GET', '/api/applications?sort=createdAt&limit=25');
+    let round = 0;
+    for (;;) {
+      ids.push(...res.body.items.map((item: { _id: string }) => item._id));
+      // New documents sort after everything already there; the walk reaches them too.
+      if (round++ < 2) await createOne(1000 + round);
+      if (!res.body.nextCursor) break;
+      res = await call('GET', `/api/applications?limit=25&cursor=${encodeURIComponent(res.body.nextCursor)}`);
+    }
+    expect(ids.slice(0, before.length)).toEqual(before);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toHaveLength(before.length + 2);
+  });
+
+  it('bad cursors get 400: garbage, tampered, a cursor with page, or with another sort or status', async () => {
+    const first = await call('GET', '/api/applications?limit=5&sort=createdAt');
+    const cursor = encodeURIComponent(first.body.nextCursor);
+    const tampered = encodeURIComponent(btoa(JSON.stringify({ s: 'createdAt', st: null, v: { $gt: 0 }, i: 'APP-x' })));
+    for (const query of [
+      'cursor=not-a-cursor',
+      `cursor=${tampered}`,
+      `cursor=${encodeURIComponent(btoa('{"__proto__":{"s":"createdAt"}}'))}`,
+      `cursor=${cursor}&page=2`,
+      `cursor=${cursor}&sort=-createdAt`,
+      `cursor=${cursor}&status=pending`,
+    ]) {
+      const res = await call('GET', `/api/applications?${query}`);
+      expect(res.status, query).toBe(400);
+    }
+    expect((await call('GET', `/api/applications?cursor=${cursor}&sort=createdAt`)).status).toBe(200);
+  });
+});

@@ -1,0 +1,34 @@
+// An app on a test database, with a fresh signing key and cheap password hashing.
+import type { Db } from 'mongodb';
+import { createApp } from '../../api/app.ts';
+import { createLogger } from '../../api/log.ts';
+import { apiIndexes, createServices, type Services } from '../../api/services.ts';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../../shared/config.ts';
+import { ensureIndexes } from '../../shared/db.ts';
+import { mongoUrl } from './mongo.ts';
+
+export function randomJwtKeys(kid = 'test'): string {
+  return `${kid}:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
+}
+
+export function testConfig(overrides: Record<string, string> = {}): ApiConfig {
+  return loadConfig(
+    {
+      MONGO_URL: mongoUrl(),
+      JWT_KEYS: randomJwtKeys(),
+      PASSWORD_ITERATIONS: '1000',
+      LOG_LEVEL: 'silent',
+      REVOCATION_STALENESS_MS: '200',
+      ...overrides,
+    },
+    apiConfigSchema,
+  );
+}
+
+export async function createTestApp(db: Db, overrides: Record<string, string> = {}, remoteAddress = '127.0.0.1') {
+  const config = testConfig(overrides);
+  await ensureIndexes(db, apiIndexes);
+  const services: Services = await createServices(db, config, createLogger('silent'));
+  const app = createApp(services, { remoteAddress: () => remoteAddress });
+  return { app, services, config };
+}
