@@ -36,12 +36,17 @@ export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
   };
 }
 
+/** 403 unless the authenticated admin's roles grant `permission`. */
+export function requirePermission(c: Context<AppEnv>, permission: Permission): void {
+  const auth = c.get('auth');
+  if (!can(auth.roles, permission)) {
+    throw new HttpError(403, 'forbidden', `Your roles (${auth.roles.join(', ')}) do not allow ${permission}.`);
+  }
+}
+
 export function authorize(permission: Permission): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const auth = c.get('auth');
-    if (!can(auth.roles, permission)) {
-      throw new HttpError(403, 'forbidden', `Your roles (${auth.roles.join(', ')}) do not allow ${permission}.`);
-    }
+    requirePermission(c, permission);
     await next();
   };
 }

@@ -294,6 +294,12 @@ export interface ApplicationsOptions {
   audit?: AuditLog;
   /** Item writes of a batch in flight at once. */
   batchConcurrency?: number;
+  /**
+   * How long a list total may be reused by this instance (ms); 0 counts on every request. Admins
+   * paging through a list see a total at most this old, and the database counts each status at
+   * most once per period per instance, however many lists are served.
+   */
+  countCacheMs?: number;
 }
 
 function withoutUndefined<T extends object>(value: T): T {
@@ -311,6 +317,8 @@ export class Applications {
   private readonly clock: Clock;
   private readonly queue: Queue;
   private readonly batchConcurrency: number;
+  private readonly countCacheMs: number;
+  private readonly counts = new Map<string, { at: number; value: Promise<number> }>();
 
   constructor(db: Db, options: ApplicationsOptions) {
     this.collection = db.collection<ApplicationDoc>(APPLICATIONS_COLLECTION);
@@ -318,6 +326,7 @@ export class Applications {
     this.clock = options.clock;
     this.queue = options.queue;
     this.batchConcurrency = options.batchConcurrency ?? 8;
+    this.countCacheMs = options.countCacheMs ?? 0;
   }
 
   private now(): Date {
@@ -481,9 +490,17 @@ export class Applications {
    * shutdown of mongod, until it is validated).
    */
   count(status?: ApplicationStatus): Promise<number> {
-    return status
+    const key = status ?? '';
+    const now = this.clock.now();
+    const cached = this.counts.get(key);
+    if (cached && now - cached.at < this.countCacheMs) return cached.value;
+    const value = status
       ? this.collection.countDocuments(applicationQueries.countByStatus(status))
       : this.collection.estimatedDocumentCount();
+    // Concurrent lists share one count; a failed count is not kept.
+    this.counts.set(key, { at: now, value });
+    value.catch(() => this.counts.delete(key));
+    return value;
   }
 
   /**

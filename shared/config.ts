@@ -36,6 +36,8 @@ export const configSchema = z.object({
     .enum(['true', 'false', '1', '0'])
     .default('false')
     .transform((value) => value === 'true' || value === '1'),
+  /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
+  LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
   /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */
   MAX_IN_FLIGHT: int(1, 100_000).default(256),
   MAX_QUEUED: int(0, 1_000_000).default(1024),

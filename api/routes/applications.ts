@@ -15,8 +15,8 @@ import {
   statuses,
   targetStatuses,
 } from '../../shared/applications.ts';
-import { can, type Permission } from '../../shared/rbac.ts';
-import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import type { Permission } from '../../shared/rbac.ts';
+import { type AppEnv, authenticate, authorize, rateLimitPerAdmin, requirePermission } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, jsonBody } from '../openapi.ts';
 import type { Services } from '../services.ts';
@@ -117,15 +117,12 @@ function toJson(app: Application): ApplicationJson {
   return { ...app, createdAt: app.createdAt.toISOString(), updatedAt: app.updatedAt.toISOString() };
 }
 
-function requirePermission(c: Context<AppEnv>, permission: Permission): void {
-  const auth = c.get('auth');
-  if (!can(auth.roles, permission)) {
-    throw new HttpError(403, 'forbidden', `Your roles (${auth.roles.join(', ')}) do not allow ${permission}.`);
-  }
-}
-
 export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
+  const applications = new Applications(services.db, {
+    clock: services.clock,
+    queue: services.queue,
+    countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
+  });
   const guard = (permission: Permission) => [
     authenticate(services),
     rateLimitPerAdmin(services),

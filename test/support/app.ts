@@ -19,6 +19,8 @@ export function testConfig(overrides: Record<string, string> = {}): ApiConfig {
       PASSWORD_ITERATIONS: '1000',
       LOG_LEVEL: 'silent',
       REVOCATION_STALENESS_MS: '200',
+      // Tests check totals right after writing: no reuse unless a test asks for it.
+      LIST_TOTAL_CACHE_MS: '0',
       ...overrides,
     },
     apiConfigSchema,

@@ -1,0 +1,31 @@
+// A list's total is reused by an instance for LIST_TOTAL_CACHE_MS, so a thousand admins paging
+// cost one count per status per period, not one per request.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { createApp } from '../../api/app.ts';
+import type { Services } from '../../api/services.ts';
+import { seedApplications } from '../../scripts/seed.ts';
+import { createTestApp } from '../support/app.ts';
+import { adminsByRole, call } from '../support/http.ts';
+import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+
+let database: TestDatabase;
+let app: ReturnType<typeof createApp>;
+let services: Services;
+let token: string;
+
+beforeAll(async () => {
+  database = await openTestDatabase(import.meta.filename);
+  ({ app, services } = await createTestApp(database.db, { LIST_TOTAL_CACHE_MS: '400' }));
+  token = (await adminsByRole(app, services, ['viewer'])).tokens.viewer;
+  await seedApplications(database.db, 30);
+});
+afterAll(() => database.close());
+
+it('reuses the total within the period and counts again after it', async () => {
+  const total = async () => (await call(app, token, 'GET', '/api/applications?limit=1')).body.total as number;
+  expect(await total()).toBe(30);
+  await seedApplications(database.db, 5);
+  expect(await total()).toBe(30);
+  await new Promise((r) => setTimeout(r, 450));
+  expect(await total()).toBe(35);
+});
