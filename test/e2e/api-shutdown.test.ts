@@ -1,0 +1,69 @@
+// The Node entry drains on SIGTERM: it stops accepting connections, finishes the request in flight,
+// closes the pool and exits 0.
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { seedApplications } from '../../scripts/seed.ts';
+import { randomJwtKeys } from '../support/app.ts';
+import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await openTestDatabase(import.meta.filename);
+});
+afterAll(() => database.close());
+
+it('finishes a request in flight on SIGTERM, refuses new connections, and exits 0', async () => {
+  await seedApplications(database.db, 400);
+  const pending = await database.db
+    .collection<{ _id: string }>('applications')
+    .find({ status: 'pending' }, { projection: { _id: 1 } })
+    .toArray();
+  const port = await freePort();
+  const child = spawn(process.execPath, ['api/node.ts'], {
+    env: {
+      ...process.env,
+      MONGO_URL: mongoUrl(),
+      MONGO_DB: database.name,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      JWT_KEYS: randomJwtKeys(),
+      PASSWORD_ITERATIONS: '1000',
+      ADMIN_EMAIL: 'first@example.com',
+      ADMIN_PASSWORD: 'first admin password',
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const origin = `http://127.0.0.1:${port}`;
+  for (let i = 0; (await fetch(`${origin}/ready`).catch(() => null))?.status !== 200; i++) {
+    if (i > 300) throw new Error('the API did not become ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const login = await fetch(`${origin}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'first@example.com', password: 'first admin password' }),
+  });
+  const { accessToken } = await login.json();
+
+  // A batch of every pending application takes a while here; SIGTERM arrives while it runs.
+  const inFlight = fetch(`${origin}/api/applications/batch-update`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}`, connection: 'close' },
+    body: JSON.stringify({ applicationIds: pending.map((d) => d._id), status: 'under_review' }),
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGTERM');
+
+  const res = await inFlight;
+  expect(res.status).toBe(200);
+  const body = await res.json();
+  expect(body.results.filter((r: { outcome: string }) => r.outcome === 'updated')).toHaveLength(pending.length);
+  expect(await exited).toBe(0);
+  await expect(fetch(`${origin}/health`)).rejects.toThrow();
+  expect(await database.db.collection('applications').countDocuments({ status: 'under_review', version: 2 })).toBe(
+    pending.length,
+  );
+}, 90_000);
