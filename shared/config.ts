@@ -44,11 +44,34 @@ export const configSchema = z.object({
   QUEUE_TIMEOUT_MS: int(1, 60_000).default(2_000),
   /** Largest request body accepted (bytes); larger ones get 413. */
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
+  /** Largest uploaded document (bytes); larger ones get 413 and nothing is stored. */
+  DOCUMENT_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Default lease length for withLock (ms); the seed's 15 s. */
   LEASE_TTL_MS: int(100, 3_600_000).default(15_000),
   /** How long a claimed job stays with its worker without a heartbeat (ms). */
   QUEUE_LEASE_MS: int(500, 3_600_000).default(30_000),
   QUEUE_CONCURRENCY: int(1, 1000).default(10),
+  /** Approval scoring (workers/approval): automatic approve at or below this debt-to-income ratio... */
+  APPROVAL_AUTO_APPROVE_MAX_DTI: z.coerce.number().min(0).max(5).default(0.35),
+  /** ...automatic reject above this one. Between the two: manual review. */
+  APPROVAL_AUTO_REJECT_MIN_DTI: z.coerce.number().min(0).max(5).default(0.6),
+  /** The loan may be at most this many times the yearly income for an automatic approval. */
+  APPROVAL_MAX_AMOUNT_TO_ANNUAL_INCOME: z.coerce.number().min(0).max(100).default(2),
+  /** Every extracted field must be read at least this surely for an automatic decision. */
+  APPROVAL_MIN_OCR_CONFIDENCE: z.coerce.number().min(0).max(1).default(0.8),
+  /** Declared and extracted values may differ by this fraction before a human must look. */
+  APPROVAL_MAX_MISMATCH: z.coerce.number().min(0).max(1).default(0.1),
+  /** Yearly interest used for the monthly payment. */
+  APPROVAL_ANNUAL_RATE: z.coerce.number().min(0).max(1).default(0.12),
+  /** When false the worker only recommends; admins decide every application. */
+  APPROVAL_AUTO_DECIDE: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((value) => value === 'true' || value === '1'),
+  /** Worker processes answer /health and /ready here (0: a free port, logged at start). */
+  WORKER_PROBE_PORT: int(0, 65_535).default(0),
+  /** On SIGTERM a worker finishes its jobs for at most this long, then releases the rest. */
+  WORKER_DRAIN_MS: int(0, 600_000).default(20_000),
 
   /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */
   JWT_KEYS: z.string().min(1).optional(),

@@ -1,0 +1,121 @@
+// The approval worker's jobs:
+// - 'application.review' / 'application.score': score the application, store the recommendation,
+//   and where config allows, decide (under_review -> approved | rejected) through the versioned
+//   update. On a conflict it re-reads and re-evaluates; once an admin has decided, it stops.
+// - 'application.approved': store the repayment plan of an approved loan.
+// Every write is versioned and skipped when it would change nothing, so a re-run has no effect.
+import type { Collection } from 'mongodb';
+import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/applications.ts';
+import { ConflictError, ValidationError } from '../../shared/errors.ts';
+import { updateWithVersion } from '../../shared/optimistic-lock.ts';
+import type { Job } from '../../shared/queue.ts';
+import type { WorkerContext } from '../runtime.ts';
+import { monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
+
+export const approvalJobNames = ['application.review', 'application.score', 'application.approved'];
+
+export const APPROVAL_ACTOR = 'approval-worker';
+
+interface ScoredApplication extends Application {
+  ocr?: ScoringInput['ocr'];
+  recommendation?: Score & { at: Date };
+  repaymentPlan?: { monthlyPayment: number; termMonths: number; annualRate: number; total: number };
+}
+
+export interface ApprovalResult {
+  applicationId: string;
+  recommendation?: Score['recommendation'];
+  decided?: 'approved' | 'rejected';
+  skipped?: string;
+}
+
+const MAX_ROUNDS = 5;
+
+function sameScore(a: Score | undefined, b: Score): boolean {
+  if (!a) return false;
+  const strip = ({ recommendation, reasons, metrics, thresholds }: Score) =>
+    JSON.stringify({ recommendation, reasons, metrics, thresholds });
+  return strip(a) === strip(b);
+}
+
+export async function handleApproval(
+  job: Job<{ applicationId: string }>,
+  _signal: AbortSignal,
+  ctx: WorkerContext,
+): Promise<ApprovalResult> {
+  const applicationId = job.data?.applicationId;
+  if (typeof applicationId !== 'string') throw new ValidationError(`job ${job.id} has no applicationId`);
+  const collection = ctx.db.collection<ScoredApplication>(APPLICATIONS_COLLECTION);
+  if (job.name === 'application.approved') return storeRepaymentPlan(collection, applicationId, ctx);
+
+  const applications = new Applications(ctx.db, { clock: ctx.clock, queue: ctx.queue });
+  for (let round = 1; round <= MAX_ROUNDS; round++) {
+    let app = (await collection.findOne(
+      { _id: applicationId },
+      { projection: { lastChange: 0 } },
+    )) as ScoredApplication | null;
+    if (!app) return { applicationId, skipped: 'not found' };
+    // Once decided, by an admin or by us, there is nothing left to recommend.
+    if (app.status !== 'pending' && app.status !== 'under_review')
+      return { applicationId, skipped: `status ${app.status}` };
+    const result = score(app, ctx.config);
+    try {
+      if (!sameScore(app.recommendation, result)) {
+        app = (await updateWithVersion(collection, applicationId, app.version, {
+          $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
+        })) as ScoredApplication;
+      }
+      if (
+        !ctx.config.APPROVAL_AUTO_DECIDE ||
+        app.status !== 'under_review' ||
+        result.recommendation === 'manual_review'
+      ) {
+        return { applicationId, recommendation: result.recommendation };
+      }
+      const to = result.recommendation === 'auto_approve' ? 'approved' : 'rejected';
+      await applications.update(
+        applicationId,
+        { status: to, fields: {} },
+        { version: app.version },
+        { id: APPROVAL_ACTOR },
+      );
+      ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
+      return { applicationId, recommendation: result.recommendation, decided: to };
+    } catch (error) {
+      // Someone changed it between our read and our write: read again and judge what is there now.
+      if (error instanceof ConflictError) continue;
+      throw error;
+    }
+  }
+  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
+}
+
+async function storeRepaymentPlan(
+  collection: Collection<ScoredApplication>,
+  applicationId: string,
+  ctx: WorkerContext,
+): Promise<ApprovalResult> {
+  for (let round = 1; round <= MAX_ROUNDS; round++) {
+    const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
+    if (!app) return { applicationId, skipped: 'not found' };
+    if (app.status !== 'approved' && app.status !== 'disbursed')
+      return { applicationId, skipped: `status ${app.status}` };
+    const payment = monthlyPayment(app.loanAmount, app.termMonths, ctx.config.APPROVAL_ANNUAL_RATE);
+    const plan = {
+      monthlyPayment: payment,
+      termMonths: app.termMonths,
+      annualRate: ctx.config.APPROVAL_ANNUAL_RATE,
+      total: payment * app.termMonths,
+    };
+    if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
+      return { applicationId, skipped: 'plan already stored' };
+    try {
+      await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
+      return { applicationId };
+    } catch (error) {
+      if (error instanceof ConflictError) continue;
+      throw error;
+    }
+  }
+  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
+}

@@ -1,0 +1,176 @@
+// What every worker process shares: config, one MongoClient, indexes, a queue Worker running the
+// handler, liveness/readiness probes over HTTP, JSON logs, and a graceful drain on SIGTERM.
+// A bad configuration exits 2 with one message; an unreachable database at start exits 1.
+import { createServer, type Server } from 'node:http';
+import type { Db } from 'mongodb';
+import { createLogger, type Logger } from '../api/log.ts';
+import { ServerClock } from '../shared/clock.ts';
+import { type Config, loadConfig } from '../shared/config.ts';
+import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/db.ts';
+import { type Job, Queue, queueIndexes, Worker } from '../shared/queue.ts';
+
+export interface WorkerContext {
+  db: Db;
+  clock: ServerClock;
+  queue: Queue;
+  logger: Logger;
+  config: Config;
+}
+
+export type JobHandler<Data = unknown, Result = unknown> = (
+  job: Job<Data>,
+  signal: AbortSignal,
+  ctx: WorkerContext,
+) => Promise<Result>;
+
+export interface WorkerProcessOptions<Data, Result> {
+  /** The process's name in logs and probes, e.g. 'ocr'. */
+  name: string;
+  jobNames: string[];
+  handler: JobHandler<Data, Result>;
+  /** Defaults to QUEUE_CONCURRENCY. */
+  concurrency?: number;
+  /** Defaults to QUEUE_LEASE_MS. */
+  leaseMs?: number;
+  /** Extra indexes the handler relies on. */
+  indexes?: IndexPlan[];
+  /** Runs once after connecting, before claiming (e.g. load an OCR model); its cost shows in readiness. */
+  prepare?: (ctx: WorkerContext) => Promise<void>;
+  /** Runs after the drain (e.g. free the OCR model). */
+  dispose?: () => Promise<void>;
+}
+
+export interface RunningWorker {
+  probePort: number;
+  stop(reason: string): Promise<void>;
+}
+
+/** Starts a worker in this process; used by the workers' main files and, in-process, by tests. */
+export async function startWorker<Data, Result>(
+  options: WorkerProcessOptions<Data, Result>,
+  env: Record<string, string | undefined> = process.env,
+): Promise<RunningWorker> {
+  const config = loadConfig(env);
+  const logger = createLogger(config.LOG_LEVEL, { worker: options.name, pid: process.pid });
+  let database: Database;
+  try {
+    database = await connect(config);
+    await ensureIndexes(database.db, [queueIndexes, ...(options.indexes ?? [])]);
+  } catch (error) {
+    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`), { exitCode: 1 });
+  }
+  const clock = new ServerClock(database.db);
+  await clock.sync();
+  const ctx: WorkerContext = { db: database.db, clock, queue: new Queue(database.db, { clock }), logger, config };
+  let ready = false;
+  let stopping = false;
+
+  const probe = await listenProbe(config.HOST, config.WORKER_PROBE_PORT, async (path) => {
+    if (path === '/health') return { status: 200, body: { status: 'ok', worker: options.name } };
+    if (path === '/ready') {
+      const up = ready && !stopping && (await ping(database.db));
+      return { status: up ? 200 : 503, body: { status: up ? 'ready' : 'unavailable', worker: options.name, stopping } };
+    }
+    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready' } } };
+  });
+
+  await options.prepare?.(ctx);
+  const worker = new Worker<Data, Result>(
+    database.db,
+    options.jobNames,
+    async (job, signal) => {
+      const started = performance.now();
+      try {
+        const result = await options.handler(job, signal, ctx);
+        logger.info('job completed', { job: job.id, name: job.name, ms: Math.round(performance.now() - started) });
+        return result;
+      } catch (error) {
+        logger.warn('job failed', {
+          job: job.id,
+          name: job.name,
+          attempt: job.attemptsMade + 1,
+          error: (error as Error).message,
+        });
+        throw error;
+      }
+    },
+    {
+      concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
+      leaseMs: options.leaseMs ?? config.QUEUE_LEASE_MS,
+      clock,
+      onError: (error) => logger.error('worker error', { error: String(error) }),
+    },
+  );
+  await worker.run();
+  ready = true;
+  logger.info('worker started', {
+    jobs: options.jobNames,
+    concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
+    wakeUp: worker.wakeUpMode,
+    probePort: probe.port,
+  });
+
+  return {
+    probePort: probe.port,
+    async stop(reason: string) {
+      if (stopping) return;
+      stopping = true;
+      logger.info('worker stopping', { reason, active: worker.activeCount, drainMs: config.WORKER_DRAIN_MS });
+      await worker.close(config.WORKER_DRAIN_MS);
+      await options.dispose?.();
+      await new Promise<void>((resolve) => probe.server.close(() => resolve()));
+      await database.close();
+      logger.info('worker stopped', { counters: worker.counters });
+    },
+  };
+}
+
+/** The workers' main: start, log the probe port, drain on SIGTERM/SIGINT, exit with a clear code. */
+export async function runWorkerProcess<Data, Result>(options: WorkerProcessOptions<Data, Result>): Promise<void> {
+  let running: RunningWorker;
+  try {
+    running = await startWorker(options);
+  } catch (error) {
+    const code = (error as { exitCode?: number }).exitCode ?? ((error as { code?: string }).code === 'config' ? 2 : 1);
+    console.error((error as Error).message);
+    process.exit(code);
+  }
+  const stop = (signal: string) => {
+    running.stop(signal).then(
+      () => process.exit(0),
+      (error) => {
+        console.error(`worker ${options.name} did not stop cleanly: ${(error as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+interface ProbeAnswer {
+  status: number;
+  body: unknown;
+}
+
+function listenProbe(
+  host: string,
+  port: number,
+  answer: (path: string) => Promise<ProbeAnswer>,
+): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    answer(new URL(req.url ?? '/', 'http://probe').pathname).then(
+      ({ status, body }) => {
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      },
+      () => res.writeHead(503).end(),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const address = server.address();
+      resolve({ server, port: typeof address === 'object' && address ? address.port : port });
+    });
+  });
+}
