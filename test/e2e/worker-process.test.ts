@@ -1,0 +1,84 @@
+// A worker as an operator runs it: a real process with probes, clear exits, and a drain on SIGTERM.
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { Applications } from '../../shared/applications.ts';
+import type { WorkerContext } from '../../workers/runtime.ts';
+import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { workerContext } from '../support/worker.ts';
+
+let database: TestDatabase;
+let ctx: WorkerContext;
+beforeAll(async () => {
+  database = await openTestDatabase(import.meta.filename);
+  ctx = await workerContext(database.db);
+});
+afterAll(() => database.close());
+
+function startApproval(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['workers/approval/main.ts'], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { child, exited, output: () => output };
+}
+
+describe('a worker process', () => {
+  it('exits 2 with one message on a bad configuration', async () => {
+    const worker = startApproval({ MONGO_URL: 'nope', QUEUE_CONCURRENCY: '0' });
+    expect(await worker.exited).toBe(2);
+    expect(worker.output()).toMatch(/Invalid configuration:[\s\S]*MONGO_URL[\s\S]*QUEUE_CONCURRENCY/);
+  });
+
+  it('exits 1 with a clear message when the database cannot be reached', async () => {
+    const worker = startApproval({ MONGO_URL: 'mongodb://127.0.0.1:1', DB_TIMEOUT_MS: '300' });
+    expect(await worker.exited).toBe(1);
+    expect(worker.output()).toContain('cannot reach MongoDB at start');
+  });
+
+  it('answers its probes, does its work, and drains on SIGTERM', async () => {
+    const port = await freePort();
+    const worker = startApproval({
+      MONGO_URL: mongoUrl(),
+      MONGO_DB: database.name,
+      WORKER_PROBE_PORT: String(port),
+      HOST: '127.0.0.1',
+    });
+    const probe = (path: string) =>
+      fetch(`http://127.0.0.1:${port}${path}`).then(
+        (r) => r.status,
+        () => 0,
+      );
+    for (let i = 0; (await probe('/ready')) !== 200; i++) {
+      if (i > 200) throw new Error(`the worker did not become ready:\n${worker.output()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(await probe('/health')).toBe(200);
+
+    const applications = new Applications(database.db, { clock: ctx.clock, queue: ctx.queue });
+    const app = await applications.create(
+      { applicantName: 'Grace Hopper', monthlyIncome: 9000, loanAmount: 5000, termMonths: 12 },
+      { id: 'admin' },
+    );
+    // Moving to under_review publishes 'application.review'; without OCR the worker recommends review.
+    await applications.update(app._id, { status: 'under_review', fields: {} }, { version: 1 }, { id: 'admin' });
+    let stored: Record<string, unknown> | null = null;
+    for (let i = 0; i < 100 && !stored?.recommendation; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      stored = await database.db.collection('applications').findOne({ _id: app._id as never });
+    }
+    expect(stored).toMatchObject({ status: 'under_review', recommendation: { recommendation: 'manual_review' } });
+
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+    expect(await probe('/health')).toBe(0);
+  }, 60_000);
+});
