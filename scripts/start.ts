@@ -1,6 +1,6 @@
 // `npm start`: the whole system on one machine. Uses MONGO_URL if set, else starts the embedded
 // default database (see scripts/mongo/embedded.ts; its files under DATA_DIR, default .data/), then
-// the API. Ctrl-C stops everything.
+// the API and the workers. Ctrl-C stops everything.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -87,6 +87,7 @@ process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
 
 run('api', 'api/node.ts');
+run('approval worker', 'workers/approval/main.ts');
 log(`API: http://localhost:${port}  (docs: http://localhost:${port}/docs)`);
 if (!process.env.ADMIN_EMAIL)
   log(`login: ${demoAdmin.email} / ${demoAdmin.password} (demo admin, made if no admin exists)`);
