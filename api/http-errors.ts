@@ -54,6 +54,15 @@ export function mapError(error: unknown): MappedError {
   if (error instanceof AppError && statusByCode[error.code]) {
     return { status: statusByCode[error.code] ?? 500, body: bodyOf(error), headers: {}, bug: false };
   }
+  if (error instanceof Error && error.name === 'AbortError') {
+    // The client went away and its database read was abandoned; nobody reads this answer.
+    return {
+      status: 499,
+      body: { error: { code: 'client_closed_request', message: 'The client closed the request.' } },
+      headers: {},
+      bug: false,
+    };
+  }
   if (error instanceof MongoServerSelectionError || error instanceof MongoNetworkError) {
     return {
       status: 503,

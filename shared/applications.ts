@@ -255,6 +255,8 @@ export interface ListQuery {
   /** Cursor mode (keyset): continue after the position the cursor names. */
   cursor?: string;
   withTotal?: boolean;
+  /** Aborts the reads when the caller has gone (e.g. the HTTP client disconnected). */
+  signal?: AbortSignal;
 }
 
 export interface ListResult {
@@ -356,8 +358,11 @@ export class Applications {
     return app;
   }
 
-  async get(id: string): Promise<Application | null> {
-    return this.collection.findOne(applicationQueries.byId(id), { projection: applicationQueries.publicProjection });
+  async get(id: string, signal?: AbortSignal): Promise<Application | null> {
+    return this.collection.findOne(applicationQueries.byId(id), {
+      projection: applicationQueries.publicProjection,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   /**
@@ -469,7 +474,10 @@ export class Applications {
     const skip = after || !query.page ? 0 : (query.page - 1) * query.limit;
     // One more than asked tells whether a next page exists, without a count.
     const page = this.collection
-      .find(applicationQueries.list(status, after), { projection: applicationQueries.publicProjection })
+      .find(applicationQueries.list(status, after), {
+        projection: applicationQueries.publicProjection,
+        ...(query.signal ? { signal: query.signal } : {}),
+      })
       .sort(applicationQueries.listOrder(field, dir))
       .skip(skip)
       .limit(query.limit + 1)

@@ -39,9 +39,9 @@ export const configSchema = z.object({
   /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
   LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
   /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */
-  MAX_IN_FLIGHT: int(1, 100_000).default(256),
+  MAX_IN_FLIGHT: int(1, 100_000).default(100),
   MAX_QUEUED: int(0, 1_000_000).default(1024),
-  QUEUE_TIMEOUT_MS: int(1, 60_000).default(2_000),
+  QUEUE_TIMEOUT_MS: int(1, 60_000).default(1_000),
   /** Largest request body accepted (bytes); larger ones get 413. */
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Largest uploaded document (bytes); larger ones get 413 and nothing is stored. */

@@ -217,6 +217,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
       page,
       cursor: query.cursor,
       withTotal: !cursorMode && query.total === 'true',
+      signal: c.req.raw.signal,
     });
     const items = result.items.map(toJson);
     if (cursorMode) return c.json({ items, limit: query.limit, nextCursor: result.nextCursor }, 200);
@@ -225,7 +226,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
 
   app.openapi(get, async (c) => {
     const { id } = c.req.valid('param');
-    const found = await applications.get(id);
+    const found = await applications.get(id, c.req.raw.signal);
     if (!found) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
     c.header('ETag', etagOf(found.version));
     return c.json(toJson(found), 200);

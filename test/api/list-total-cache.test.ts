@@ -29,3 +29,16 @@ it('reuses the total within the period and counts again after it', async () => {
   await new Promise((r) => setTimeout(r, 450));
   expect(await total()).toBe(35);
 });
+
+it('abandons the database read of a client that has gone (499, not a 500)', async () => {
+  const controller = new AbortController();
+  controller.abort();
+  const res = await app.request(
+    new Request('http://app/api/applications?limit=5', {
+      headers: { authorization: `Bearer ${token}` },
+      signal: controller.signal,
+    }),
+  );
+  expect(res.status).toBe(499);
+  expect((await res.json()).error.code).toBe('client_closed_request');
+});
