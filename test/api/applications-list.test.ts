@@ -6,41 +6,16 @@ import type { Services } from '../../api/services.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
 import type { Role } from '../../shared/sessions.ts';
 import { createTestApp } from '../support/app.ts';
+import { adminsByRole, callerFor } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
 let services: Services;
-const tokens = {} as Record<Role, string>;
+let tokens: Record<Role, string>;
 const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked field by field
-  body: any;
-}
-
-async function call(
-  method: string,
-  path: string,
-  options: { as?: Role; body?: unknown; headers?: Record<string, string> } = {},
-): Promise<Reply> {
-  const headers: Record<string, string> = { authorization: `Bearer ${tokens[options.as ?? 'admin']}` };
-  if (options.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await app.request(path, {
-    method,
-    headers: { ...headers, ...options.headers },
-    body:
-      options.body === undefined
-        ? undefined
-        : typeof options.body === 'string'
-          ? options.body
-          : JSON.stringify(options.body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
-}
+let call: ReturnType<typeof callerFor>;
 
 const sample = (n = 0) => ({
   applicantName: `Applicant ${n}`,
@@ -60,20 +35,8 @@ const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000' }));
-  for (const role of roles) {
-    await services.admins.create({
-      email: `${role}@example.com`,
-      password: 'pw-for-tests',
-      roles: [role],
-    });
-    const res = await app.request('/api/auth/login', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: `${role}@example.com`, password: 'pw-for-tests' }),
-    });
-    expect(res.status).toBe(200);
-    tokens[role] = (await res.json()).accessToken;
-  }
+  ({ tokens } = await adminsByRole(app, services, roles));
+  call = callerFor(app, tokens);
 });
 afterAll(() => database.close());
 

@@ -8,42 +8,17 @@ import { AUDIT_COLLECTION } from '../../shared/audit.ts';
 import { JOBS_COLLECTION } from '../../shared/queue.ts';
 import type { Role } from '../../shared/sessions.ts';
 import { createTestApp } from '../support/app.ts';
+import { adminsByRole, callerFor } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
 let services: Services;
-const tokens = {} as Record<Role, string>;
-const adminIds = {} as Record<Role, string>;
+let tokens: Record<Role, string>;
+let adminIds: Record<Role, string>;
 const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked field by field
-  body: any;
-}
-
-async function call(
-  method: string,
-  path: string,
-  options: { as?: Role; body?: unknown; headers?: Record<string, string> } = {},
-): Promise<Reply> {
-  const headers: Record<string, string> = { authorization: `Bearer ${tokens[options.as ?? 'admin']}` };
-  if (options.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await app.request(path, {
-    method,
-    headers: { ...headers, ...options.headers },
-    body:
-      options.body === undefined
-        ? undefined
-        : typeof options.body === 'string'
-          ? options.body
-          : JSON.stringify(options.body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
-}
+let call: ReturnType<typeof callerFor>;
 
 const sample = (n = 0) => ({
   applicantName: `Applicant ${n}`,
@@ -76,21 +51,8 @@ const jobs = () => database.db.collection(JOBS_COLLECTION);
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000' }));
-  for (const role of roles) {
-    const admin = await services.admins.create({
-      email: `${role}@example.com`,
-      password: 'pw-for-tests',
-      roles: [role],
-    });
-    adminIds[role] = admin._id;
-    const res = await app.request('/api/auth/login', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: `${role}@example.com`, password: 'pw-for-tests' }),
-    });
-    expect(res.status).toBe(200);
-    tokens[role] = (await res.json()).accessToken;
-  }
+  ({ tokens, ids: adminIds } = await adminsByRole(app, services, roles));
+  call = callerFor(app, tokens);
 });
 afterAll(() => database.close());
 

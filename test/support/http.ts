@@ -53,3 +53,12 @@ export async function call(
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
 }
+
+/** `call` bound to an app and its admins' tokens: `as` picks the role (admin by default). */
+export function callerFor(app: App, tokens: Record<Role, string>) {
+  return (
+    method: string,
+    path: string,
+    options: { as?: Role; body?: unknown; headers?: Record<string, string> } = {},
+  ) => call(app, tokens[options.as ?? 'admin'], method, path, options);
+}
