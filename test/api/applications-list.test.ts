@@ -6,6 +6,7 @@ import type { Services } from '../../api/services.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
 import type { Role } from '../../shared/sessions.ts';
 import { createTestApp } from '../support/app.ts';
+import { applicationSteps } from '../support/applications.ts';
 import { adminsByRole, callerFor } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
@@ -17,18 +18,7 @@ const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
 let call: ReturnType<typeof callerFor>;
 
-const sample = (n = 0) => ({
-  applicantName: `Applicant ${n}`,
-  monthlyIncome: 5000,
-  loanAmount: 20_000,
-  termMonths: 36,
-});
-
-async function createOne(n = 0) {
-  const res = await call('POST', '/api/applications', { body: sample(n) });
-  expect(res.status).toBe(201);
-  return res.body as { _id: string; version: number; status: string };
-}
+const { createOne } = applicationSteps(() => call);
 
 const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
 

@@ -8,6 +8,7 @@ import { AUDIT_COLLECTION } from '../../shared/audit.ts';
 import { JOBS_COLLECTION } from '../../shared/queue.ts';
 import type { Role } from '../../shared/sessions.ts';
 import { createTestApp } from '../support/app.ts';
+import { applicationSteps, sampleApplication } from '../support/applications.ts';
 import { adminsByRole, callerFor } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
@@ -20,29 +21,8 @@ const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
 let call: ReturnType<typeof callerFor>;
 
-const sample = (n = 0) => ({
-  applicantName: `Applicant ${n}`,
-  monthlyIncome: 5000,
-  loanAmount: 20_000,
-  termMonths: 36,
-});
-
-async function createOne(n = 0) {
-  const res = await call('POST', '/api/applications', { body: sample(n) });
-  expect(res.status).toBe(201);
-  return res.body as { _id: string; version: number; status: string };
-}
-
-/** Moves an application along the given statuses with body versions; returns its last version. */
-async function walk(id: string, path: string[]): Promise<number> {
-  let version = 1;
-  for (const status of path) {
-    const res = await call('PUT', `/api/applications/${id}`, { body: { status, version } });
-    expect(res.status).toBe(200);
-    version = res.body.version;
-  }
-  return version;
-}
+const sample = sampleApplication;
+const { createOne, walk } = applicationSteps(() => call);
 
 const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
 const audit = () => database.db.collection(AUDIT_COLLECTION);

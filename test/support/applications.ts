@@ -1,0 +1,31 @@
+// Application fixtures over HTTP, for the API suites.
+import { expect } from 'vitest';
+import type { callerFor } from './http.ts';
+
+export const sampleApplication = (n = 0) => ({
+  applicantName: `Applicant ${n}`,
+  monthlyIncome: 5000,
+  loanAmount: 20_000,
+  termMonths: 36,
+});
+
+export function applicationSteps(call: () => ReturnType<typeof callerFor>) {
+  return {
+    /** Creates one application as admin; returns its JSON. */
+    async createOne(n = 0) {
+      const res = await call()('POST', '/api/applications', { body: sampleApplication(n) });
+      expect(res.status).toBe(201);
+      return res.body as { _id: string; version: number; status: string };
+    },
+    /** Moves an application along the given statuses with body versions; returns its last version. */
+    async walk(id: string, path: string[]): Promise<number> {
+      let version = 1;
+      for (const status of path) {
+        const res = await call()('PUT', `/api/applications/${id}`, { body: { status, version } });
+        expect(res.status).toBe(200);
+        version = res.body.version;
+      }
+      return version;
+    },
+  };
+}
