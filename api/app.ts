@@ -14,6 +14,8 @@ import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
+import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
+import { ledgerRoutes } from './routes/ledger.ts';
 import type { Services } from './services.ts';
 
 export type { AppEnv } from './auth.ts';
@@ -76,22 +78,24 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   app.use(secureHeaders());
   app.use(cors({ origin: config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
   app.use(async (c, next) => {
+    // The document upload is multipart; its route checks its own content type and size.
+    if (isDocumentUpload(c.req.method, c.req.path)) return next();
     // A body without a JSON content type is refused before anything parses it.
     const type = c.req.header('content-type');
-    const hasBody = c.req.raw.body !== null || type !== undefined;
+    // Over real HTTP a bodiless POST (Content-Length: 0) still arrives with a body stream on Node and workerd.
+    const hasBody = type !== undefined || (c.req.raw.body !== null && c.req.header('content-length') !== '0');
     if (bodyMethods.has(c.req.method) && hasBody && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
       throw new HttpError(415, 'unsupported_media_type', 'Send the body as application/json.');
     }
     await next();
   });
-  app.use(
-    bodyLimit({
-      maxSize: config.BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new HttpError(413, 'payload_too_large', `The body is larger than ${config.BODY_LIMIT_BYTES} bytes.`);
-      },
-    }),
-  );
+  const limitBody = bodyLimit({
+    maxSize: config.BODY_LIMIT_BYTES,
+    onError: () => {
+      throw new HttpError(413, 'payload_too_large', `The body is larger than ${config.BODY_LIMIT_BYTES} bytes.`);
+    },
+  });
+  app.use((c, next) => (isDocumentUpload(c.req.method, c.req.path) ? next() : limitBody(c, next)));
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // Readiness: 503 while MongoDB does not answer a ping, so a load balancer routes elsewhere.
@@ -108,7 +112,9 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   };
   authRoutes(app, services, clientAddress);
   applicationRoutes(app, services);
+  documentRoutes(app, services);
   adminRoutes(app, services);
+  ledgerRoutes(app, services);
   docsRoutes(app);
   options.extraRoutes?.(app);
 

@@ -7,6 +7,8 @@ import { auditIndexes } from '../shared/audit.ts';
 import { ServerClock } from '../shared/clock.ts';
 import type { ApiConfig } from '../shared/config.ts';
 import type { IndexPlan } from '../shared/db.ts';
+import { documentIndexes } from '../shared/documents.ts';
+import { ledgerIndexes } from '../shared/ledger.ts';
 import { LockManager } from '../shared/lock.ts';
 import { Queue, queueIndexes } from '../shared/queue.ts';
 import { ExactRateLimiter, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
@@ -38,6 +40,8 @@ export const apiIndexes: IndexPlan[] = [
   queueIndexes,
   applicationIndexes,
   auditIndexes,
+  ...documentIndexes,
+  ledgerIndexes,
 ];
 
 const LOGIN_WINDOW_MS = 15 * 60_000;

@@ -30,6 +30,11 @@ export const transitions: Record<ApplicationStatus, readonly ApplicationStatus[]
 /** Statuses a move can lead to (nothing leads back to pending). */
 export const targetStatuses = ['under_review', 'approved', 'rejected', 'disbursed'] as const;
 export type TargetStatus = (typeof targetStatuses)[number];
+/**
+ * What PUT and batch-update may set. 'disbursed' is reached only through POST .../disburse, which
+ * writes the ledger entry first: a status change alone must never move money on paper.
+ */
+export const adminTargetStatuses = ['under_review', 'approved', 'rejected'] as const;
 
 /** Applicant fields can be edited until a decision is made; after that the application is frozen. */
 export const editableStatuses: readonly ApplicationStatus[] = ['pending', 'under_review'];
@@ -72,7 +77,7 @@ export type ApplicationInput = z.infer<typeof applicationInputSchema>;
 export const applicationUpdateSchema = applicationInputSchema
   .partial()
   .extend({
-    status: z.enum(targetStatuses).optional(),
+    status: z.enum(adminTargetStatuses).optional(),
     version: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   })
   .strict();

@@ -74,3 +74,10 @@ export class PreconditionFailedError<T = unknown> extends AppError {
     this.current = current;
   }
 }
+
+/** Nothing usable could be read from a document (no text, no fields, a PDF without a text layer). */
+export class UnreadableDocumentError extends AppError {
+  constructor(message: string, details?: unknown) {
+    super('unreadable_document', message, details);
+  }
+}

@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import {
   type Application,
   Applications,
+  adminTargetStatuses,
   applicationIdSchema,
   applicationInputSchema,
   applicationUpdateSchema,
@@ -13,7 +14,6 @@ import {
   parseIfMatch,
   sortOptions,
   statuses,
-  targetStatuses,
 } from '../../shared/applications.ts';
 import type { Permission } from '../../shared/rbac.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin, requirePermission } from '../auth.ts';
@@ -87,7 +87,7 @@ const BatchRequest = z
       .min(1)
       .max(MAX_BATCH)
       .refine((ids) => new Set(ids).size === ids.length, 'applicationIds must be unique'),
-    status: z.enum(targetStatuses),
+    status: z.enum(adminTargetStatuses),
   })
   .strict()
   .openapi('BatchUpdateRequest');

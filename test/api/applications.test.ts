@@ -245,15 +245,15 @@ describe('versioned PUT', () => {
     expect(back.status).toBe(400);
     const nothing = await call('PUT', `/api/applications/${id}`, { body: { version: 3 } });
     expect(nothing.status).toBe(400);
+    // Disbursed only through POST .../disburse, which writes the ledger: PUT refuses it.
     const disbursed = await call('PUT', `/api/applications/${id}`, { body: { status: 'disbursed', version: 3 } });
-    expect(disbursed.status).toBe(200);
-    expect(disbursed.body.version).toBe(4);
+    expect(disbursed.status).toBe(400);
+    expect(disbursed.body.error.details.map((d: { path: string }) => d.path)).toEqual(['status']);
     const history = await audit().find({ applicationId: id }).sort({ version: 1 }).toArray();
     expect(history.map((e) => [e.from, e.to, e.version])).toEqual([
       [null, 'pending', 1],
       ['pending', 'under_review', 2],
       ['under_review', 'approved', 3],
-      ['approved', 'disbursed', 4],
     ]);
   });
 
@@ -261,18 +261,18 @@ describe('versioned PUT', () => {
     const { _id: id } = await createOne();
     await walk(id, ['under_review']);
     // Stale AND illegal: the writer must learn that someone else changed the document.
-    const stale = await call('PUT', `/api/applications/${id}`, { body: { status: 'disbursed', version: 1 } });
+    const stale = await call('PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
     expect(stale.status).toBe(409);
     expect(stale.body.current.version).toBe(2);
     const staleTag = await call('PUT', `/api/applications/${id}`, {
-      body: { status: 'disbursed' },
+      body: { status: 'under_review' },
       headers: { 'if-match': '"1"' },
     });
     expect(staleTag.status).toBe(412);
-    const fresh = await call('PUT', `/api/applications/${id}`, { body: { status: 'disbursed', version: 2 } });
+    const fresh = await call('PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 2 } });
     expect(fresh.status).toBe(400);
     const absent = await call('PUT', '/api/applications/APP-00000000-0000-4000-8000-000000000002', {
-      body: { status: 'disbursed', version: 1 },
+      body: { status: 'approved', version: 1 },
     });
     expect(absent.status).toBe(404);
     // A body version and If-Match that cannot both hold: If-Match is judged first.
@@ -301,7 +301,7 @@ describe('permissions', () => {
       ['disburser', 'PUT', `/api/applications/${id}`, { status: 'approved', version: 1 }],
       ['approver', 'PUT', `/api/applications/${id}`, { purpose: 'x', version: 1 }],
       ['disburser', 'PUT', `/api/applications/${id}`, { purpose: 'x', version: 99 }],
-      ['approver', 'PUT', '/api/applications/APP-00000000-0000-4000-8000-000000000003', { status: 'disbursed' }],
+      ['reviewer', 'PUT', '/api/applications/APP-00000000-0000-4000-8000-000000000003', { status: 'rejected' }],
       ['viewer', 'POST', '/api/applications/batch-update', { applicationIds: [id], status: 'under_review' }],
       ['reviewer', 'POST', '/api/applications/batch-update', { applicationIds: [id], status: 'approved' }],
     ];
@@ -327,9 +327,9 @@ describe('permissions', () => {
       body: { status: 'approved', version: 2 },
     });
     expect(approver.status).toBe(200);
-    const disburser = await call('PUT', `/api/applications/${id}`, {
+    const disburser = await call('POST', `/api/applications/${id}/disburse`, {
       as: 'disburser',
-      body: { status: 'disbursed', version: 3 },
+      headers: { 'idempotency-key': 'permissions-test-1' },
     });
     expect(disburser.status).toBe(200);
   });

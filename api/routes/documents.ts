@@ -1,0 +1,275 @@
+// Documents of an application: upload (multipart, type by magic bytes, size cap, stored in GridFS, OCR job
+// published), download, and the list with each document's OCR state.
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { Applications, applicationIdSchema } from '../../shared/applications.ts';
+import {
+  Documents,
+  type DocumentType,
+  documentIdPattern,
+  documentTypes,
+  OCR_JOB,
+  ocrJobId,
+  ocrJobOptions,
+  type StoredDocument,
+  sniffDocumentType,
+} from '../../shared/documents.ts';
+import type { Permission } from '../../shared/rbac.ts';
+import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import { HttpError } from '../http-errors.ts';
+import { errorResponses } from '../openapi.ts';
+import type { Services } from '../services.ts';
+
+/** Room for the multipart boundaries and part headers around the file itself. */
+const MULTIPART_OVERHEAD_BYTES = 16 * 1024;
+const uploadPath = /^\/api\/applications\/[^/]+\/documents\/?$/;
+
+/**
+ * The one route whose body is multipart and larger than BODY_LIMIT_BYTES: the app's JSON-only and
+ * body-limit middleware let it through, and the route enforces DOCUMENT_MAX_BYTES itself.
+ */
+export const isDocumentUpload = (method: string, path: string) => method === 'POST' && uploadPath.test(path);
+
+const IdParam = z.object({ id: applicationIdSchema });
+const DocumentIdParam = z.object({
+  id: z.string().regex(documentIdPattern, 'not a document id').openapi({ example: 'DOC-0b5f...' }),
+});
+
+const UploadAccepted = z
+  .object({ documentId: z.string(), jobId: z.string(), contentType: z.enum(documentTypes), sha256: z.string() })
+  .openapi('DocumentAccepted');
+
+const OcrState = z.object({
+  state: z.enum(['waiting', 'active', 'completed', 'failed', 'unknown']),
+  attemptsMade: z.number().int(),
+  error: z.string().optional(),
+  /** This document's fields are the ones stored on the application. */
+  applied: z.boolean(),
+  fields: z.unknown().optional(),
+});
+
+const DocumentJson = z
+  .object({
+    documentId: z.string(),
+    filename: z.string(),
+    contentType: z.enum(documentTypes),
+    size: z.number().int(),
+    sha256: z.string(),
+    uploadedAt: z.string(),
+    uploadedBy: z.string(),
+    ocr: OcrState,
+  })
+  .openapi('Document');
+
+const security = [{ bearerAuth: [] }];
+
+/** Reads a body up to `cap` bytes; past it, stops reading (cancels the stream) and returns null. */
+async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<Uint8Array | null> {
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > cap) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    parts.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.byteLength;
+  }
+  return bytes;
+}
+
+const tooLarge = (max: number) =>
+  new HttpError(413, 'payload_too_large', `The document is larger than ${max} bytes.`, { maxBytes: max });
+
+export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  const documents = new Documents(services.db);
+  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
+  const maxBytes = services.config.DOCUMENT_MAX_BYTES;
+  const guard = (permission: Permission) => [
+    authenticate(services),
+    rateLimitPerAdmin(services),
+    authorize(permission),
+  ];
+
+  const upload = createRoute({
+    method: 'post',
+    path: '/api/applications/{id}/documents',
+    tags: ['documents'],
+    summary: 'Upload a document (PNG, JPEG or PDF) for OCR',
+    description:
+      'multipart/form-data with one file field `file`. The type is decided by the content (magic bytes), not by ' +
+      'the declared type or the filename. Answers 202 with the document id and the OCR job id.',
+    security,
+    middleware: guard('applications:edit'),
+    request: {
+      params: IdParam,
+      body: {
+        required: true,
+        // A plain schema object: documented, but no validator reads the body before the size check.
+        content: {
+          'multipart/form-data': {
+            schema: {
+              type: 'object',
+              required: ['file'],
+              properties: { file: { type: 'string', format: 'binary' } },
+            },
+          },
+        },
+      },
+    },
+    responses: {
+      202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
+      ...errorResponses(400, 401, 403, 404, 413, 415, 429),
+    },
+  });
+
+  const download = createRoute({
+    method: 'get',
+    path: '/api/documents/{id}',
+    tags: ['documents'],
+    summary: 'Download a document, as the type its content showed',
+    security,
+    middleware: guard('applications:read'),
+    request: { params: DocumentIdParam },
+    responses: {
+      200: {
+        description: 'The document',
+        content: Object.fromEntries(
+          documentTypes.map((type) => [type, { schema: { type: 'string' as const, format: 'binary' } }]),
+        ),
+      },
+      ...errorResponses(400, 401, 403, 404, 429),
+    },
+  });
+
+  const list = createRoute({
+    method: 'get',
+    path: '/api/applications/{id}/documents',
+    tags: ['documents'],
+    summary: "An application's documents with their OCR state",
+    security,
+    middleware: guard('applications:read'),
+    request: { params: IdParam },
+    responses: {
+      200: {
+        description: 'Documents in upload order',
+        content: { 'application/json': { schema: z.object({ items: z.array(DocumentJson) }) } },
+      },
+      ...errorResponses(400, 401, 403, 404, 429),
+    },
+  });
+
+  app.openapi(upload, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!(await applications.get(id))) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
+    const contentType = c.req.header('content-type') ?? '';
+    if (!/^multipart\/form-data\s*;/i.test(contentType)) {
+      throw new HttpError(415, 'unsupported_media_type', 'Send the document as multipart/form-data (field "file").');
+    }
+    const cap = maxBytes + MULTIPART_OVERHEAD_BYTES;
+    const declared = Number(c.req.header('content-length'));
+    if (Number.isFinite(declared) && declared > cap) throw tooLarge(maxBytes);
+    const body = await readCapped(c.req.raw.body, cap);
+    if (!body) throw tooLarge(maxBytes);
+    const file = await fileField(body, contentType);
+    if (file.size > maxBytes) throw tooLarge(maxBytes);
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const type = sniffDocumentType(bytes);
+    if (!type) {
+      throw new HttpError(
+        415,
+        'unsupported_media_type',
+        'The file is not a PNG, JPEG or PDF (judged by its content).',
+        {
+          accepted: documentTypes,
+        },
+      );
+    }
+    const stored = await documents.store(
+      { applicationId: id, filename: file.name, bytes, uploadedBy: c.get('auth').sub },
+      type,
+    );
+    let jobId: string;
+    try {
+      jobId = (
+        await services.queue.add(OCR_JOB, { documentId: stored.id, applicationId: id }, ocrJobOptions(stored.id))
+      ).id;
+    } catch (error) {
+      // Without its job the document would never be read: take it back, the client retries the upload.
+      await documents.bucket.delete(stored.id as never).catch(() => {});
+      throw error;
+    }
+    c.header('Location', `/api/documents/${stored.id}`);
+    return c.json({ documentId: stored.id, jobId, contentType: type, sha256: stored.metadata.sha256 }, 202);
+  });
+
+  app.openapi(download, async (c) => {
+    const { id } = c.req.valid('param');
+    const found = await documents.get(id);
+    if (!found) throw new HttpError(404, 'not_found', `Document ${id} not found.`);
+    return c.body(documents.stream(id), 200, {
+      'Content-Type': found.metadata.contentType,
+      'Content-Length': String(found.metadata.size),
+      'Content-Disposition': `attachment; filename="${found.filename}"`,
+      'Cache-Control': 'private, no-store',
+    });
+  });
+
+  app.openapi(list, async (c) => {
+    const { id } = c.req.valid('param');
+    const application = (await applications.get(id)) as ({ ocr?: { documentId?: string } } & object) | null;
+    if (!application) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
+    const found = await documents.listOf(id);
+    const items = await Promise.all(found.map((doc) => describe(doc, application.ocr?.documentId)));
+    return c.json({ items }, 200);
+  });
+
+  async function describe(doc: StoredDocument, appliedId: string | undefined) {
+    const job = await services.queue.getJob<unknown, { fields?: unknown }>(ocrJobId(doc.id));
+    return {
+      documentId: doc.id,
+      filename: doc.filename,
+      contentType: doc.metadata.contentType as DocumentType,
+      size: doc.metadata.size,
+      sha256: doc.metadata.sha256,
+      uploadedAt: doc.uploadedAt.toISOString(),
+      uploadedBy: doc.metadata.uploadedBy,
+      ocr: {
+        state: job?.state ?? ('unknown' as const),
+        attemptsMade: job?.attemptsMade ?? 0,
+        ...(job?.lastError && job.state !== 'completed' ? { error: job.lastError.message } : {}),
+        applied: appliedId === doc.id,
+        ...(job?.result?.fields ? { fields: job.result.fields } : {}),
+      },
+    };
+  }
+}
+
+/** The single `file` part of a multipart body; 400 when the body is not multipart or the part is missing. */
+async function fileField(body: Uint8Array, contentType: string): Promise<File> {
+  let form: FormData;
+  try {
+    form = await new Response(body as Uint8Array<ArrayBuffer>, { headers: { 'content-type': contentType } }).formData();
+  } catch {
+    throw new HttpError(400, 'validation', 'The body is not valid multipart/form-data.', [
+      { path: 'file', message: 'malformed multipart body' },
+    ]);
+  }
+  const files = form.getAll('file');
+  const file = files[0];
+  if (files.length !== 1 || typeof file === 'string' || file === undefined) {
+    throw new HttpError(400, 'validation', 'Send exactly one file in the field "file".', [
+      { path: 'file', message: files.length === 0 ? 'required' : 'exactly one file' },
+    ]);
+  }
+  return file;
+}

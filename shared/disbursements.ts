@@ -1,0 +1,448 @@
+// Disbursing an approved loan: an idempotent state machine on unique keys, no transactions. Under the lease
+// loan:<id> it moves through steps that each leave a state the next attempt resumes from:
+//   claim        insert disbursements/<appId> {idempotencyKey, state: 'disbursing', amount}: one per loan
+//                (unique _id), so a different key gets 409 with the disbursement that won
+//   intent       versioned update of the application (still approved) recording {idempotencyKey, amount,
+//                token, state: 'disbursing'}: the application shows the money is on its way
+//   ledger       fenced, idempotent ledger append (idempotencyKey `disbursement:<appId>`): never two entries
+//   application  versioned update approved -> disbursed with the ledger seq
+//   record       the disbursement record -> 'disbursed' with the result every retry returns
+// A retry with the same key reads what exists and redoes only the missing steps; a crash anywhere (even a
+// stale holder slipping past its lease) cannot produce a second ledger entry, because the ledger refuses
+// a second entry with the same identity whatever the lease says.
+import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
+import {
+  type Actor,
+  APPLICATIONS_COLLECTION,
+  type ApplicationDoc,
+  type ApplicationStatus,
+  type LastChange,
+} from './applications.ts';
+import { type AuditEntry, AuditLog, auditId } from './audit.ts';
+import type { Clock } from './clock.ts';
+import type { IndexPlan } from './db.ts';
+import { ConflictError, NotFoundError, ValidationError } from './errors.ts';
+import { type Ledger, type LedgerEntry, loanLockKey } from './ledger.ts';
+import type { Lease, LockManager } from './lock.ts';
+
+export const DISBURSEMENTS_COLLECTION = 'disbursements';
+
+export const disbursementSteps = ['claim', 'intent', 'ledger', 'application', 'record'] as const;
+export type DisbursementStep = (typeof disbursementSteps)[number];
+export type DisbursementState = 'disbursing' | 'disbursed';
+
+/**
+ * Idempotency-Key values we accept: 8 to 128 of letters, digits and `-_.:` (a UUID fits), optionally as an
+ * RFC 8941 string in double quotes (draft-ietf-httpapi-idempotency-key-header). Scoped to one loan.
+ */
+export const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/** The key's value without the optional quotes, or null when it is not one we accept. */
+export function parseIdempotencyKey(header: string): string | null {
+  const trimmed = header.trim();
+  const value =
+    trimmed.length >= 2 && trimmed.startsWith('"') && trimmed.endsWith('"') ? trimmed.slice(1, -1) : trimmed;
+  return idempotencyKeyPattern.test(value) ? value : null;
+}
+
+/** The ledger identity of a loan's disbursement: one per loan, whatever key the client sent. */
+export const disbursementLedgerKey = (applicationId: string) => `disbursement:${applicationId}`;
+
+/** One per loan (_id = application id): the key that won, how far it got, and the result once done. */
+export interface DisbursementDoc {
+  _id: string;
+  idempotencyKey: string;
+  state: DisbursementState;
+  amount: number;
+  /** The admin who asked first. */
+  requestedBy: string;
+  /** The fencing token of the lease that claimed it. */
+  token: number;
+  createdAt: Date;
+  updatedAt: Date;
+  ledgerSeq?: number;
+  /** The ledger entry's `at`: the same on every answer. */
+  disbursedAt?: Date;
+}
+
+/** What the application records while the money moves (and keeps, with the seq, once it has). */
+export interface DisbursementIntent {
+  idempotencyKey: string;
+  amount: number;
+  token: number;
+  state: DisbursementState;
+  startedAt: Date;
+  ledgerSeq?: number;
+  disbursedAt?: Date;
+}
+
+type DisbursableApplication = ApplicationDoc & { disbursement?: DisbursementIntent };
+
+/** The answer to every request with the winning key, identical each time. */
+export interface DisbursementResult {
+  applicationId: string;
+  idempotencyKey: string;
+  amount: number;
+  ledgerSeq: number;
+  disbursedAt: Date;
+  status: 'disbursed';
+}
+
+/** The disbursement as a 409 shows it to a request with another key. */
+export interface DisbursementView {
+  applicationId: string;
+  idempotencyKey: string;
+  state: DisbursementState;
+  amount: number;
+  createdAt: Date;
+  ledgerSeq?: number;
+  disbursedAt?: Date;
+}
+
+// ---- Indexes, filters and updates -------------------------------------------------------------------
+
+/** Every read and write of a disbursement record names its _id: nothing to index. */
+export const disbursementIndexPlans: IndexPlan[] = [];
+
+export const disbursementQueries = {
+  byId: (applicationId: string): Filter<DisbursementDoc> => ({ _id: applicationId }),
+  /** Only the key that won may move the record on. */
+  ownedBy: (applicationId: string, key: string): Filter<DisbursementDoc> => ({
+    _id: applicationId,
+    idempotencyKey: key,
+  }),
+  done: (entry: LedgerEntry, at: Date): UpdateFilter<DisbursementDoc> => ({
+    $set: { state: 'disbursed', ledgerSeq: entry.seq, disbursedAt: entry.at, updatedAt: at },
+  }),
+  application: (applicationId: string): Filter<DisbursableApplication> => ({ _id: applicationId }),
+  /** The intent goes on an approved application, at the version read, that carries no intent yet. */
+  intentWritable: (applicationId: string, version: number): Filter<DisbursableApplication> => ({
+    _id: applicationId,
+    version,
+    status: 'approved',
+    disbursement: { $exists: false },
+  }),
+  /** The final move: still approved, at the version read, and carrying this key's intent. */
+  finalWritable: (applicationId: string, version: number, key: string): Filter<DisbursableApplication> => ({
+    _id: applicationId,
+    version,
+    status: 'approved',
+    'disbursement.idempotencyKey': key,
+  }),
+  recordIntent: (intent: DisbursementIntent, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
+    $set: { disbursement: intent, updatedAt: meta.at, updatedBy: meta.actor, lastChange: meta.lastChange },
+    $inc: { version: 1 },
+  }),
+  markDisbursed: (entry: LedgerEntry, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
+    $set: {
+      status: 'disbursed',
+      'disbursement.state': 'disbursed',
+      'disbursement.ledgerSeq': entry.seq,
+      'disbursement.disbursedAt': entry.at,
+      updatedAt: meta.at,
+      updatedBy: meta.actor,
+      lastChange: meta.lastChange,
+    },
+    $inc: { version: 1 },
+  }),
+};
+
+interface ChangeMeta {
+  at: Date;
+  actor: string;
+  lastChange: LastChange;
+}
+
+// ---- The state machine ------------------------------------------------------------------------------
+
+export interface DisbursementsOptions {
+  ledger: Ledger;
+  locks: LockManager;
+  clock: Clock;
+  audit?: AuditLog;
+  /** How long a request waits for the loan's lease (another request disbursing it) before a 503. */
+  lockWaitMs?: number;
+  lockTtlMs?: number;
+  /** Called after each step is durable; tests use it to kill the process between steps. */
+  onStep?: (step: DisbursementStep, applicationId: string) => void | Promise<void>;
+}
+
+export function viewOf(doc: DisbursementDoc): DisbursementView {
+  return {
+    applicationId: doc._id,
+    idempotencyKey: doc.idempotencyKey,
+    state: doc.state,
+    amount: doc.amount,
+    createdAt: doc.createdAt,
+    ...(doc.ledgerSeq === undefined ? {} : { ledgerSeq: doc.ledgerSeq }),
+    ...(doc.disbursedAt === undefined ? {} : { disbursedAt: doc.disbursedAt }),
+  };
+}
+
+function resultOf(doc: DisbursementDoc): DisbursementResult {
+  return {
+    applicationId: doc._id,
+    idempotencyKey: doc.idempotencyKey,
+    amount: doc.amount,
+    ledgerSeq: doc.ledgerSeq!,
+    disbursedAt: doc.disbursedAt!,
+    status: 'disbursed',
+  };
+}
+
+function isDuplicateKey(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === 11000;
+}
+
+function otherKeyConflict(doc: DisbursementDoc): ConflictError<DisbursementView> {
+  return new ConflictError(`application ${doc._id} is already ${doc.state} under another Idempotency-Key`, viewOf(doc));
+}
+
+export class Disbursements {
+  readonly collection: Collection<DisbursementDoc>;
+  private readonly applications: Collection<DisbursableApplication>;
+  private readonly ledger: Ledger;
+  private readonly locks: LockManager;
+  private readonly clock: Clock;
+  private readonly audit: AuditLog;
+  private readonly lockWaitMs: number;
+  private readonly lockTtlMs: number | undefined;
+  private readonly onStep: DisbursementsOptions['onStep'];
+
+  constructor(db: Db, options: DisbursementsOptions) {
+    this.collection = db.collection<DisbursementDoc>(DISBURSEMENTS_COLLECTION);
+    this.applications = db.collection<DisbursableApplication>(APPLICATIONS_COLLECTION);
+    this.ledger = options.ledger;
+    this.locks = options.locks;
+    this.clock = options.clock;
+    this.audit = options.audit ?? new AuditLog(db);
+    this.lockWaitMs = options.lockWaitMs ?? 15_000;
+    this.lockTtlMs = options.lockTtlMs;
+    this.onStep = options.onStep;
+  }
+
+  async get(applicationId: string): Promise<DisbursementDoc | null> {
+    return this.collection.findOne(disbursementQueries.byId(applicationId));
+  }
+
+  async applicationExists(applicationId: string): Promise<boolean> {
+    const found = await this.applications.findOne(disbursementQueries.application(applicationId), {
+      projection: { _id: 1 },
+    });
+    return found !== null;
+  }
+
+  /**
+   * Disburses the approved application once. The same key again returns the same result (finishing what
+   * a crashed attempt began); another key for a loan already disbursing or disbursed is a ConflictError
+   * whose `current` is the disbursement. NotFoundError for an unknown application; ValidationError when
+   * it is not approved.
+   */
+  async disburse(applicationId: string, idempotencyKey: string, actor: Actor): Promise<DisbursementResult> {
+    if (!idempotencyKeyPattern.test(idempotencyKey)) {
+      throw new ValidationError('Idempotency-Key is not valid', [{ path: 'idempotency-key', message: 'bad format' }]);
+    }
+    // Answered without the lease: a finished disbursement or another key's claim.
+    const known = await this.get(applicationId);
+    if (known && known.idempotencyKey !== idempotencyKey) throw otherKeyConflict(known);
+    if (known?.state === 'disbursed') return resultOf(known);
+    return this.locks.withLock(
+      loanLockKey(applicationId),
+      (lease) => this.run(applicationId, idempotencyKey, actor, lease),
+      {
+        waitMs: this.lockWaitMs,
+        ...(this.lockTtlMs ? { ttlMs: this.lockTtlMs } : {}),
+      },
+    );
+  }
+
+  private async run(applicationId: string, key: string, actor: Actor, lease: Lease): Promise<DisbursementResult> {
+    const record = await this.claim(applicationId, key, actor, lease);
+    if (record.state === 'disbursed') return resultOf(record);
+
+    lease.signal.throwIfAborted();
+    let app = await this.recordIntent(applicationId, record, actor, lease);
+    await this.step('intent', applicationId);
+
+    lease.signal.throwIfAborted();
+    const { entry } = await this.ledger.append(
+      {
+        loanId: applicationId,
+        type: 'disbursement',
+        amount: record.amount,
+        idempotencyKey: disbursementLedgerKey(applicationId),
+      },
+      { lease, signal: lease.signal },
+    );
+    await this.step('ledger', applicationId);
+
+    lease.signal.throwIfAborted();
+    app = await this.markDisbursed(app, record, entry, actor);
+    await this.step('application', applicationId);
+
+    const now = new Date(this.clock.now());
+    await this.collection.updateOne(
+      disbursementQueries.ownedBy(applicationId, key),
+      disbursementQueries.done(entry, now),
+    );
+    await this.step('record', applicationId);
+    return resultOf({ ...record, state: 'disbursed', ledgerSeq: entry.seq, disbursedAt: entry.at });
+  }
+
+  private async step(step: DisbursementStep, applicationId: string): Promise<void> {
+    await this.onStep?.(step, applicationId);
+  }
+
+  /** The loan's one disbursement record: ours (new or resumed), or a ConflictError for another key. */
+  private async claim(applicationId: string, key: string, actor: Actor, lease: Lease): Promise<DisbursementDoc> {
+    const existing = await this.get(applicationId);
+    if (existing) {
+      if (existing.idempotencyKey !== key) throw otherKeyConflict(existing);
+      return existing;
+    }
+    const app = await this.applications.findOne(disbursementQueries.application(applicationId));
+    if (!app) throw new NotFoundError(`application ${applicationId} not found`);
+    this.assertDisbursable(app);
+    const at = new Date(this.clock.now());
+    const record: DisbursementDoc = {
+      _id: applicationId,
+      idempotencyKey: key,
+      state: 'disbursing',
+      amount: app.loanAmount,
+      requestedBy: actor.id,
+      token: lease.token,
+      createdAt: at,
+      updatedAt: at,
+    };
+    try {
+      await this.collection.insertOne(record);
+    } catch (error) {
+      if (!isDuplicateKey(error)) throw error;
+      // Someone claimed it between our read and our insert (only possible past a lost lease).
+      const winner = await this.get(applicationId);
+      if (winner && winner.idempotencyKey !== key) throw otherKeyConflict(winner);
+      if (winner) return winner;
+      throw error;
+    }
+    await this.step('claim', applicationId);
+    return record;
+  }
+
+  private assertDisbursable(app: DisbursableApplication): void {
+    if (app.status === 'approved') return;
+    if (app.status === 'disbursed') {
+      // Disbursed without a record here: moved by some other path. Nothing we may do again.
+      throw new ConflictError(`application ${app._id} is already disbursed`, publicApplication(app));
+    }
+    throw new ValidationError(`cannot disburse an application that is ${app.status}; it must be approved`, {
+      reason: 'invalid_transition',
+      from: app.status,
+      to: 'disbursed',
+    });
+  }
+
+  /** Step intent: the application records the disbursement, or already does (resume). */
+  private async recordIntent(
+    applicationId: string,
+    record: DisbursementDoc,
+    actor: Actor,
+    lease: Lease,
+  ): Promise<DisbursableApplication> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const app = await this.applications.findOne(disbursementQueries.application(applicationId));
+      if (!app) throw new NotFoundError(`application ${applicationId} not found`);
+      if (app.disbursement) {
+        if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
+          throw new ConflictError(`application ${applicationId} records another disbursement`, publicApplication(app));
+        }
+        // Resuming: the intent is there; redo its audit entry in case the crash came before it.
+        await this.recordAudit(app);
+        return app;
+      }
+      this.assertDisbursable(app);
+      const at = new Date(this.clock.now());
+      const intent: DisbursementIntent = {
+        idempotencyKey: record.idempotencyKey,
+        amount: record.amount,
+        token: lease.token,
+        state: 'disbursing',
+        startedAt: at,
+      };
+      const meta = this.changeMeta(at, actor, 'approved');
+      const updated = await this.applications.findOneAndUpdate(
+        disbursementQueries.intentWritable(applicationId, app.version),
+        disbursementQueries.recordIntent(intent, meta),
+        { returnDocument: 'after' },
+      );
+      if (updated) {
+        await this.recordAudit(updated);
+        return updated;
+      }
+      // Changed between our read and write: read again and decide again.
+    }
+    const current = await this.applications.findOne(disbursementQueries.application(applicationId));
+    throw new ConflictError(`application ${applicationId} kept changing; retry`, current && publicApplication(current));
+  }
+
+  /** Step application: approved -> disbursed at the version read, or already done (resume). */
+  private async markDisbursed(
+    read: DisbursableApplication,
+    record: DisbursementDoc,
+    entry: LedgerEntry,
+    actor: Actor,
+  ): Promise<DisbursableApplication> {
+    let app: DisbursableApplication | null = read;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (!app) throw new NotFoundError(`application ${read._id} not found`);
+      if (app.status === 'disbursed' && app.disbursement?.idempotencyKey === record.idempotencyKey) {
+        await this.recordAudit(app);
+        return app;
+      }
+      if (app.status !== 'approved' || app.disbursement?.idempotencyKey !== record.idempotencyKey) {
+        throw new ConflictError(`application ${app._id} moved away from its disbursement`, publicApplication(app));
+      }
+      const at = new Date(this.clock.now());
+      const updated = await this.applications.findOneAndUpdate(
+        disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
+        disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved')),
+        { returnDocument: 'after' },
+      );
+      if (updated) {
+        await this.recordAudit(updated);
+        return updated;
+      }
+      app = await this.applications.findOne(disbursementQueries.application(read._id));
+    }
+    throw new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app));
+  }
+
+  private changeMeta(at: Date, actor: Actor, from: ApplicationStatus): ChangeMeta {
+    const lastChange: LastChange = { at, actor: actor.id, action: 'update', from, fields: ['disbursement'] };
+    if (actor.requestId) lastChange.requestId = actor.requestId;
+    return { at, actor: actor.id, lastChange };
+  }
+
+  /** The audit entry of the application's latest change (keyed by version: writing it twice is harmless). */
+  private async recordAudit(app: DisbursableApplication): Promise<void> {
+    const change = app.lastChange;
+    if (!change?.fields?.includes('disbursement')) return;
+    const entry: AuditEntry = {
+      _id: auditId(app._id, app.version),
+      at: change.at,
+      actor: change.actor,
+      action: change.action,
+      applicationId: app._id,
+      from: change.from ?? null,
+      to: app.status,
+      version: app.version,
+      fields: change.fields,
+      ...(change.requestId ? { requestId: change.requestId } : {}),
+    };
+    await this.audit.record([entry]);
+  }
+}
+
+function publicApplication(app: DisbursableApplication): Omit<DisbursableApplication, 'lastChange'> {
+  const { lastChange: _omitted, ...rest } = app;
+  return rest;
+}

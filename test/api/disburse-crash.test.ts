@@ -1,0 +1,146 @@
+// A disbursing process SIGKILLed right after each step leaves a state that a retry with the same key,
+// through HTTP on another instance, completes: exactly one ledger entry, the application disbursed, the
+// chain verified. Another key meanwhile gets 409 without waiting for the dead holder's lease.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { createApp } from '../../api/app.ts';
+import type { Services } from '../../api/services.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
+import { DISBURSEMENTS_COLLECTION, type DisbursementStep, disbursementSteps } from '../../shared/disbursements.ts';
+import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
+import type { Role } from '../../shared/sessions.ts';
+import { createTestApp } from '../support/app.ts';
+import { adminsByRole, call } from '../support/http.ts';
+import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+
+const fixture = fileURLToPath(new URL('../fixtures/disburse-crash.ts', import.meta.url));
+const LEASE_TTL_MS = 1000;
+
+let database: TestDatabase;
+let app: ReturnType<typeof createApp>;
+let services: Services;
+let tokens: Record<Role, string>;
+const children: ChildProcess[] = [];
+
+async function approvedApplication(loanAmount: number): Promise<string> {
+  const created = await call(app, tokens.admin, 'POST', '/api/applications', {
+    body: { applicantName: 'Crash Tester', monthlyIncome: 8000, loanAmount, termMonths: 24 },
+  });
+  const id = created.body._id as string;
+  await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
+  const approved = await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, {
+    body: { status: 'approved', version: 2 },
+  });
+  expect(approved.status).toBe(200);
+  return id;
+}
+
+/** Runs the fixture until it reports the crash point, then SIGKILLs it. */
+async function crashAfter(step: DisbursementStep, applicationId: string, idempotencyKey: string): Promise<void> {
+  const child = spawn(process.execPath, [fixture], {
+    env: {
+      ...process.env,
+      MONGO_URL: mongoUrl(),
+      MONGO_DB: database.name,
+      APPLICATION_ID: applicationId,
+      IDEMPOTENCY_KEY: idempotencyKey,
+      CRASH_AFTER: step,
+      LEASE_TTL_MS: String(LEASE_TTL_MS),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    err += chunk.toString();
+  });
+  const exited = new Promise<{ signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (_code, signal) => resolve({ signal })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes(`crash-point ${step}`)) resolve();
+    });
+    void exited.then(() => reject(new Error(`fixture exited before ${step}: ${out} ${err}`)));
+  });
+  child.kill('SIGKILL');
+  expect((await exited).signal).toBe('SIGKILL');
+}
+
+const ledgerEntries = (loanId: string) => database.db.collection(LEDGER_COLLECTION).find({ loanId }).toArray();
+const applicationDoc = (id: string) => database.db.collection(APPLICATIONS_COLLECTION).findOne({ _id: id as never });
+const disbursementDoc = (id: string) => database.db.collection(DISBURSEMENTS_COLLECTION).findOne({ _id: id as never });
+
+/** What the database holds right after the process died at each step. */
+const expectedAfter: Record<DisbursementStep, { entries: number; status: string; intent: boolean; record: string }> = {
+  claim: { entries: 0, status: 'approved', intent: false, record: 'disbursing' },
+  intent: { entries: 0, status: 'approved', intent: true, record: 'disbursing' },
+  ledger: { entries: 1, status: 'approved', intent: true, record: 'disbursing' },
+  application: { entries: 1, status: 'disbursed', intent: true, record: 'disbursing' },
+  record: { entries: 1, status: 'disbursed', intent: true, record: 'disbursed' },
+};
+
+describe(`disbursement killed between steps, retried over HTTP, on ${target().kind}`, () => {
+  beforeAll(async () => {
+    database = await openTestDatabase(import.meta.filename);
+    ({ app, services } = await createTestApp(database.db));
+    ({ tokens } = await adminsByRole(app, services, ['admin', 'disburser']));
+  });
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await database.close();
+  });
+
+  it.each(disbursementSteps)('SIGKILL right after "%s": the same key completes it once', async (step) => {
+    const amount = 10_000 + disbursementSteps.indexOf(step);
+    const id = await approvedApplication(amount);
+    const idempotencyKey = `crash-${step}-${crypto.randomUUID()}`;
+    await crashAfter(step, id, idempotencyKey);
+
+    const expected = expectedAfter[step];
+    expect(await ledgerEntries(id)).toHaveLength(expected.entries);
+    const halfway = await applicationDoc(id);
+    expect(halfway?.status).toBe(expected.status);
+    expect(halfway?.disbursement?.idempotencyKey).toBe(expected.intent ? idempotencyKey : undefined);
+    expect((await disbursementDoc(id))?.state).toBe(expected.record);
+
+    // Another key is told at once who owns this loan's disbursement, dead holder or not.
+    const other = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
+      headers: { 'idempotency-key': crypto.randomUUID() },
+    });
+    expect(other.status).toBe(409);
+    expect(other.body.current).toMatchObject({ idempotencyKey, state: expected.record });
+
+    const started = Date.now();
+    const retry = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
+      headers: { 'idempotency-key': idempotencyKey },
+    });
+    expect(retry.status).toBe(200);
+    expect(retry.body).toMatchObject({ applicationId: id, idempotencyKey, amount, status: 'disbursed' });
+
+    const entries = await ledgerEntries(id);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ _id: retry.body.ledgerSeq, amount });
+    expect(await applicationDoc(id)).toMatchObject({
+      status: 'disbursed',
+      disbursement: { idempotencyKey, state: 'disbursed', ledgerSeq: retry.body.ledgerSeq },
+    });
+    expect(await disbursementDoc(id)).toMatchObject({ state: 'disbursed', ledgerSeq: retry.body.ledgerSeq });
+    const again = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
+      headers: { 'idempotency-key': idempotencyKey },
+    });
+    expect(again).toMatchObject({ status: 200, body: retry.body });
+    const verify = await call(app, tokens.admin, 'GET', '/api/ledger/verify');
+    expect(verify.body).toMatchObject({ ok: true });
+    console.log(`crash after ${step}: retry completed in ${Date.now() - started} ms`);
+  });
+
+  it('the ledger holds exactly one entry per crashed loan, contiguous', async () => {
+    const all = await database.db.collection(LEDGER_COLLECTION).find({}).sort({ _id: 1 }).toArray();
+    expect(all.map((e) => e._id)).toEqual(disbursementSteps.map((_, i) => i + 1));
+    expect(new Set(all.map((e) => e.loanId)).size).toBe(disbursementSteps.length);
+  });
+});

@@ -1,0 +1,211 @@
+// Disbursement over HTTP: the Idempotency-Key contract (428/400, same key -> same body, other key -> 409),
+// permissions, one ledger entry per loan under 20 concurrent requests on three app instances, a loan's
+// ledger, and /api/ledger/verify naming a tampered entry.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { createApp } from '../../api/app.ts';
+import type { Services } from '../../api/services.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
+import { AUDIT_COLLECTION } from '../../shared/audit.ts';
+import { DISBURSEMENTS_COLLECTION } from '../../shared/disbursements.ts';
+import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
+import type { Role } from '../../shared/sessions.ts';
+import { createTestApp, randomJwtKeys } from '../support/app.ts';
+import { adminsByRole, call } from '../support/http.ts';
+import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+
+type App = ReturnType<typeof createApp>;
+
+let database: TestDatabase;
+let apps: App[];
+let services: Services;
+let tokens: Record<Role, string>;
+const roles: Role[] = ['viewer', 'approver', 'disburser', 'admin'];
+
+const key = () => crypto.randomUUID();
+
+async function approvedApplication(loanAmount = 25_000): Promise<string> {
+  const [app] = apps;
+  const created = await call(app!, tokens.admin, 'POST', '/api/applications', {
+    body: { applicantName: 'Ada Borrower', monthlyIncome: 6000, loanAmount, termMonths: 36 },
+  });
+  expect(created.status).toBe(201);
+  const id = created.body._id as string;
+  for (const [status, version] of [
+    ['under_review', 1],
+    ['approved', 2],
+  ] as const) {
+    const moved = await call(app!, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status, version } });
+    expect(moved.status).toBe(200);
+  }
+  return id;
+}
+
+function disburse(id: string, idempotencyKey: string | undefined, options: { app?: App; as?: Role } = {}) {
+  const headers: Record<string, string> = idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey };
+  return call(options.app ?? apps[0]!, tokens[options.as ?? 'disburser'], 'POST', `/api/applications/${id}/disburse`, {
+    headers,
+  });
+}
+
+const ledgerCount = (loanId: string) => database.db.collection(LEDGER_COLLECTION).countDocuments({ loanId });
+
+describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
+  beforeAll(async () => {
+    database = await openTestDatabase(import.meta.filename);
+    // Three instances on one database, sharing the signing key so a token works on each.
+    const JWT_KEYS = randomJwtKeys();
+    const instances = await Promise.all([1, 2, 3].map(() => createTestApp(database.db, { JWT_KEYS })));
+    apps = instances.map((instance) => instance.app);
+    services = instances[0]!.services;
+    ({ tokens } = await adminsByRole(apps[0]!, services, roles));
+  });
+  afterAll(async () => {
+    await database.close();
+  });
+
+  it('428 without Idempotency-Key, 400 for a malformed one, 403 without status:disbursed; nothing written', async () => {
+    const id = await approvedApplication();
+    const missing = await disburse(id, undefined);
+    expect(missing.status).toBe(428);
+    expect(missing.body.error.code).toBe('precondition_required');
+    for (const bad of ['short', 'has space in it', 'x'.repeat(129), '"unterminated']) {
+      const res = await disburse(id, bad);
+      expect(res.status, bad).toBe(400);
+      expect(res.body.error.details[0].path).toBe('idempotency-key');
+    }
+    expect((await disburse(id, key(), { as: 'approver' })).status).toBe(403);
+    expect((await disburse(id, key(), { as: 'viewer' })).status).toBe(403);
+    expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({ _id: id as never })).toBe(0);
+    expect(await ledgerCount(id)).toBe(0);
+  });
+
+  it('404 for an unknown application; 400 for one that is not approved, with nothing written', async () => {
+    expect((await disburse('APP-00000000-no-such-loan', key())).status).toBe(404);
+    const created = await call(apps[0]!, tokens.admin, 'POST', '/api/applications', {
+      body: { applicantName: 'Pending Person', monthlyIncome: 3000, loanAmount: 1000, termMonths: 12 },
+    });
+    const res = await disburse(created.body._id, key());
+    expect(res.status).toBe(400);
+    expect(res.body.error.details).toMatchObject({ reason: 'invalid_transition', from: 'pending' });
+    expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({})).toBe(0);
+  });
+
+  it('disburses once: approved -> disbursed, one fenced ledger entry, audit per version; the same key returns the same body', async () => {
+    const id = await approvedApplication(42_000);
+    const idempotencyKey = key();
+    const first = await disburse(id, idempotencyKey);
+    expect(first.status).toBe(200);
+    expect(first.body).toEqual({
+      applicationId: id,
+      idempotencyKey,
+      amount: 42_000,
+      ledgerSeq: expect.any(Number),
+      disbursedAt: expect.any(String),
+      status: 'disbursed',
+    });
+
+    const app = await call(apps[1]!, tokens.viewer, 'GET', `/api/applications/${id}`);
+    expect(app.body).toMatchObject({
+      status: 'disbursed',
+      version: 5, // create 1, under_review 2, approved 3, intent 4, disbursed 5
+      disbursement: { idempotencyKey, amount: 42_000, state: 'disbursed', ledgerSeq: first.body.ledgerSeq },
+    });
+    const audit = await database.db
+      .collection(AUDIT_COLLECTION)
+      .find({ applicationId: id, version: { $in: [4, 5] } })
+      .sort({ version: 1 })
+      .toArray();
+    expect(audit.map((a) => [a.from, a.to])).toEqual([
+      ['approved', 'approved'],
+      ['approved', 'disbursed'],
+    ]);
+
+    const ledger = await call(apps[2]!, tokens.disburser, 'GET', `/api/applications/${id}/ledger`);
+    expect(ledger.status).toBe(200);
+    expect(ledger.body.entries).toHaveLength(1);
+    expect(ledger.body.entries[0]).toMatchObject({
+      seq: first.body.ledgerSeq,
+      loanId: id,
+      type: 'disbursement',
+      amount: 42_000,
+      at: first.body.disbursedAt,
+      idempotencyKey: `disbursement:${id}`,
+      fence: { key: `loan:${id}`, token: expect.any(Number) },
+    });
+
+    // Sequential retries, on other instances and in the RFC 8941 quoted form: the same answer.
+    expect(await disburse(id, idempotencyKey, { app: apps[1] })).toMatchObject({ status: 200, body: first.body });
+    expect(await disburse(id, `"${idempotencyKey}"`, { app: apps[2] })).toMatchObject({
+      status: 200,
+      body: first.body,
+    });
+    const other = await disburse(id, key());
+    expect(other.status).toBe(409);
+    expect(other.body.current).toMatchObject({ applicationId: id, idempotencyKey, state: 'disbursed' });
+    expect(await ledgerCount(id)).toBe(1);
+  });
+
+  it('the same key 10 times at once on three instances: ten identical 200s, one entry', async () => {
+    const id = await approvedApplication();
+    const idempotencyKey = key();
+    const replies = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => disburse(id, idempotencyKey, { app: apps[i % 3] })),
+    );
+    expect(replies.map((r) => r.status)).toEqual(Array(10).fill(200));
+    for (const reply of replies) expect(reply.body).toEqual(replies[0]!.body);
+    expect(await ledgerCount(id)).toBe(1);
+  });
+
+  it('20 concurrent disbursements of one loan with 20 different keys: one 200, nineteen 409, one ledger entry', async () => {
+    const id = await approvedApplication(77_000);
+    const keys = Array.from({ length: 20 }, key);
+    const started = Date.now();
+    const replies = await Promise.all(keys.map((k, i) => disburse(id, k, { app: apps[i % 3] })));
+    const elapsed = Date.now() - started;
+    const winners = replies.filter((r) => r.status === 200);
+    const losers = replies.filter((r) => r.status === 409);
+    expect(winners).toHaveLength(1);
+    expect(losers).toHaveLength(19);
+    const winner = winners[0]!.body;
+    expect(keys).toContain(winner.idempotencyKey);
+    for (const loser of losers) {
+      expect(loser.body.current).toMatchObject({ applicationId: id, idempotencyKey: winner.idempotencyKey });
+    }
+    expect(await ledgerCount(id)).toBe(1);
+    const app = await database.db.collection(APPLICATIONS_COLLECTION).findOne({ _id: id as never });
+    expect(app).toMatchObject({ status: 'disbursed', disbursement: { idempotencyKey: winner.idempotencyKey } });
+    const verify = await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify');
+    expect(verify.body).toMatchObject({ ok: true });
+    console.log(`20 keys at once on 3 instances: 1 winner, 19 x 409 in ${elapsed} ms`);
+  });
+
+  it("GET a loan's ledger: 404 for an unknown application, empty before disbursement", async () => {
+    expect(
+      (await call(apps[0]!, tokens.disburser, 'GET', '/api/applications/APP-00000000-missing/ledger')).status,
+    ).toBe(404);
+    const id = await approvedApplication();
+    const empty = await call(apps[0]!, tokens.disburser, 'GET', `/api/applications/${id}/ledger`);
+    expect(empty).toMatchObject({ status: 200, body: { applicationId: id, entries: [] } });
+    expect((await call(apps[0]!, tokens.viewer, 'GET', `/api/applications/${id}/ledger`)).status).toBe(403);
+  });
+
+  // Last: it breaks this database's chain on purpose.
+  it('GET /api/ledger/verify is admin-only and names a tampered entry (reason hash) and a deleted one (gap)', async () => {
+    expect((await call(apps[0]!, tokens.disburser, 'GET', '/api/ledger/verify')).status).toBe(403);
+    const intact = await call(apps[0]!, tokens.admin, 'GET', '/api/ledger/verify');
+    expect(intact.body).toMatchObject({ ok: true, entries: expect.any(Number) });
+    expect(intact.body.entries).toBeGreaterThanOrEqual(3);
+    expect(intact.body.firstBroken).toBeUndefined();
+
+    const entries = database.db.collection<{ _id: number; amount: number }>(LEDGER_COLLECTION);
+    await entries.updateOne({ _id: 2 }, { $inc: { amount: 1_000_000 } });
+    const tampered = await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify');
+    expect(tampered.body).toMatchObject({ ok: false, entries: 1, firstBroken: { seq: 2, reason: 'hash' } });
+
+    await entries.updateOne({ _id: 2 }, { $inc: { amount: -1_000_000 } });
+    expect((await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify')).body.ok).toBe(true);
+    await entries.deleteOne({ _id: 2 });
+    const deleted = await call(apps[2]!, tokens.admin, 'GET', '/api/ledger/verify');
+    expect(deleted.body).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'gap' } });
+  });
+});

@@ -1,0 +1,138 @@
+// The 'document.ocr' job: load the document from GridFS, read it (tesseract or the PDF's text layer),
+// extract the loan fields, store them on the application with a versioned update, then ask for a score.
+// Idempotent: a re-run that reads the same fields writes nothing (the version does not move) and
+// re-publishes the same score job id, which the queue de-duplicates.
+import type { Collection } from 'mongodb';
+import { z } from 'zod';
+import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../../shared/applications.ts';
+import type { IndexPlan } from '../../shared/db.ts';
+import { Documents, type DocumentType, documentIndexes } from '../../shared/documents.ts';
+import { NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
+import { updateWithRetry } from '../../shared/optimistic-lock.ts';
+import type { Job } from '../../shared/queue.ts';
+import type { WorkerContext } from '../runtime.ts';
+import { type ExtractedFields, extractFields, fieldNames } from './extract.ts';
+import { type Recognizer, sharedRecognizer } from './recognize.ts';
+
+export const SCORE_JOB = 'application.score';
+export const scoreJobId = (applicationId: string, documentId: string) => `${SCORE_JOB}:${applicationId}:${documentId}`;
+
+/** The worker's own reads: documents by id (GridFS); applications are read and written by _id. */
+export const ocrIndexes: IndexPlan[] = documentIndexes;
+
+const EXCERPT_CHARS = 500;
+
+export const ocrJobDataSchema = z.object({ documentId: z.string().min(1), applicationId: z.string().min(1) });
+export type OcrJobData = z.infer<typeof ocrJobDataSchema>;
+
+/** What the application carries after OCR: the fields of its most recently uploaded document that was read. */
+export interface OcrRecord {
+  documentId: string;
+  sha256: string;
+  contentType: DocumentType;
+  source: 'ocr' | 'pdf-text';
+  fields: ExtractedFields;
+  textExcerpt: string;
+  uploadedAt: Date;
+  at: Date;
+}
+
+export type ApplicationWithOcr = ApplicationDoc & { ocr?: OcrRecord };
+
+export interface OcrResult {
+  documentId: string;
+  applicationId: string;
+  source: 'ocr' | 'pdf-text';
+  fields: ExtractedFields;
+  /** written: stored now; unchanged: stored already by an earlier run; superseded: a newer document's fields stay. */
+  outcome: 'written' | 'unchanged' | 'superseded';
+  version: number;
+}
+
+export type OcrContext = Pick<WorkerContext, 'db' | 'clock' | 'queue'>;
+
+function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {
+  if (!a) return false;
+  return fieldNames.every((name) => {
+    const x = a[name];
+    const y = b[name];
+    if (!x || !y) return x === y;
+    return x.value === y.value && x.confidence === y.confidence && x.label === y.label;
+  });
+}
+
+/** A later upload wins; the id breaks a tie, so every worker orders two documents the same way. */
+const isNewer = (a: { uploadedAt: Date; documentId: string }, b: { uploadedAt: Date; documentId: string }) =>
+  a.uploadedAt.getTime() > b.uploadedAt.getTime() ||
+  (a.uploadedAt.getTime() === b.uploadedAt.getTime() && a.documentId > b.documentId);
+
+export function createOcrHandler(recognizer: Recognizer = sharedRecognizer()) {
+  return async function handleOcrJob(job: Job<unknown>, signal: AbortSignal, ctx: OcrContext): Promise<OcrResult> {
+    const parsed = ocrJobDataSchema.safeParse(job.data);
+    if (!parsed.success) throw new ValidationError(`job ${job.id} has no documentId/applicationId`);
+    const { documentId, applicationId } = parsed.data;
+    const documents = new Documents(ctx.db);
+    const document = await documents.get(documentId);
+    if (!document) throw new NotFoundError(`document ${documentId} not found`);
+    if (document.metadata.applicationId !== applicationId) {
+      throw new ValidationError(
+        `document ${documentId} belongs to ${document.metadata.applicationId}, not ${applicationId}`,
+      );
+    }
+    const bytes = await documents.read(documentId);
+    const recognition = await recognizer.recognize(bytes, document.metadata.contentType);
+    // The lease is gone (another worker has the job now): leave the write to it.
+    signal.throwIfAborted();
+    const text = recognition.text.trim();
+    if (!text) throw new UnreadableDocumentError(`no text found in ${document.metadata.contentType} ${documentId}`);
+    const fields = extractFields(recognition.lines);
+    if (Object.keys(fields).length === 0) {
+      throw new UnreadableDocumentError(
+        `no loan fields (name, income, amount, identity number) found in ${documentId}; read: "${text.slice(0, 120)}"`,
+      );
+    }
+    const record: OcrRecord = {
+      documentId,
+      sha256: document.metadata.sha256,
+      contentType: document.metadata.contentType,
+      source: recognition.source,
+      fields,
+      textExcerpt: text.slice(0, EXCERPT_CHARS),
+      uploadedAt: document.uploadedAt,
+      at: new Date(ctx.clock.now()),
+    };
+    // Set by the last run of the mutation (a conflict re-runs it on the fresh document).
+    const decided: { outcome: OcrResult['outcome'] } = { outcome: 'written' };
+    const applications = ctx.db.collection<ApplicationWithOcr>(
+      APPLICATIONS_COLLECTION,
+    ) as Collection<ApplicationWithOcr>;
+    const written = await updateWithRetry(applications, applicationId, (current) => {
+      const stored = current.ocr;
+      if (stored?.documentId === documentId && sameFields(stored.fields, fields)) {
+        decided.outcome = 'unchanged';
+        return {};
+      }
+      if (stored && stored.documentId !== documentId && isNewer(stored, record)) {
+        decided.outcome = 'superseded';
+        return {};
+      }
+      decided.outcome = 'written';
+      return { $set: { ocr: record } };
+    });
+    if (decided.outcome !== 'superseded') {
+      await ctx.queue.add(
+        SCORE_JOB,
+        { applicationId, documentId },
+        { jobId: scoreJobId(applicationId, documentId), attempts: 5, backoff: { type: 'exponential', delay: 1000 } },
+      );
+    }
+    return {
+      documentId,
+      applicationId,
+      source: recognition.source,
+      fields,
+      outcome: decided.outcome,
+      version: written.version,
+    };
+  };
+}
