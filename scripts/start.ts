@@ -88,6 +88,7 @@ process.on('SIGTERM', () => void shutdown(0));
 
 run('api', 'api/node.ts');
 run('approval worker', 'workers/approval/main.ts');
+run('OCR worker', 'workers/ocr/main.ts');
 log(`API: http://localhost:${port}  (docs: http://localhost:${port}/docs)`);
 if (!process.env.ADMIN_EMAIL)
   log(`login: ${demoAdmin.email} / ${demoAdmin.password} (demo admin, made if no admin exists)`);

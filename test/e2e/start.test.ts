@@ -63,10 +63,12 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
     expect(await list.json()).toMatchObject({ total: 200, limit: 5 });
     expect((await fetch(`http://127.0.0.1:${port}/docs`)).status).toBe(200);
     // The workers run beside the API.
-    for (let i = 0; i < 100 && !output.includes('"msg":"worker started","worker":"approval"'); i++) {
-      await new Promise((r) => setTimeout(r, 100));
+    for (const worker of ['approval', 'ocr']) {
+      for (let i = 0; i < 200 && !output.includes(`"msg":"worker started","worker":"${worker}"`); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(output).toContain(`"msg":"worker started","worker":"${worker}"`);
     }
-    expect(output).toContain('"msg":"worker started","worker":"approval"');
 
     const dbPort = Number(/MONGO_URL=mongodb:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
     expect(dbPort).toBeGreaterThan(0);
