@@ -84,6 +84,26 @@ export class Revocations {
     await this.write('sid', sid);
   }
 
+  /** Several session families at once (one bulk write). */
+  async revokeSessions(sids: string[]): Promise<void> {
+    if (sids.length === 0) return;
+    const now = this.clock.now();
+    await this.collection.bulkWrite(
+      sids.map((sid) => ({
+        updateOne: {
+          filter: { _id: `sid:${sid}` },
+          update: {
+            $set: { kind: 'sid' as const, value: sid, expiresAt: new Date(now + this.retainMs + this.overlapMs) },
+            $currentDate: { at: true },
+          },
+          upsert: true,
+        },
+      })),
+      { ordered: false },
+    );
+    for (const sid of sids) this.remember('sid', sid, now);
+  }
+
   /** Every access token of this admin issued up to now is refused. */
   async revokeAdmin(adminId: string): Promise<void> {
     await this.write('admin', adminId);

@@ -86,6 +86,8 @@ export interface SessionOptions {
 
 const encoder = new TextEncoder();
 const PREVIOUS_HASHES_KEPT = 50;
+/** The longest access token lifetime shared/config.ts accepts. */
+const MAX_ACCESS_TOKEN_AGE_S = 86_400;
 
 async function sha256(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(text)));
@@ -176,6 +178,9 @@ export class Sessions {
         audience: this.issuer,
         currentDate: new Date(this.options.clock.now()),
         clockTolerance: 5,
+        // Also refuses an iat in the future beyond the tolerance (jose checks iat only with maxTokenAge);
+        // exp stays the real limit: no valid ACCESS_TOKEN_TTL_S exceeds a day.
+        maxTokenAge: MAX_ACCESS_TOKEN_AGE_S,
         requiredClaims: ['sub', 'jti', 'iat', 'exp', 'sid', 'iatMs'],
       });
       claims = payload as unknown as AccessClaims;
@@ -199,11 +204,18 @@ export class Sessions {
 
   /** Ends every session of an admin, on every instance. */
   async logoutAll(adminId: string): Promise<void> {
+    // The cutoff refuses tokens issued before now; revoking each live family by id as well does not
+    // depend on instance clocks agreeing to the millisecond.
     await this.options.revocations.revokeAdmin(adminId);
+    const families = await this.collection
+      .find({ adminId, revokedAt: null }, { projection: { _id: 1 } })
+      .map((doc) => doc._id)
+      .toArray();
     await this.collection.updateMany(
       { adminId, revokedAt: null },
       { $set: { revokedAt: new Date(this.options.clock.now()) } },
     );
+    await this.options.revocations.revokeSessions(families);
   }
 
   private async revokeFamily(sid: string): Promise<void> {
