@@ -59,10 +59,22 @@ export function rateLimitHeaders(decision: RateDecision): Record<string, string>
   };
 }
 
+/** Lets work outlive the response where the runtime would cancel it (workerd's waitUntil); elsewhere it just runs. */
+export function keepAlive(c: Context, work: Promise<unknown>): void {
+  try {
+    c.executionCtx.waitUntil(work);
+  } catch {
+    // Node and Deno pass no ExecutionContext: the promise runs on by itself.
+  }
+}
+
 /** Per-admin request budget shared by all instances (counts flushed to MongoDB in the background). */
 export function rateLimitPerAdmin(services: Services): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const decision = services.apiLimiter.hit(c.get('auth').sub);
+    // Without a background timer (workerd) the counts are flushed lazily, off the hot path.
+    const flushing = services.apiLimiter.flushIfDue();
+    if (flushing) keepAlive(c, flushing);
     const headers = rateLimitHeaders(decision);
     if (!decision.allowed) {
       throw new HttpError(429, 'rate_limited', 'Too many requests; slow down.', undefined, {

@@ -95,6 +95,7 @@ export class SharedRateLimiter {
   private readonly counters = new Map<string, { global: number; pending: number; end: number }>();
   private flushing: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
   /** Flushes sent (each: one bulk write and one find). */
   flushes = 0;
 
@@ -121,6 +122,7 @@ export class SharedRateLimiter {
   /** Sends pending increments and reads back the global totals. Concurrent callers share one flush. */
   flush(): Promise<void> {
     if (!this.flushing) {
+      this.lastFlushAt = this.options.clock.now();
       this.flushing = this.send().finally(() => {
         this.flushing = null;
       });
@@ -155,6 +157,16 @@ export class SharedRateLimiter {
       const counter = this.counters.get(doc._id);
       if (counter) counter.global = doc.count;
     }
+  }
+
+  /**
+   * For runtimes without background timers (workerd): starts a flush when the last one began at
+   * least flushMs ago and returns it (hand it to waitUntil); null when none is due or start() runs.
+   */
+  flushIfDue(): Promise<void> | null {
+    if (this.timer || this.flushing) return null;
+    if (this.options.clock.now() - this.lastFlushAt < this.options.flushMs) return null;
+    return this.flush().catch(() => {});
   }
 
   start(): void {

@@ -1,0 +1,61 @@
+// Deno 2 entry: config, one MongoClient, indexes, the first admin, Deno.serve, and a graceful stop
+// on SIGTERM/SIGINT. Run it with scripts/runtimes/deno.ts (npm run start:deno), which grants only
+// the network addresses of MongoDB and of the listener, and the environment.
+import { getConnInfo } from 'hono/deno';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
+import { connect, ensureIndexes } from '../shared/db.ts';
+import { createApp } from './app.ts';
+import { apiIndexes, createServices, startBackground } from './services.ts';
+
+// The slice of the Deno namespace this file uses (tsc runs with Node's types only).
+declare const Deno: {
+  env: { toObject(): Record<string, string> };
+  exit(code: number): never;
+  addSignalListener(signal: 'SIGTERM' | 'SIGINT', handler: () => void): void;
+  serve(
+    options: { hostname: string; port: number; onListen(address: { hostname: string; port: number }): void },
+    handler: (request: Request, info: unknown) => Response | Promise<Response>,
+  ): { shutdown(): Promise<void>; finished: Promise<void> };
+};
+
+let config: ApiConfig;
+try {
+  config = loadConfig(Deno.env.toObject(), apiConfigSchema);
+} catch (error) {
+  console.error((error as Error).message);
+  Deno.exit(2);
+}
+
+const database = await connect(config);
+await ensureIndexes(database.db, apiIndexes);
+const services = await createServices(database.db, config);
+const bootstrap = await services.admins.bootstrap(config.ADMIN_EMAIL, config.ADMIN_PASSWORD);
+if (bootstrap === 'created') services.logger.info('first admin created', { email: config.ADMIN_EMAIL });
+// Deno has timers: caches refresh in the background as on Node. /metrics is Node-only (404 here).
+const stopBackground = startBackground(services);
+const app = createApp(services, { remoteAddress: (c) => getConnInfo(c).remote.address });
+
+const server = Deno.serve(
+  {
+    hostname: config.HOST,
+    port: config.PORT,
+    onListen: (address) => services.logger.info('api listening', { host: address.hostname, port: address.port }),
+  },
+  // hono/deno's getConnInfo reads the connection info from the env argument.
+  (request, info) => app.fetch(request, info),
+);
+
+let stopping = false;
+async function stop(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  services.logger.info('api stopping', { signal });
+  setTimeout(() => Deno.exit(1), 10_000);
+  // shutdown() stops accepting and waits for the requests in flight.
+  await server.shutdown();
+  await stopBackground();
+  await database.close();
+  Deno.exit(0);
+}
+Deno.addSignalListener('SIGTERM', () => void stop('SIGTERM'));
+Deno.addSignalListener('SIGINT', () => void stop('SIGINT'));

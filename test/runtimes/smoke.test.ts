@@ -1,0 +1,227 @@
+// One HTTP smoke suite against the same API on Node (api/node.ts), Cloudflare workerd (wrangler dev,
+// api/workers.ts) and Deno (api/deno.ts): one database, one signing key, real HTTP on loopback.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDeno } from '../../scripts/runtimes/deno.ts';
+import { startNode } from '../../scripts/runtimes/node.ts';
+import type { RuntimeProcess } from '../../scripts/runtimes/process.ts';
+import { startWorkerd } from '../../scripts/runtimes/workerd.ts';
+import { seedApplications } from '../../scripts/seed.ts';
+import { Admins } from '../../shared/admins.ts';
+import { systemClock } from '../../shared/clock.ts';
+import { randomJwtKeys } from '../support/app.ts';
+import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+
+// workerd twice: Durable Objects owning the client (the default) and a client per request.
+const names = ['node', 'workerd', 'workerd-per-request', 'deno'] as const;
+type RuntimeName = (typeof names)[number];
+const ADMIN = { email: 'smoke-admin@example.com', password: 'smoke admin password' };
+const SEEDED = 30;
+const newApplication = { applicantName: 'Ada Runtime', monthlyIncome: 5_000, loanAmount: 20_000, termMonths: 24 };
+
+let database: TestDatabase;
+const runtimes = {} as Record<RuntimeName, RuntimeProcess>;
+
+beforeAll(async () => {
+  database = await openTestDatabase(import.meta.filename);
+  await seedApplications(database.db, SEEDED);
+  const env = {
+    MONGO_URL: mongoUrl(),
+    MONGO_DB: database.name,
+    JWT_KEYS: randomJwtKeys('smoke'),
+    PASSWORD_ITERATIONS: '1000',
+    ADMIN_EMAIL: ADMIN.email,
+    ADMIN_PASSWORD: ADMIN.password,
+    LOG_LEVEL: 'warn',
+    REVOCATION_STALENESS_MS: '200',
+    LIST_TOTAL_CACHE_MS: '0',
+    RATE_LIMIT_PER_MINUTE: '100000',
+  };
+  // Node first: it creates the indexes and the first admin; the other two then start side by side.
+  const started = await Promise.allSettled([
+    startNode({ env }).then((node) => {
+      runtimes.node = node;
+      return Promise.all([startWorkerd({ env }), startWorkerd({ env, mode: 'per-request' }), startDeno({ env })]);
+    }),
+  ]);
+  const result = started[0]!;
+  if (result.status === 'rejected') throw result.reason;
+  [runtimes.workerd, runtimes['workerd-per-request'], runtimes.deno] = result.value;
+}, 150_000);
+
+afterAll(async () => {
+  await Promise.all(Object.values(runtimes).map((runtime) => runtime.stop()));
+  await database?.close();
+});
+
+interface Reply {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked field by field
+  body: any;
+}
+
+async function call(
+  name: RuntimeName,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  if (options.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${runtimes[name].origin}${path}`, {
+    method,
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON (e.g. Prometheus text): kept as text.
+  }
+  return { status: res.status, headers: res.headers, body };
+}
+
+async function login(name: RuntimeName, who = ADMIN): Promise<{ accessToken: string; refreshToken: string }> {
+  const reply = await call(name, 'POST', '/api/auth/login', { body: who });
+  expect(reply.status, JSON.stringify(reply.body)).toBe(200);
+  return reply.body;
+}
+
+/** Polls until `check` holds or the deadline passes; returns whether it held. */
+async function eventually(check: () => Promise<boolean>, deadlineMs = 2_500): Promise<boolean> {
+  const deadline = Date.now() + deadlineMs;
+  while (Date.now() < deadline) {
+    if (await check()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return check();
+}
+
+describe.each(names)('on %s', (name) => {
+  it('answers /health and /ready', async () => {
+    expect((await call(name, 'GET', '/health')).body).toEqual({ status: 'ok' });
+    const ready = await call(name, 'GET', '/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body).toEqual({ status: 'ready' });
+  });
+
+  it('logs in, and refuses a wrong password with 401', async () => {
+    const tokens = await login(name);
+    expect(tokens.accessToken.split('.')).toHaveLength(3);
+    const wrong = await call(name, 'POST', '/api/auth/login', { body: { ...ADMIN, password: 'not the password!!' } });
+    expect(wrong.status).toBe(401);
+    expect((await call(name, 'GET', '/api/auth/me', { token: tokens.accessToken })).body.email).toBe(ADMIN.email);
+  });
+
+  it('lists and gets applications with their version and ETag', async () => {
+    const { accessToken: token } = await login(name);
+    const list = await call(name, 'GET', '/api/applications?page=1&limit=5', { token });
+    expect(list.status).toBe(200);
+    expect(list.body.items).toHaveLength(5);
+    expect(list.body.total).toBeGreaterThanOrEqual(SEEDED);
+    const first = list.body.items[0];
+    const one = await call(name, 'GET', `/api/applications/${first._id}`, { token });
+    expect(one.status).toBe(200);
+    expect(one.body._id).toBe(first._id);
+    expect(one.headers.get('etag')).toBe(`"${one.body.version}"`);
+    expect((await call(name, 'GET', '/api/applications/APP-does-not-exist', { token })).status).toBe(404);
+  });
+
+  it('lets exactly one of 100 concurrent PUTs of the same version win; the other 99 get 409', async () => {
+    const { accessToken: token } = await login(name);
+    const created = await call(name, 'POST', '/api/applications', { token, body: newApplication });
+    expect(created.status).toBe(201);
+    expect(created.body.version).toBe(1);
+    const replies = await Promise.all(
+      Array.from({ length: 100 }, () =>
+        call(name, 'PUT', `/api/applications/${created.body._id}`, {
+          token,
+          body: { status: 'under_review', version: 1 },
+        }),
+      ),
+    );
+    const statuses = replies.map((reply) => reply.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(1);
+    expect(statuses.filter((status) => status === 409)).toHaveLength(99);
+    const loser = replies.find((reply) => reply.status === 409)!;
+    expect(loser.body.current.version).toBe(2);
+    const after = await database.db.collection('applications').findOne({ _id: created.body._id as never });
+    expect(after).toMatchObject({ version: 2, status: 'under_review' });
+  }, 60_000);
+
+  it('answers validation errors with 400 and the field paths', async () => {
+    const { accessToken: token } = await login(name);
+    const badQuery = await call(name, 'GET', '/api/applications?limit=500&status=nope', { token });
+    expect(badQuery.status).toBe(400);
+    expect(badQuery.body.error.code).toBe('validation');
+    expect(badQuery.body.error.details.map((detail: { path: string }) => detail.path).sort()).toEqual([
+      'limit',
+      'status',
+    ]);
+    const badBody = await call(name, 'POST', '/api/applications', {
+      token,
+      body: { ...newApplication, loanAmount: 1, termMonths: 'twelve' },
+    });
+    expect(badBody.status).toBe(400);
+    expect(badBody.body.error.details.map((detail: { path: string }) => detail.path).sort()).toEqual([
+      'loanAmount',
+      'termMonths',
+    ]);
+  });
+
+  it('records the per-admin request counts in MongoDB (the shared rate limiter flushes, lazily on workerd)', async () => {
+    // An admin of its own, so only this runtime's requests count.
+    const who = { email: `counted-${name}@example.com`, password: ADMIN.password };
+    const admins = new Admins(database.db, { passwordIterations: 1000, clock: systemClock });
+    const { _id: id } = await admins.create({ email: who.email, password: who.password, roles: ['reviewer'] });
+    const { accessToken: token } = await login(name, who);
+    for (let i = 0; i < 5; i++) {
+      expect((await call(name, 'GET', '/api/applications?limit=1&total=false', { token })).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const counted = async () => {
+      const docs = await database.db
+        .collection<{ _id: string; count: number }>('rate_limits')
+        .find({ _id: { $regex: `^api:${id}:` } })
+        .toArray();
+      return docs.reduce((sum, doc) => sum + doc.count, 0);
+    };
+    // The last hits reach MongoDB with the next flush: one more request triggers it where there is no timer.
+    const flushed = await eventually(async () => {
+      if ((await counted()) >= 5) return true;
+      await call(name, 'GET', '/api/applications?limit=1&total=false', { token });
+      return false;
+    });
+    expect(flushed, `counted ${await counted()} of at least 5 requests`).toBe(true);
+  });
+
+  it(name === 'node' ? 'serves /metrics (Prometheus, Node only)' : 'answers /metrics with a JSON 404', async () => {
+    const metrics = await call(name, 'GET', '/metrics');
+    if (name === 'node') {
+      expect(metrics.status).toBe(200);
+      expect(metrics.body).toContain('http_requests_total');
+    } else {
+      expect(metrics.status).toBe(404);
+      expect(metrics.body.error.code).toBe('not_found');
+    }
+  });
+});
+
+describe.each(names)('a logout on %s', (where) => {
+  it('is refused by the other runtimes within the revocation bound (polled up to 2.5 s)', async () => {
+    const { accessToken: token } = await login(where);
+    for (const name of names) {
+      expect((await call(name, 'GET', '/api/auth/me', { token })).status, `before logout on ${name}`).toBe(200);
+    }
+    expect((await call(where, 'POST', '/api/auth/logout', { token })).status).toBe(204);
+    expect((await call(where, 'GET', '/api/auth/me', { token })).status).toBe(401);
+    for (const name of names.filter((other) => other !== where)) {
+      const refused = await eventually(async () => (await call(name, 'GET', '/api/auth/me', { token })).status === 401);
+      expect(refused, `${name} still accepts a token logged out on ${where}`).toBe(true);
+    }
+  });
+});
