@@ -1,0 +1,43 @@
+// The house rules of DESIGN.md, checked on the source: shared/ imports nothing from api/ or workers/,
+// and nothing under api/ or shared/ imports a Node-only module except behind the Node entry.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = join(import.meta.dirname, '..', '..');
+/** Files that run only on Node: the Node entry and what only it imports. */
+const nodeOnly = new Set(['api/node.ts', 'api/metrics.ts']);
+const nodeOnlyPackages = ['prom-client', '@hono/node-server', 'undici', 'tesseract.js', 'pdfjs-dist'];
+
+function sources(dir: string): string[] {
+  return readdirSync(join(root, dir), { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile() && entry.name.endsWith('.ts'))
+    .map((entry) => relative(root, join(entry.parentPath, entry.name)));
+}
+
+function imports(file: string): string[] {
+  const text = readFileSync(join(root, file), 'utf8');
+  return [...text.matchAll(/^\s*(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/gm)].map((m) => m[1]!);
+}
+
+describe('layering', () => {
+  it('shared/ imports nothing from api/ or workers/', () => {
+    for (const file of sources('shared')) {
+      for (const spec of imports(file)) expect(spec, `${file} imports ${spec}`).not.toMatch(/\/(api|workers)\//);
+    }
+  });
+
+  it('api/ and shared/ use no Node-only module outside the Node entry', () => {
+    const checked = [...sources('shared'), ...sources('api')].filter((file) => !nodeOnly.has(file));
+    expect(checked.length).toBeGreaterThan(20);
+    for (const file of checked) {
+      for (const spec of imports(file)) {
+        expect(spec, `${file} imports ${spec}`).not.toMatch(/^node:/);
+        expect(
+          nodeOnlyPackages.some((p) => spec === p || spec.startsWith(`${p}/`)),
+          `${file} imports ${spec}`,
+        ).toBe(false);
+      }
+    }
+  });
+});
