@@ -6,10 +6,11 @@ import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
 import { secureHeaders } from 'hono/secure-headers';
+import type { Db } from 'mongodb';
 import { ping } from '../shared/db.ts';
 import type { AppEnv } from './auth.ts';
 import { docsRoutes } from './docs.ts';
-import { HttpError, mapError } from './http-errors.ts';
+import { ClientGoneError, HttpError, mapError } from './http-errors.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { applicationRoutes } from './routes/applications.ts';
@@ -37,6 +38,35 @@ export interface ResponseInfo {
 }
 
 const bodyMethods = new Set(['POST', 'PUT', 'PATCH']);
+/** /ready answers within this (or DB_TIMEOUT_MS if smaller), so a probe sees a frozen database in time. */
+const READY_TIMEOUT_MS = 1_000;
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function isUtf8(bytes: ArrayBuffer): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A ping that answers false after timeoutMs. Measured: the driver's per-operation timeoutMS does not cut a
+ * ping to a frozen server short (it waits about 11 s for the monitor), so the bound is a timer here.
+ */
+async function pingWithin(db: Db, timeoutMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([ping(db), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export function createApp(services: Services, options: AppOptions = {}): OpenAPIHono<AppEnv> {
   const { config, logger, db } = services;
@@ -96,11 +126,27 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     },
   });
   app.use((c, next) => (isDocumentUpload(c.req.method, c.req.path) ? next() : limitBody(c, next)));
+  // JSON is UTF-8 (RFC 8259): a body with invalid bytes is refused, not stored with U+FFFD in their place.
+  // Read once here (within the limit above); the validator reuses the cached bytes.
+  app.use(async (c, next) => {
+    if (bodyMethods.has(c.req.method) && !isDocumentUpload(c.req.method, c.req.path) && c.req.raw.body) {
+      if (!isUtf8(await c.req.arrayBuffer())) {
+        throw new HttpError(400, 'validation', 'The body is not valid UTF-8.', [
+          { path: '', message: 'invalid UTF-8' },
+        ]);
+      }
+    }
+    await next();
+  });
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // Readiness: 503 while MongoDB does not answer a ping, so a load balancer routes elsewhere.
+  // A frozen server holds a plain ping until the driver's monitor gives up (10 s and more): bound it.
+  const readyTimeoutMs = Math.min(config.DB_TIMEOUT_MS, READY_TIMEOUT_MS);
   app.get('/ready', async (c) =>
-    (await ping(db)) ? c.json({ status: 'ready' }) : c.json({ status: 'unavailable', db: 'down' }, 503),
+    (await pingWithin(db, readyTimeoutMs))
+      ? c.json({ status: 'ready' })
+      : c.json({ status: 'unavailable', db: 'down' }, 503),
   );
 
   const clientAddress = (c: Context) => {
@@ -132,7 +178,9 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     c.json({ error: { code: 'not_found', message: `No route for ${c.req.method} ${c.req.path}` } }, 404),
   );
   app.onError((error, c: Context<AppEnv>) => {
-    const mapped = mapError(error);
+    // The client went away mid-request: whatever failed because of it (the driver reports an aborted
+    // operation in several shapes) is nobody's bug and nobody reads the answer.
+    const mapped = mapError(c.req.raw.signal.aborted ? new ClientGoneError() : error);
     if (mapped.bug)
       logger.error('unhandled error', {
         requestId: c.get('requestId'),

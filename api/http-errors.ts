@@ -1,6 +1,12 @@
 // The one place where errors become HTTP responses: {error: {code, message, details?}}.
 import { HTTPException } from 'hono/http-exception';
-import { MongoNetworkError, MongoServerSelectionError } from 'mongodb';
+import {
+  MongoBulkWriteError,
+  MongoNetworkError,
+  MongoOperationTimeoutError,
+  MongoServerSelectionError,
+  MongoTopologyClosedError,
+} from 'mongodb';
 import { AppError, ConflictError, PreconditionFailedError } from '../shared/errors.ts';
 
 /** An error the HTTP layer raises itself (auth, content type, size...), with its status. */
@@ -12,6 +18,11 @@ export class HttpError extends AppError {
     this.status = status;
     this.headers = headers;
   }
+}
+
+/** The client closed the connection before the answer was ready. */
+export class ClientGoneError extends Error {
+  override readonly name = 'AbortError';
 }
 
 const statusByCode: Record<string, number> = {
@@ -63,7 +74,7 @@ export function mapError(error: unknown): MappedError {
       bug: false,
     };
   }
-  if (error instanceof MongoServerSelectionError || error instanceof MongoNetworkError) {
+  if (isDatabaseUnavailable(error)) {
     return {
       status: 503,
       body: { error: { code: 'unavailable', message: 'The database is not reachable; try again shortly.' } },
@@ -78,6 +89,29 @@ export function mapError(error: unknown): MappedError {
     bug: true,
   };
 }
+
+/**
+ * The database did not answer (down, frozen, restarting, timed out): 503, never a 500. A bulk write
+ * (insertMany) wraps the network error it met in a MongoBulkWriteError with no write errors.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (
+    error instanceof MongoServerSelectionError ||
+    error instanceof MongoNetworkError ||
+    error instanceof MongoOperationTimeoutError ||
+    error instanceof MongoTopologyClosedError
+  ) {
+    return true;
+  }
+  if (error instanceof MongoBulkWriteError) return isDatabaseUnavailable(error.errorResponse);
+  // The driver lets a socket error through unwrapped when the server closes a connection mid-write
+  // (measured: "This socket has been ended by the other party" on a graceful stop); the only peer an
+  // API instance writes to is the database.
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && socketErrorCodes.has(code);
+}
+
+const socketErrorCodes = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT']);
 
 function bodyOf(error: AppError): ErrorBody {
   return {

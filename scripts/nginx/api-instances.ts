@@ -1,0 +1,63 @@
+// Starts N API processes (api/node.ts) on loopback against one database, as a load balancer would
+// see them: the nginx test and bench/nginx-load.ts put nginx in front of these.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../mongo/offline-server.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface ApiInstance {
+  port: number;
+  /** host:port, as an nginx upstream names it. */
+  address: string;
+  origin: string;
+  process: ChildProcess;
+  exited: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `count` instances with the same environment (one signing key: a token works on every one). */
+export async function startApiInstances(count: number, env: Record<string, string>): Promise<ApiInstance[]> {
+  const instances = await Promise.all(
+    Array.from({ length: count }, async (): Promise<ApiInstance> => {
+      const port = await freePort();
+      const child = spawn(process.execPath, [join(root, 'api/node.ts')], {
+        env: { ...process.env, ...env, HOST: '127.0.0.1', PORT: String(port) },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      return {
+        port,
+        address: `127.0.0.1:${port}`,
+        origin: `http://127.0.0.1:${port}`,
+        process: child,
+        exited,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
+          await exited;
+          clearTimeout(timer);
+        },
+      };
+    }),
+  );
+  try {
+    await Promise.all(instances.map((instance) => waitReady(instance)));
+  } catch (error) {
+    await Promise.all(instances.map((instance) => instance.stop()));
+    throw error;
+  }
+  return instances;
+}
+
+async function waitReady(instance: ApiInstance, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while ((await fetch(`${instance.origin}/ready`).catch(() => null))?.status !== 200) {
+    if (instance.process.exitCode !== null)
+      throw new Error(`API on ${instance.port} exited (${instance.process.exitCode})`);
+    if (Date.now() > deadline) throw new Error(`API on ${instance.port} not ready within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

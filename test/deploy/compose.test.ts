@@ -1,0 +1,216 @@
+// compose.yaml, loaded by compose-go (the library Docker Compose itself uses: the Compose
+// Specification's JSON schema, interpolation, semantic checks) through test/deploy/compose-check, then
+// checked against what the services need; and the Dockerfile's basics. No Docker engine runs here.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { apiConfigSchema, configSchema } from '../../shared/config.ts';
+import { randomJwtKeys } from '../support/app.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const checker = join(root, 'test/deploy/compose-check');
+const read = (file: string) => readFileSync(join(root, file), 'utf8');
+
+function haveGo(): boolean {
+  try {
+    execFileSync('go', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+// Without Go the compose checks are skipped by name, except in CI.
+const noGo = !haveGo() && !process.env.CI;
+
+/** Runs compose-check on a compose file; the first run downloads and compiles compose-go (about 40 s). */
+function loadCompose(file: string, env: Record<string, string> = {}) {
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !/^(JWT_KEYS|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name)),
+  );
+  const run = spawnSync('go', ['run', '.', file], {
+    cwd: checker,
+    env: { ...base, ...env },
+    encoding: 'utf8',
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  return { ok: run.status === 0, error: run.stderr, project: run.status === 0 ? JSON.parse(run.stdout) : null };
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the resolved project is checked field by field
+type Service = any;
+/** A service's environment as the container gets it: unset pass-through variables are absent. */
+const envOf = (service: Service): Record<string, string> =>
+  Object.fromEntries(Object.entries(service.environment ?? {}).filter(([, value]) => value !== null)) as Record<
+    string,
+    string
+  >;
+
+describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'compose.yaml', () => {
+  const jwtKeys = randomJwtKeys('k1');
+  let services: Record<string, Service>;
+  // biome-ignore lint/suspicious/noExplicitAny: see Service
+  let project: any;
+
+  beforeAll(() => {
+    const loaded = loadCompose(join(root, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+    expect(loaded.error).toBe('');
+    project = loaded.project;
+    services = project.services;
+  }, 240_000);
+
+  it('is valid against the Compose Specification and names every service', () => {
+    expect(Object.keys(services).sort()).toEqual(['api', 'approval', 'mongo', 'nginx', 'ocr']);
+  });
+
+  it('is rejected by the same loader when a key is misspelt (the schema is really applied)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'compose-'));
+    try {
+      writeFileSync(join(dir, 'compose.yaml'), read('compose.yaml').replace('replicas: 3', 'replcas: 3'));
+      const loaded = loadCompose(join(dir, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+      expect(loaded.ok).toBe(false);
+      expect(loaded.error).toMatch(/replcas/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('refuses to start without a signing key, naming JWT_KEYS', () => {
+    const loaded = loadCompose(join(root, 'compose.yaml'));
+    expect(loaded.ok).toBe(false);
+    expect(loaded.error).toMatch(/JWT_KEYS/);
+  }, 120_000);
+
+  it('runs MongoDB as a single-node replica set, initiated by its healthcheck, on a volume', () => {
+    const mongo = services.mongo;
+    expect(mongo.image).toMatch(/^mongo:\d/);
+    expect(mongo.command.join(' ')).toContain('--replSet rs0');
+    const check = mongo.healthcheck.test.join(' ');
+    expect(check).toContain('rs.initiate');
+    expect(check).toContain("host: 'mongo:27017'");
+    expect(mongo.volumes).toContainEqual(expect.objectContaining({ type: 'volume', target: '/data/db' }));
+    expect(Object.keys(project.volumes)).toContain(mongo.volumes[0].source);
+  });
+
+  it('runs three API replicas whose environment passes the API config schema', () => {
+    const api = services.api;
+    expect(api.deploy.replicas).toBe(3);
+    expect(api.command).toEqual(['node', 'api/node.ts']);
+    expect(api.depends_on.mongo.condition).toBe('service_healthy');
+    expect(api.healthcheck.test.join(' ')).toContain('/ready');
+    const env = envOf(api);
+    const config = apiConfigSchema.parse(env);
+    expect(config.TRUST_PROXY).toBe(true); // behind nginx: the client address comes from X-Real-IP
+    expect(config.JWT_KEYS).toBe(jwtKeys);
+    expect(new URL(config.MONGO_URL).host).toBe('mongo:27017');
+    expect(new URL(config.MONGO_URL).searchParams.get('replicaSet')).toBe('rs0');
+    expect(env.ADMIN_EMAIL).toBeUndefined(); // unset stays unset (an empty string would fail the schema)
+    expect(api.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.PORT}/`);
+  });
+
+  it('runs the OCR and approval workers, scalable, with probes on WORKER_PROBE_PORT', () => {
+    for (const name of ['ocr', 'approval']) {
+      const worker = services[name];
+      expect(worker.deploy.replicas).toBeGreaterThanOrEqual(1);
+      expect(worker.depends_on.mongo.condition).toBe('service_healthy');
+      expect(existsSync(join(root, worker.command[1]))).toBe(true);
+      expect(worker.command[1]).toBe(`workers/${name}/main.ts`);
+      const config = configSchema.parse(envOf(worker));
+      expect(config.WORKER_PROBE_PORT).toBeGreaterThan(0);
+      expect(worker.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.WORKER_PROBE_PORT}/ready`);
+      expect(worker.image).toBe(services.api.image); // one image, several commands
+    }
+  });
+
+  it('puts nginx on port 80 with the repository nginx.conf, after the API is healthy', () => {
+    const nginx = services.nginx;
+    expect(nginx.ports).toContainEqual(expect.objectContaining({ target: 80, published: '80' }));
+    const mount = nginx.volumes.find((v: { target: string }) => v.target === '/etc/nginx/nginx.conf');
+    expect(relative(root, mount.source)).toBe('nginx.conf');
+    expect(mount.read_only).toBe(true);
+    expect(nginx.depends_on.api.condition).toBe('service_healthy');
+    // The upstream names the API service and the port it listens on.
+    const port = envOf(services.api).PORT;
+    expect(read('nginx.conf')).toMatch(new RegExp(`^\\s*server api:${port} `, 'm'));
+    expect(nginx.healthcheck.test.join(' ')).toContain('/health');
+  });
+});
+
+describe('Dockerfile', () => {
+  const dockerfile = read('Dockerfile');
+  const lines = dockerfile
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#'));
+  const stages = lines.reduce<string[][]>((acc, line) => {
+    if (/^FROM\s/i.test(line)) acc.push([]);
+    acc.at(-1)?.push(line);
+    return acc;
+  }, []);
+  const runtime = stages.at(-1) ?? [];
+  const ignored = read('.dockerignore')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+
+  it('is multi-stage, on Node 24 slim, with production dependencies from the lockfile', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-slim$/m);
+    for (const stage of stages) expect(stage[0]).toMatch(/^FROM \$\{NODE_IMAGE\} AS \w+$/);
+    expect(lines.some((l) => /^RUN npm ci --omit=dev\b/.test(l))).toBe(true);
+    expect(runtime.some((l) => /^COPY --from=\w+ \/app\/node_modules /.test(l))).toBe(true);
+  });
+
+  it('runs as a non-root user with a healthcheck and the API as its command', () => {
+    const user = runtime.filter((l) => /^USER\s/.test(l)).at(-1);
+    expect(user).toBeDefined();
+    expect(user).not.toMatch(/^USER\s+(root|0)(:|$)/);
+    const last = (directive: string) => runtime.filter((l) => l.startsWith(`${directive} `)).at(-1) ?? '';
+    expect(last('HEALTHCHECK')).toMatch(/CMD .*\/health/);
+    expect(JSON.parse(last('CMD').slice(4))).toEqual(['node', 'api/node.ts']);
+    // USER comes before CMD and HEALTHCHECK in the stage, so both run unprivileged.
+    expect(runtime.indexOf(user!)).toBeLessThan(runtime.indexOf(last('CMD')));
+  });
+
+  it('copies only sources that exist and that .dockerignore lets through', () => {
+    const copies = runtime.filter((l) => /^COPY\s/.test(l) && !/--from=/.test(l));
+    expect(copies.length).toBeGreaterThan(0);
+    for (const copy of copies) {
+      const sources = copy.split(/\s+/).slice(1, -1);
+      for (const source of sources) {
+        expect(existsSync(join(root, source)), source).toBe(true);
+        expect(ignored, source).not.toContain(source);
+      }
+    }
+    for (const secret of ['node_modules', '.git', '.env', '.data']) expect(ignored).toContain(secret);
+  });
+
+  it('needs only `dependencies` at run time: every package the image runs is installed by --omit=dev', () => {
+    const pkg = JSON.parse(read('package.json'));
+    const packageOf = (specifier: string) =>
+      specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]!;
+    const files = (dir: string): string[] =>
+      readdirSync(join(root, dir)).flatMap((name) => {
+        const path = join(dir, name);
+        return statSync(join(root, path)).isDirectory() ? files(path) : path.endsWith('.ts') ? [path] : [];
+      });
+    // api/workers.ts is bundled by wrangler for Cloudflare, not run by the image.
+    const runtimeFiles = ['api', 'shared', 'workers']
+      .flatMap(files)
+      .filter((f) => !f.endsWith('.test.ts') && f !== 'api/workers.ts');
+    const missing = new Set<string>();
+    for (const file of runtimeFiles) {
+      const source = read(file);
+      for (const match of source.matchAll(/(?:from|import\(|require\.resolve\()\s*'([^']+)'/g)) {
+        const specifier = match[1]!;
+        if (specifier.startsWith('.') || specifier.startsWith('node:') || specifier.startsWith('cloudflare:')) continue;
+        if (!pkg.dependencies[packageOf(specifier)]) missing.add(`${file}: ${specifier}`);
+      }
+    }
+    expect([...missing]).toEqual([]);
+    expect(runtimeFiles.length).toBeGreaterThan(20);
+  });
+});
