@@ -1,6 +1,7 @@
 // Authentication, authorisation and per-admin rate limiting, as middleware.
 import type { Context, MiddlewareHandler } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
+import { UnauthorizedError } from '../shared/errors.ts';
 import type { RateDecision } from '../shared/rate-limit.ts';
 import { can, type Permission } from '../shared/rbac.ts';
 import type { AccessClaims } from '../shared/sessions.ts';
@@ -26,9 +27,10 @@ export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
     try {
       c.set('auth', await services.sessions.verify(token));
     } catch (error) {
-      const code = (error as { code?: string }).code ?? 'unauthorized';
-      if (code.startsWith('token_') || code === 'unauthorized') {
-        throw new HttpError(401, code, (error as Error).message, undefined, challenge);
+      // Only a verdict on the token is a 401; a database that does not answer (the revocation cache
+      // refresh) is the error mapper's 503, or the client would throw away a good token.
+      if (error instanceof UnauthorizedError) {
+        throw new HttpError(401, error.code, error.message, undefined, challenge);
       }
       throw error;
     }

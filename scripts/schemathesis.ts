@@ -79,6 +79,8 @@ export function run(
   ];
   return new Promise((resolve, reject) => {
     const child = spawn(schemathesisBin, args, {
+      // hypothesis keeps a cache (.hypothesis/) in the working directory: keep it out of the repository.
+      cwd: venvDir,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, SCHEMATHESIS_HOOKS: '', NO_COLOR: '1', PYTHONUNBUFFERED: '1' },
     });

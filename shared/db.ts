@@ -15,6 +15,8 @@ export function clientOptions(config: DbConfig): MongoClientOptions {
     maxPoolSize: config.DB_POOL_MAX,
     serverSelectionTimeoutMS: config.DB_TIMEOUT_MS,
     connectTimeoutMS: config.DB_TIMEOUT_MS,
+    // Notice a server that stopped answering within seconds, not the default 10 s.
+    heartbeatFrequencyMS: 2_000,
     // Our writes are acknowledged by a majority where there is one (journaled on a standalone).
     writeConcern: { w: 'majority', journal: true },
     retryWrites: true,
