@@ -271,7 +271,7 @@ export class Queue {
     }
     stats.pending = stats.waiting + stats.delayed;
     stats.processing = stats.active;
-    stats.oldestWaitingAgeMs = Number.isFinite(oldestDue) ? Math.max(0, now - oldestDue) : 0;
+    stats.oldestWaitingAgeMs = Number.isFinite(oldestDue) ? Math.max(0, Math.round(now - oldestDue)) : 0;
     return stats;
   }
 }
