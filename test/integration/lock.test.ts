@@ -249,7 +249,9 @@ describe(`shared/lock on ${target().kind}`, () => {
         expect(await aborted(lease.signal, 5_000)).toBe(true); // the next renewal (ttl/3) finds it gone
         return 'finished anyway';
       },
-      { ttlMs: 900 },
+      // Renewals every 1 s with 3 s to spare: even on a busy machine a renewal, not the local
+      // deadline, is what notices the takeover.
+      { ttlMs: 3_000 },
     );
     await expect(run).rejects.toBeInstanceOf(LockLostError);
     expect(seen?.signal.reason).toBeInstanceOf(LockLostError);
