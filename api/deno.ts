@@ -3,9 +3,9 @@
 // the network addresses of MongoDB and of the listener, and the environment.
 import { getConnInfo } from 'hono/deno';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect, ensureIndexes } from '../shared/db.ts';
+import { connect } from '../shared/db.ts';
 import { createApp } from './app.ts';
-import { apiIndexes, createServices, startBackground } from './services.ts';
+import { createServices, prepareDatabase, startBackground } from './services.ts';
 
 // The slice of the Deno namespace this file uses (tsc runs with Node's types only).
 declare const Deno: {
@@ -27,10 +27,8 @@ try {
 }
 
 const database = await connect(config);
-await ensureIndexes(database.db, apiIndexes);
 const services = await createServices(database.db, config);
-const bootstrap = await services.admins.bootstrap(config.ADMIN_EMAIL, config.ADMIN_PASSWORD);
-if (bootstrap === 'created') services.logger.info('first admin created', { email: config.ADMIN_EMAIL });
+await prepareDatabase(services);
 // Deno has timers: caches refresh in the background as on Node. /metrics is Node-only (404 here).
 const stopBackground = startBackground(services);
 const app = createApp(services, { remoteAddress: (c) => getConnInfo(c).remote.address });

@@ -3,10 +3,10 @@
 import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect, ensureIndexes } from '../shared/db.ts';
+import { connect } from '../shared/db.ts';
 import { createApp } from './app.ts';
 import { createMetrics } from './metrics.ts';
-import { apiIndexes, createServices, startBackground } from './services.ts';
+import { createServices, prepareDatabase, startBackground } from './services.ts';
 
 let config: ApiConfig;
 try {
@@ -18,10 +18,8 @@ try {
 }
 
 const database = await connect(config);
-await ensureIndexes(database.db, apiIndexes);
 const services = await createServices(database.db, config);
-const bootstrap = await services.admins.bootstrap(config.ADMIN_EMAIL, config.ADMIN_PASSWORD);
-if (bootstrap === 'created') services.logger.info('first admin created', { email: config.ADMIN_EMAIL });
+await prepareDatabase(services);
 const stopBackground = startBackground(services);
 // Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
 const metrics = createMetrics({ queue: services.queue, defaultMetrics: true });

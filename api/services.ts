@@ -6,7 +6,7 @@ import { applicationIndexes } from '../shared/applications.ts';
 import { auditIndexes } from '../shared/audit.ts';
 import { ServerClock } from '../shared/clock.ts';
 import type { ApiConfig } from '../shared/config.ts';
-import type { IndexPlan } from '../shared/db.ts';
+import { ensureIndexes, type IndexPlan } from '../shared/db.ts';
 import { documentIndexes } from '../shared/documents.ts';
 import { ledgerIndexes } from '../shared/ledger.ts';
 import { LockManager } from '../shared/lock.ts';
@@ -108,4 +108,13 @@ export function startBackground(services: Services): () => Promise<void> {
     services.revocations.stop();
     await services.apiLimiter.stop();
   };
+}
+
+/** What every entry does before serving: indexes, and the first admin when none exists. Idempotent. */
+export async function prepareDatabase(services: Services): Promise<void> {
+  await ensureIndexes(services.db, apiIndexes);
+  const { ADMIN_EMAIL, ADMIN_PASSWORD } = services.config;
+  if ((await services.admins.bootstrap(ADMIN_EMAIL, ADMIN_PASSWORD)) === 'created') {
+    services.logger.info('first admin created', { email: ADMIN_EMAIL });
+  }
 }

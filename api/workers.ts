@@ -10,11 +10,11 @@
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionContext } from 'hono';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect, type Database, ensureIndexes } from '../shared/db.ts';
+import { connect, type Database } from '../shared/db.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { type AppEnv, createApp } from './app.ts';
 import { createLogger } from './log.ts';
-import { apiIndexes, createServices, type Services } from './services.ts';
+import { createServices, prepareDatabase, type Services } from './services.ts';
 
 // The few workerd types this file needs (the full @cloudflare/workers-types would clash with DOM's).
 interface DurableObjectState {
@@ -51,14 +51,6 @@ function failure(error: unknown): Response {
   return Response.json(body, { status: misconfigured ? 500 : 503, headers: { 'Retry-After': '1' } });
 }
 
-/** Indexes and the first admin, as the Node entry does at start; idempotent, once per isolate or object. */
-async function prepare(services: Services, config: ApiConfig): Promise<void> {
-  await ensureIndexes(services.db, apiIndexes);
-  if ((await services.admins.bootstrap(config.ADMIN_EMAIL, config.ADMIN_PASSWORD)) === 'created') {
-    services.logger.info('first admin created', { email: config.ADMIN_EMAIL });
-  }
-}
-
 async function open(config: ApiConfig): Promise<{ database: Database; services: Services; app: App }> {
   const database = await connect(config);
   try {
@@ -89,7 +81,7 @@ export class ApiObject {
       const config = configOf(this.env);
       const { services, app } = await open(config);
       // Only this object's first request waits for it; a failure is retried by the next one.
-      await prepare(services, config);
+      await prepareDatabase(services); // once per object
       return { services, app };
     })().catch((error) => {
       this.opened = null;
@@ -146,7 +138,7 @@ async function perRequest(request: Request, env: Env, ctx: ExecutionContext): Pr
     const config = configOf(env);
     opened = await open(config);
     if (!preparedInIsolate) {
-      await prepare(opened.services, config).catch(async (error) => {
+      await prepareDatabase(opened.services).catch(async (error) => {
         await opened.database.close().catch(() => {});
         throw error;
       });
