@@ -8,7 +8,7 @@
 //   LOAD_ADMINS=200 LOAD_SECONDS=10 npm run bench:api-load
 import { MongoClient } from 'mongodb';
 import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
-import { startApiInstances } from '../scripts/nginx/api-instances.ts';
+import { startApiInstances } from '../scripts/api-instances.ts';
 import { runLoad } from './load-generator.ts';
 import { adminScenario, cpuSeconds, kindTable, loadApiEnv, loginAll, prepareLoadData, rates } from './load-scenario.ts';
 import { round } from './support.ts';

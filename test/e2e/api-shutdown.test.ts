@@ -1,8 +1,7 @@
 // The Node entry drains on SIGTERM: it stops accepting connections, finishes the request in flight,
 // closes the pool and exits 0.
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { startApiInstances } from '../../scripts/api-instances.ts';
 import { seedApplications } from '../../scripts/seed.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
@@ -19,28 +18,17 @@ it('finishes a request in flight on SIGTERM, refuses new connections, and exits 
     .collection<{ _id: string }>('applications')
     .find({ status: 'pending' }, { projection: { _id: 1 } })
     .toArray();
-  const port = await freePort();
-  const child = spawn(process.execPath, ['api/node.ts'], {
-    env: {
-      ...process.env,
-      MONGO_URL: mongoUrl(),
-      MONGO_DB: database.name,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      JWT_KEYS: randomJwtKeys(),
-      PASSWORD_ITERATIONS: '1000',
-      ADMIN_EMAIL: 'first@example.com',
-      ADMIN_PASSWORD: 'first admin password',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
+  const [api] = await startApiInstances(1, {
+    MONGO_URL: mongoUrl(),
+    MONGO_DB: database.name,
+    JWT_KEYS: randomJwtKeys(),
+    PASSWORD_ITERATIONS: '1000',
+    ADMIN_EMAIL: 'first@example.com',
+    ADMIN_PASSWORD: 'first admin password',
+    LOG_LEVEL: 'warn',
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  const origin = `http://127.0.0.1:${port}`;
-  for (let i = 0; (await fetch(`${origin}/ready`).catch(() => null))?.status !== 200; i++) {
-    if (i > 300) throw new Error('the API did not become ready');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const { origin, process: child } = api!;
+  const exited = api!.exited.then(() => child.exitCode);
   const login = await fetch(`${origin}/api/auth/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

@@ -4,7 +4,7 @@
 // ledger holds one entry for the loan and verifies.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { formPng, sampleForm } from '../fixtures/documents.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
@@ -13,6 +13,7 @@ let database: TestDatabase;
 const children: ChildProcess[] = [];
 let origin: string;
 let output = '';
+let apiInstance: ApiInstance | undefined;
 
 function run(file: string, env: Record<string, string>) {
   const child = spawn(process.execPath, [file], {
@@ -68,22 +69,24 @@ async function api(
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
-  const port = await freePort();
-  origin = `http://127.0.0.1:${port}`;
-  run('api/node.ts', {
-    PORT: String(port),
+  const [api] = await startApiInstances(1, {
+    MONGO_URL: mongoUrl(),
+    MONGO_DB: database.name,
     JWT_KEYS: randomJwtKeys(),
     PASSWORD_ITERATIONS: '1000',
     ADMIN_EMAIL: 'boss@example.com',
     ADMIN_PASSWORD: 'pipeline admin password',
+    LOG_LEVEL: 'warn',
   });
+  apiInstance = api!;
+  origin = api!.origin;
   run('workers/ocr/main.ts', { QUEUE_LEASE_MS: '5000' });
   // Recommend only: in this story an admin takes the decision.
   run('workers/approval/main.ts', { APPROVAL_AUTO_DECIDE: 'false' });
-  await until('the API', async () => (await fetch(`${origin}/ready`)).status === 200);
 }, 120_000);
 
 afterAll(async () => {
+  await apiInstance?.stop();
   await Promise.all(
     children.map(
       (child) =>

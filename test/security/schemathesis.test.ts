@@ -2,9 +2,8 @@
 // file's test database) with an admin's token: no 5xx, and every response conforms to the spec (status
 // code, content type, headers, body schema). Bounded: SCHEMATHESIS_MAX_EXAMPLES cases per operation.
 // Skipped by name when schemathesis is not installed: `node scripts/schemathesis.ts install` (npm run setup).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { checks, installed, run } from '../../scripts/schemathesis.ts';
 import { ServerClock } from '../../shared/clock.ts';
 import { Queue } from '../../shared/queue.ts';
@@ -17,41 +16,23 @@ const have = installed();
 
 describe('schemathesis against /openapi.json', () => {
   let database: TestDatabase;
-  let api: ChildProcess | undefined;
+  let api: ApiInstance | undefined;
   let origin = '';
-  let log = '';
 
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     if (!have) return;
-    const port = await freePort();
-    origin = `http://127.0.0.1:${port}`;
-    api = spawn(process.execPath, ['api/node.ts'], {
-      env: {
-        ...process.env,
-        MONGO_URL: mongoUrl(),
-        MONGO_DB: database.name,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        JWT_KEYS: randomJwtKeys(),
-        PASSWORD_ITERATIONS: '1000',
-        ADMIN_EMAIL: ADMIN.email,
-        ADMIN_PASSWORD: ADMIN.password,
-        RATE_LIMIT_PER_MINUTE: '1000000',
-        LOG_LEVEL: 'error',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    [api] = await startApiInstances(1, {
+      MONGO_URL: mongoUrl(),
+      MONGO_DB: database.name,
+      JWT_KEYS: randomJwtKeys(),
+      PASSWORD_ITERATIONS: '1000',
+      ADMIN_EMAIL: ADMIN.email,
+      ADMIN_PASSWORD: ADMIN.password,
+      RATE_LIMIT_PER_MINUTE: '1000000',
+      LOG_LEVEL: 'error',
     });
-    api.stdout!.on('data', (chunk: Buffer) => {
-      log += chunk.toString();
-    });
-    api.stderr!.on('data', (chunk: Buffer) => {
-      log += chunk.toString();
-    });
-    for (let i = 0; (await fetch(`${origin}/ready`).catch(() => null))?.status !== 200; i++) {
-      if (i > 300) throw new Error(`the API did not become ready\n${log}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    origin = api!.origin;
   }, 60_000);
 
   async function login(): Promise<string> {
@@ -65,7 +46,7 @@ describe('schemathesis against /openapi.json', () => {
   }
 
   afterAll(async () => {
-    api?.kill('SIGTERM');
+    await api?.stop();
     await database?.close();
   });
 
@@ -98,7 +79,7 @@ describe('schemathesis against /openapi.json', () => {
         );
       }
       console.log(`schemathesis: ${Date.now() - started} ms in all`);
-      expect(log).not.toMatch(/unhandled error/);
+      expect(api!.output()).not.toMatch(/unhandled error/);
       for (const result of outcomes) expect(result.code, result.output).toBe(0);
     },
     180_000,

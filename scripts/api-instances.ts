@@ -1,11 +1,11 @@
-// Starts N API processes (api/node.ts) on loopback against one database, as a load balancer would
-// see them: the nginx test and bench/nginx-load.ts put nginx in front of these.
+// Starts N API processes (api/node.ts) on loopback against one database, each ready when this returns,
+// as a load balancer would see them (the nginx test and bench put nginx in front) or as tests use one.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../mongo/offline-server.ts';
+import { freePort } from './mongo/offline-server.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export interface ApiInstance {
   port: number;
@@ -14,6 +14,8 @@ export interface ApiInstance {
   origin: string;
   process: ChildProcess;
   exited: Promise<void>;
+  /** What the process wrote (its JSON log lines), the last 1 MiB. */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -24,7 +26,16 @@ export async function startApiInstances(count: number, env: Record<string, strin
       const port = await freePort();
       const child = spawn(process.execPath, [join(root, 'api/node.ts')], {
         env: { ...process.env, ...env, HOST: '127.0.0.1', PORT: String(port) },
-        stdio: ['ignore', 'ignore', 'inherit'],
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      const keep = (chunk: Buffer) => {
+        output = (output + chunk.toString()).slice(-1024 * 1024);
+      };
+      child.stdout?.on('data', keep);
+      child.stderr?.on('data', (chunk: Buffer) => {
+        keep(chunk);
+        process.stderr.write(chunk);
       });
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       return {
@@ -33,6 +44,7 @@ export async function startApiInstances(count: number, env: Record<string, strin
         origin: `http://127.0.0.1:${port}`,
         process: child,
         exited,
+        output: () => output,
         async stop() {
           if (child.exitCode !== null || child.signalCode !== null) return;
           child.kill('SIGTERM');
