@@ -7,8 +7,8 @@
 //   npm run bench:api-load                       (1000 admins, 30 s)
 //   LOAD_ADMINS=200 LOAD_SECONDS=10 npm run bench:api-load
 import { MongoClient } from 'mongodb';
-import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { startApiInstances } from '../scripts/api-instances.ts';
+import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { runLoad } from './load-generator.ts';
 import { adminScenario, cpuSeconds, kindTable, loadApiEnv, loginAll, prepareLoadData, rates } from './load-scenario.ts';
 import { round } from './support.ts';

@@ -8,8 +8,8 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { MongoClient } from 'mongodb';
-import { freePort, startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { type ApiInstance, startApiInstances } from '../scripts/api-instances.ts';
+import { freePort, startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { nginxWorkDir, type RunningNginx, startNginx } from '../scripts/nginx/nginx.ts';
 import { runLoad } from './load-generator.ts';
 import { adminScenario, cpuSeconds, kindTable, loadApiEnv, loginAll, prepareLoadData, rates } from './load-scenario.ts';

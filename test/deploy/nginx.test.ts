@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad } from '../../bench/load-generator.ts';
 import { LOAD_PASSWORD, loadApiEnv, loadEmail, prepareLoadData } from '../../bench/load-scenario.ts';
-import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
+import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { findNginx, nginxWorkDir, type RunningNginx, startNginx } from '../../scripts/nginx/nginx.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
