@@ -4,6 +4,7 @@ import type { Hono } from 'hono';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { QueueStats } from '../shared/queue.ts';
 import type { AppEnv, ResponseInfo } from './app.ts';
+import { HttpError } from './http-errors.ts';
 
 export interface MetricsOptions {
   queue: { stats(): Promise<QueueStats> };
@@ -11,6 +12,8 @@ export interface MetricsOptions {
   queueStatsCacheMs?: number;
   /** Process metrics (CPU, memory, event loop lag, GC). */
   defaultMetrics?: boolean;
+  /** When set, a scrape must send `Authorization: Bearer <token>` (401 otherwise). */
+  token?: string;
 }
 
 export interface Metrics {
@@ -103,6 +106,11 @@ export function createMetrics(options: MetricsOptions): Metrics {
     },
     mount(app) {
       app.get('/metrics', async (c) => {
+        if (options.token && c.req.header('authorization') !== `Bearer ${options.token}`) {
+          throw new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <METRICS_TOKEN>.', undefined, {
+            'WWW-Authenticate': 'Bearer realm="metrics"',
+          });
+        }
         await queueStatsOrCount();
         return c.body(await registry.metrics(), 200, { 'content-type': registry.contentType });
       });

@@ -22,7 +22,7 @@ const services = await createServices(database.db, config);
 await prepareDatabase(services);
 const stopBackground = startBackground(services);
 // Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
-const metrics = createMetrics({ queue: services.queue, defaultMetrics: true });
+const metrics = createMetrics({ queue: services.queue, defaultMetrics: true, token: config.METRICS_TOKEN });
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,
   onResponse: metrics.onResponse,

@@ -134,3 +134,18 @@ describe('/metrics', () => {
     expect(sample(fresh, 'http_requests_total', { method: 'GET', route: '/metrics', status: '200' })).toBe(3);
   });
 });
+
+describe('/metrics with METRICS_TOKEN', () => {
+  it('answers 401 without the token and the metrics with it', async () => {
+    const guarded = createMetrics({ queue: services.queue, token: 'scrape-token-0123456789' });
+    const withToken = createApp(services, { onResponse: guarded.onResponse, extraRoutes: guarded.mount });
+    for (const authorization of [undefined, 'Bearer wrong-token-0123456789']) {
+      const res = await withToken.request('/metrics', { headers: authorization ? { authorization } : {} });
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    }
+    const ok = await withToken.request('/metrics', { headers: { authorization: 'Bearer scrape-token-0123456789' } });
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toContain('http_requests_total');
+  });
+});
