@@ -95,6 +95,11 @@ function parseSort(sort: SortOption): { field: SortField; dir: 1 | -1 } {
 
 /** What the last write did, stored in the same atomic write, so its audit entry and job can be redone. */
 export interface LastChange {
+  /**
+   * The version this change produced. Other writers (OCR results, recommendations) bump the version
+   * without a lastChange, so the replay must not take the document's current version for this one.
+   */
+  version?: number;
   at: Date;
   actor: string;
   action: AuditAction;
@@ -353,6 +358,7 @@ export class Applications {
       updatedBy: actor.id,
     };
     const lastChange = withoutUndefined<LastChange>({
+      version: 1,
       at,
       actor: actor.id,
       action: 'create',
@@ -390,8 +396,17 @@ export class Applications {
     const version = versionCondition(pre);
     for (let attempt = 0; attempt < 3; attempt++) {
       if (version !== null && states.length > 0) {
+        // The write pins one version, so that its lastChange can name the version it produces. Only
+        // If-Match: * (or a list of tags) needs a read first to learn which version that is.
+        let pinned = typeof version === 'number' ? version : undefined;
+        if (pinned === undefined) {
+          const current = await this.collection.findOne(applicationQueries.byId(id), { projection: { version: 1 } });
+          const allowed = typeof version === 'object' ? version.$in : undefined;
+          if (current && (!allowed || allowed.includes(current.version))) pinned = current.version;
+        }
         const at = this.now();
         const lastChange = withoutUndefined<LastChange>({
+          version: pinned === undefined ? undefined : pinned + 1,
           at,
           actor: actor.id,
           action: 'update',
@@ -402,7 +417,7 @@ export class Applications {
         const set: Partial<ApplicationDoc> = { ...fields, updatedAt: at, updatedBy: actor.id, lastChange };
         if (to) set.status = to;
         const before = await this.collection.findOneAndUpdate(
-          applicationQueries.writable(id, states, version),
+          applicationQueries.writable(id, states, pinned ?? version),
           applicationQueries.change(set),
           { returnDocument: 'before', projection: applicationQueries.publicProjection },
         );
@@ -548,6 +563,7 @@ export class Applications {
       }
       const at = this.now();
       const lastChange = withoutUndefined<LastChange>({
+        version: doc.version + 1,
         at,
         actor: actor.id,
         action: 'batch-update',
@@ -587,7 +603,8 @@ export class Applications {
     const docs = await this.collection.find(applicationQueries.changedSince(since)).toArray();
     await this.afterChange(
       docs.map(({ lastChange, ...app }) => ({
-        app,
+        // The version the change produced, not the current one (later writes may have bumped it).
+        app: { ...app, version: lastChange.version ?? app.version },
         from: lastChange.action === 'create' ? null : (lastChange.from ?? app.status),
         at: lastChange.at,
         actor: lastChange.actor,

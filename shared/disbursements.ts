@@ -368,7 +368,7 @@ export class Disbursements {
         state: 'disbursing',
         startedAt: at,
       };
-      const meta = this.changeMeta(at, actor, 'approved');
+      const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
       const updated = await this.applications.findOneAndUpdate(
         disbursementQueries.intentWritable(applicationId, app.version),
         disbursementQueries.recordIntent(intent, meta),
@@ -404,7 +404,7 @@ export class Disbursements {
       const at = new Date(this.clock.now());
       const updated = await this.applications.findOneAndUpdate(
         disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
-        disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved')),
+        disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved', app.version + 1)),
         { returnDocument: 'after' },
       );
       if (updated) {
@@ -416,8 +416,8 @@ export class Disbursements {
     throw new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app));
   }
 
-  private changeMeta(at: Date, actor: Actor, from: ApplicationStatus): ChangeMeta {
-    const lastChange: LastChange = { at, actor: actor.id, action: 'update', from, fields: ['disbursement'] };
+  private changeMeta(at: Date, actor: Actor, from: ApplicationStatus, version: number): ChangeMeta {
+    const lastChange: LastChange = { at, actor: actor.id, action: 'update', from, fields: ['disbursement'], version };
     if (actor.requestId) lastChange.requestId = actor.requestId;
     return { at, actor: actor.id, lastChange };
   }

@@ -285,4 +285,30 @@ describe('after a crash between a write and its effects', () => {
       expect(await audit().countDocuments({ applicationId: id })).toBe(doc!.version);
     }
   });
+
+  it('replays a change under the version it produced, though a later write without an audit bumped it', async () => {
+    const [id] = await createMany(1);
+    const since = new Date(Date.now() - 60_000);
+    // If-Match: * pins the version it writes, so its lastChange can name version 2.
+    const moved = await call('PUT', `/api/applications/${id}`, {
+      body: { status: 'under_review' },
+      headers: { 'if-match': '*' },
+    });
+    expect(moved.status).toBe(200);
+    // The OCR worker and the approval worker write their results like this: version + 1, no lastChange.
+    await applications().updateOne({ _id: id } as never, { $set: { ocr: { fields: {} } }, $inc: { version: 1 } });
+    await audit().deleteOne({ _id: `${id}:2` } as never);
+    await jobs().deleteOne({ _id: `application.review:${id}:2` } as never);
+
+    const repo = new Applications(database.db, { clock: services.clock, queue: services.queue });
+    await repo.replayLastChanges(since);
+    expect(await audit().findOne({ _id: `${id}:2` } as never)).toMatchObject({
+      from: 'pending',
+      to: 'under_review',
+      version: 2,
+    });
+    expect(await audit().countDocuments({ _id: `${id}:3` } as never)).toBe(0);
+    expect(await jobs().countDocuments({ _id: `application.review:${id}:2` } as never)).toBe(1);
+    expect(await jobs().countDocuments({ _id: `application.review:${id}:3` } as never)).toBe(0);
+  });
 });
