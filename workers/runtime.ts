@@ -38,6 +38,8 @@ export interface WorkerProcessOptions<Data, Result> {
   prepare?: (ctx: WorkerContext) => Promise<void>;
   /** Runs after the drain (e.g. free the OCR model). */
   dispose?: () => Promise<void>;
+  /** Housekeeping every `ms` while the worker runs (failures are logged, never fatal). */
+  every?: { ms: (config: Config) => number; run: (ctx: WorkerContext) => Promise<void> };
 }
 
 export interface RunningWorker {
@@ -103,6 +105,16 @@ export async function startWorker<Data, Result>(
   );
   await worker.run();
   ready = true;
+  let housekeeping: Promise<void> = Promise.resolve();
+  const everyMs = options.every?.ms(config) ?? 0;
+  const timer =
+    options.every && everyMs > 0
+      ? setInterval(() => {
+          housekeeping = housekeeping
+            .then(() => options.every!.run(ctx))
+            .catch((error) => logger.warn('housekeeping failed', { error: String(error) }));
+        }, everyMs)
+      : undefined;
   logger.info('worker started', {
     jobs: options.jobNames,
     concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
@@ -115,6 +127,8 @@ export async function startWorker<Data, Result>(
     async stop(reason: string) {
       if (stopping) return;
       stopping = true;
+      clearInterval(timer);
+      await housekeeping;
       logger.info('worker stopping', { reason, active: worker.activeCount, drainMs: config.WORKER_DRAIN_MS });
       await worker.close(config.WORKER_DRAIN_MS);
       await options.dispose?.();

@@ -81,4 +81,35 @@ describe('a worker process', () => {
     expect(await worker.exited).toBe(0);
     expect(await probe('/health')).toBe(0);
   }, 60_000);
+
+  it('redoes the audit entry of a change whose process died before writing it (REPLAY_INTERVAL_MS)', async () => {
+    const applications = new Applications(database.db, { clock: ctx.clock, queue: ctx.queue });
+    const app = await applications.create(
+      { applicantName: 'Ada Lovelace', monthlyIncome: 9000, loanAmount: 5000, termMonths: 12 },
+      { id: 'admin' },
+    );
+    const edited = await applications.update(
+      app._id,
+      { fields: { purpose: 'a car' } },
+      { version: 1 },
+      { id: 'admin' },
+    );
+    // As if the API process had died right after the versioned write.
+    await database.db.collection('audit').deleteOne({ _id: `${app._id}:${edited.version}` as never });
+
+    const worker = startApproval({
+      MONGO_URL: mongoUrl(),
+      MONGO_DB: database.name,
+      HOST: '127.0.0.1',
+      REPLAY_INTERVAL_MS: '300',
+    });
+    let entry: Record<string, unknown> | null = null;
+    for (let i = 0; i < 150 && !entry; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      entry = await database.db.collection('audit').findOne({ _id: `${app._id}:${edited.version}` as never });
+    }
+    expect(entry, worker.output()).toMatchObject({ actor: 'admin', action: 'update', fields: ['purpose'] });
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+  }, 60_000);
 });
