@@ -40,6 +40,27 @@ const ApplicationJson = z
     updatedAt: z.string(),
     createdBy: z.string(),
     updatedBy: z.string(),
+    // Written by the workers and the disbursement; present once they have run.
+    ocr: z
+      .object({ documentId: z.string(), fields: z.record(z.string(), z.unknown()) })
+      .loose()
+      .optional()
+      .openapi({ description: 'what the OCR worker read from the latest document, a confidence per field' }),
+    recommendation: z
+      .object({
+        recommendation: z.enum(['auto_approve', 'manual_review', 'auto_reject']),
+        reasons: z.array(z.string()),
+      })
+      .loose()
+      .optional()
+      .openapi({ description: "the approval worker's recommendation, its reasons, metrics and thresholds" }),
+    repaymentPlan: z
+      .object({ monthlyPayment: z.number(), termMonths: z.number(), annualRate: z.number(), total: z.number() })
+      .optional(),
+    disbursement: z
+      .object({ idempotencyKey: z.string(), amount: z.number(), state: z.enum(['disbursing', 'disbursed']) })
+      .loose()
+      .optional(),
   })
   .openapi('Application');
 type ApplicationJson = z.infer<typeof ApplicationJson>;
