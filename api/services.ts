@@ -1,7 +1,7 @@
 // Everything a request handler needs, built once per process (or per Durable Object) from the
 // database and the configuration. Runtime-neutral.
 import type { Db } from 'mongodb';
-import { Admins, adminIndexes } from '../shared/admins.ts';
+import { Admins, adminAuditIndexes, adminIndexes } from '../shared/admins.ts';
 import { applicationIndexes } from '../shared/applications.ts';
 import { auditIndexes } from '../shared/audit.ts';
 import { ServerClock } from '../shared/clock.ts';
@@ -34,6 +34,7 @@ export interface Services {
 
 export const apiIndexes: IndexPlan[] = [
   adminIndexes,
+  adminAuditIndexes,
   sessionIndexes,
   revocationIndexes,
   rateLimitIndexes,

@@ -24,6 +24,23 @@ export const adminIndexes: IndexPlan = {
   indexes: [{ key: { email: 1 }, name: 'email_unique', unique: true }],
 };
 
+/** Who created or changed which admin account, and how: the trail for role and access changes. */
+export interface AdminAuditEntry {
+  _id: string;
+  at: Date;
+  /** The admin who made the change. */
+  actor: string;
+  action: 'admin.create' | 'admin.update';
+  adminId: string;
+  changes: { email?: string; roles?: Role[]; disabled?: boolean };
+  requestId?: string;
+}
+
+export const adminAuditIndexes: IndexPlan = {
+  collection: 'admin_audit',
+  indexes: [{ key: { adminId: 1, at: 1 }, name: 'adminId_at' }],
+};
+
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
@@ -80,6 +97,13 @@ export class Admins {
       await this.collection.updateOne({ _id: admin._id, passwordHash: admin.passwordHash }, { $set: { passwordHash } });
     }
     return toPublic(admin);
+  }
+
+  /** Records a change to an admin account (after the change itself succeeded). */
+  async audit(entry: Omit<AdminAuditEntry, '_id' | 'at'>): Promise<void> {
+    await this.collection.db
+      .collection<AdminAuditEntry>('admin_audit')
+      .insertOne({ _id: crypto.randomUUID(), at: new Date(this.clock.now()), ...entry });
   }
 
   async get(id: string): Promise<PublicAdmin | null> {

@@ -162,6 +162,13 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     const body = c.req.valid('json');
     // A duplicate email is a ConflictError, answered 409 by the error mapper.
     const admin = await services.admins.create(body);
+    await services.admins.audit({
+      actor: c.get('auth').sub,
+      action: 'admin.create',
+      adminId: admin._id,
+      changes: { email: admin.email, roles: admin.roles },
+      requestId: c.get('requestId'),
+    });
     c.header('Location', `/api/admins/${encodeURIComponent(admin._id)}`);
     return c.json(toBody(admin), 201);
   });
@@ -187,6 +194,13 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     }
     const admin = await services.admins.update(id, changes);
     if (!admin) throw new HttpError(404, 'not_found', 'There is no admin with this id.');
+    await services.admins.audit({
+      actor: c.get('auth').sub,
+      action: 'admin.update',
+      adminId: id,
+      changes,
+      requestId: c.get('requestId'),
+    });
     // Roles travel in access tokens: end every session so no token keeps the old roles. Done after
     // the write (a login in between already gets the new roles) and on every such request, even
     // when nothing changed, so a retry after a failure here still ends them.

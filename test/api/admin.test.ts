@@ -276,3 +276,26 @@ describe('PATCH /api/admins/:id', () => {
     expect((await app.request('/api/auth/me', bearer(second.token))).status).toBe(401);
   });
 });
+
+describe('the trail of admin changes', () => {
+  it('records who created an admin and who changed its roles or access, and nothing for a refusal', async () => {
+    const trail = () => database.db.collection('admin_audit');
+    const created = await app.request(
+      '/api/admins',
+      json({ email: 'trail@example.com', password: 'a long enough password', roles: ['viewer'] }, adminToken),
+    );
+    expect(created.status).toBe(201);
+    const { id } = (await created.json()) as { id: string };
+    const patched = await app.request(`/api/admins/${id}`, json({ roles: ['approver'] }, adminToken, 'PATCH'));
+    expect(patched.status).toBe(200);
+    const viewer = await adminWith('trail-viewer@example.com', ['viewer']);
+    expect((await app.request(`/api/admins/${id}`, json({ disabled: true }, viewer.token, 'PATCH'))).status).toBe(403);
+
+    const entries = await trail().find({ adminId: id }).sort({ at: 1 }).toArray();
+    expect(entries).toMatchObject([
+      { actor: adminId, action: 'admin.create', changes: { email: 'trail@example.com', roles: ['viewer'] } },
+      { actor: adminId, action: 'admin.update', changes: { roles: ['approver'] } },
+    ]);
+    expect(entries[0]?.requestId).toEqual(expect.any(String));
+  });
+});
