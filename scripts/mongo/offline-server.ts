@@ -85,7 +85,16 @@ export async function startOfflineServer(options: OfflineServerOptions = {}): Pr
     });
   });
   child.stdout.resume();
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // A script that dies (an uncaught error, process.exit) must not leave its database running; SIGTERM
+  // lets the server flush its H2 file on the way out.
+  const orphanGuard = () => child.kill('SIGTERM');
+  process.once('exit', orphanGuard);
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      process.off('exit', orphanGuard);
+      resolve();
+    }),
+  );
   return {
     url: `mongodb://127.0.0.1:${port}`,
     port,
