@@ -203,12 +203,17 @@ export class Documents {
       }
       throw error;
     }
-    const bytes = new Uint8Array(size);
-    let offset = 0;
-    for (const part of parts) {
-      bytes.set(part, offset);
-      offset += part.byteLength;
-    }
-    return bytes;
+    return concatBytes(parts, size);
   }
+}
+
+/** The parts of a stream as one array (`size` is their total length). */
+export function concatBytes(parts: Uint8Array[], size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.byteLength;
+  }
+  return bytes;
 }

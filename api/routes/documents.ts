@@ -3,6 +3,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { Applications, applicationIdSchema } from '../../shared/applications.ts';
 import {
+  concatBytes,
   Documents,
   type DocumentType,
   documentIdPattern,
@@ -78,13 +79,7 @@ async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number):
     }
     parts.push(value);
   }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
-  }
-  return bytes;
+  return concatBytes(parts, size);
 }
 
 const tooLarge = (max: number) =>
