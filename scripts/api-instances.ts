@@ -1,9 +1,11 @@
 // Starts N API processes (api/node.ts) on loopback against one database, each ready when this returns,
 // as a load balancer would see them (the nginx test and bench put nginx in front) or as tests use one.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './mongo/offline-server.ts';
+import { stopProcess } from './processes.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -45,13 +47,7 @@ export async function startApiInstances(count: number, env: Record<string, strin
         process: child,
         exited,
         output: () => output,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
-          await exited;
-          clearTimeout(timer);
-        },
+        stop: () => stopProcess(child, 12_000),
       };
     }),
   );

@@ -1,6 +1,7 @@
 // `npm start`: the whole system on one machine. Uses MONGO_URL if set, else starts the embedded
 // default database (see scripts/mongo/embedded.ts; its files under DATA_DIR, default .data/), then
 // the API and the workers. Ctrl-C stops everything.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -8,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { startEmbedded } from './mongo/embedded.ts';
+import { stopProcess } from './processes.ts';
 import { seedApplications } from './seed.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,16 +72,7 @@ let stopping = false;
 async function shutdown(code: number) {
   if (stopping) return;
   stopping = true;
-  await Promise.all(
-    children.map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('exit', () => resolve());
-          child.kill('SIGTERM');
-        }),
-    ),
-  );
+  await Promise.all(children.map((child) => stopProcess(child)));
   await database.stop();
   process.exit(code);
 }

@@ -2,9 +2,11 @@
 // them. An admin creates an application and uploads a generated image of the loan form; the OCR
 // worker reads it; the approval worker recommends; an admin approves; a disburser disburses; the
 // ledger holds one entry for the loan and verifies.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
+import { stopProcess } from '../../scripts/processes.ts';
 import { formPng, sampleForm } from '../fixtures/documents.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
@@ -87,16 +89,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await apiInstance?.stop();
-  await Promise.all(
-    children.map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('exit', () => resolve());
-          child.kill('SIGTERM');
-        }),
-    ),
-  );
+  await Promise.all(children.map((child) => stopProcess(child)));
   await database.close();
 });
 
