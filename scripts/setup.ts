@@ -34,6 +34,11 @@ const debian = [
     present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf'),
     needFor: 'the OCR test documents (test/fixtures/documents.ts)',
   },
+  {
+    name: 'stress-ng',
+    present: () => have('stress-ng', ['--version']),
+    needFor: 'npm run test:under-load (the suite while every core is busy)',
+  },
 ];
 const missing = debian.filter((pkg) => !pkg.present());
 if (missing.length === 0) console.log(`debian packages: ${debian.map((p) => p.name).join(', ')} present`);
