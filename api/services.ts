@@ -4,14 +4,14 @@ import type { Db } from 'mongodb';
 import { Admins, adminAuditIndexes, adminIndexes } from '../shared/admins.ts';
 import { applicationIndexes } from '../shared/applications.ts';
 import { auditIndexes } from '../shared/audit.ts';
-import { ServerClock } from '../shared/clock.ts';
+import { type Clock, ServerClock } from '../shared/clock.ts';
 import type { ApiConfig } from '../shared/config.ts';
 import { ensureIndexes, type IndexPlan } from '../shared/db.ts';
 import { documentIndexes } from '../shared/documents.ts';
 import { ledgerIndexes } from '../shared/ledger.ts';
 import { LockManager } from '../shared/lock.ts';
 import { Queue, queueIndexes } from '../shared/queue.ts';
-import { ExactRateLimiter, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
+import { ExactRateLimiter, LoginDelays, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
 import { Revocations, revocationIndexes } from '../shared/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/sessions.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -27,6 +27,8 @@ export interface Services {
   locks: LockManager;
   /** Producer side of the job queue: routes publish work for the workers. */
   queue: Queue;
+  /** Failed logins per (account, address): growing delays. */
+  loginDelays: LoginDelays;
   loginByAccount: ExactRateLimiter;
   loginByAddress: ExactRateLimiter;
   apiLimiter: SharedRateLimiter;
@@ -46,13 +48,22 @@ export const apiIndexes: IndexPlan[] = [
 ];
 
 const LOGIN_WINDOW_MS = 15 * 60_000;
+/** How long an (account, address) remembers its failures after the last one, and its last success. */
+const LOGIN_FAILURE_MEMORY_MS = 24 * 3_600_000;
+const LOGIN_KNOWN_MS = 30 * 24 * 3_600_000;
+
+export interface ServiceOptions {
+  /** The clock the server clock corrects (tests move it to cross login delays and windows). */
+  localClock?: Clock;
+}
 
 export async function createServices(
   db: Db,
   config: ApiConfig,
   logger = createLogger(config.LOG_LEVEL),
+  options: ServiceOptions = {},
 ): Promise<Services> {
-  const clock = new ServerClock(db);
+  const clock = new ServerClock(db, options.localClock);
   await clock.sync();
   const keys = parseJwtKeys(config.JWT_KEYS);
   const revocations = new Revocations(db, {
@@ -77,6 +88,15 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    loginDelays: new LoginDelays(db, {
+      name: 'login-pair',
+      freeFailures: config.LOGIN_FREE_FAILURES,
+      baseDelayMs: config.LOGIN_DELAY_BASE_MS,
+      maxDelayMs: config.LOGIN_DELAY_MAX_MS,
+      memoryMs: LOGIN_FAILURE_MEMORY_MS,
+      knownMs: LOGIN_KNOWN_MS,
+      clock,
+    }),
     loginByAccount: new ExactRateLimiter(db, {
       name: 'login-account',
       limit: config.LOGIN_ATTEMPTS_PER_ACCOUNT,

@@ -87,6 +87,120 @@ export class ExactRateLimiter {
   }
 }
 
+export interface LoginDelayOptions {
+  /** Failures answered at once; after that each failure doubles the wait before the next attempt. */
+  freeFailures: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** Failures are forgotten this long after the last one. */
+  memoryMs: number;
+  /** A successful login keeps its key known (see LoginDecision.known) this long. */
+  knownMs: number;
+  clock: Clock;
+  /** Prefix of the document ids, e.g. 'login-pair'. */
+  name: string;
+}
+
+export interface LoginDecision {
+  allowed: boolean;
+  /** Seconds until an attempt is allowed again (0 when allowed). */
+  retryAfterS: number;
+  /** A login succeeded with this key within knownMs. */
+  known: boolean;
+}
+
+interface DelayDoc {
+  _id: string;
+  /** Changes with every write: the compare-and-swap that keeps concurrent attempts from sharing a turn. */
+  version: number;
+  failures: number;
+  /** No attempt before this (ms since the epoch). */
+  nextAt: number;
+  knownUntil: number;
+  expiresAt: Date;
+}
+
+/** How many times an attempt retries after losing a compare-and-swap to a concurrent one. */
+const DELAY_CAS_ROUNDS = 4;
+
+/**
+ * Growing delays between failed attempts for one key (a login's account and address): the first
+ * freeFailures pass at once, then baseDelayMs, doubling, up to maxDelayMs. An attempt counts as a
+ * failure before it is checked (succeeded() takes it back), so concurrent guesses cannot share a turn.
+ */
+export class LoginDelays {
+  private readonly collection: Collection<DelayDoc>;
+  private readonly options: LoginDelayOptions;
+
+  constructor(db: Db, options: LoginDelayOptions) {
+    this.collection = db.collection<DelayDoc>('rate_limits');
+    this.options = options;
+  }
+
+  /** The wait after `failures` failures in a row. */
+  delayAfter(failures: number): number {
+    const { freeFailures, baseDelayMs, maxDelayMs } = this.options;
+    if (failures < freeFailures) return 0;
+    return Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - freeFailures, 40));
+  }
+
+  /** Counts an attempt for `key` as a failure if its turn has come; refuses it otherwise. */
+  async attempt(key: string): Promise<LoginDecision> {
+    const _id = `${this.options.name}:${key}`;
+    let known = false;
+    for (let round = 0; round < DELAY_CAS_ROUNDS; round++) {
+      const now = this.options.clock.now();
+      const doc = await this.collection.findOne({ _id });
+      known = (doc?.knownUntil ?? 0) > now;
+      // Checked here too: the TTL monitor deletes late, and some servers have none.
+      const live = doc !== null && doc.expiresAt.getTime() > now;
+      const failures = live ? doc.failures : 0;
+      const nextAt = live ? doc.nextAt : 0;
+      if (now < nextAt) return { allowed: false, retryAfterS: Math.ceil((nextAt - now) / 1000), known };
+      const fields = {
+        failures: failures + 1,
+        nextAt: now + this.delayAfter(failures + 1),
+        expiresAt: new Date(Math.max(now + this.options.memoryMs, doc?.knownUntil ?? 0)),
+      };
+      if (doc === null) {
+        try {
+          await this.collection.insertOne({ _id, version: 1, knownUntil: 0, ...fields });
+          return { allowed: true, retryAfterS: 0, known };
+        } catch (error) {
+          if ((error as { code?: number }).code !== 11000) throw error;
+          continue;
+        }
+      }
+      const swapped = await this.collection.updateOne(
+        { _id, version: doc.version },
+        { $set: fields, $inc: { version: 1 } },
+      );
+      if (swapped.modifiedCount === 1) return { allowed: true, retryAfterS: 0, known };
+    }
+    // Other attempts with this key kept winning the race: this one is one too many.
+    return { allowed: false, retryAfterS: Math.ceil(Math.max(this.options.baseDelayMs, 1000) / 1000), known };
+  }
+
+  /** Forgets the failures of `key` and marks it known. */
+  async succeeded(key: string): Promise<void> {
+    const now = this.options.clock.now();
+    const knownUntil = now + this.options.knownMs;
+    await this.collection.updateOne(
+      { _id: `${this.options.name}:${key}` },
+      {
+        $set: {
+          failures: 0,
+          nextAt: 0,
+          knownUntil,
+          expiresAt: new Date(Math.max(knownUntil, now + this.options.memoryMs)),
+        },
+        $inc: { version: 1 },
+      },
+      { upsert: true },
+    );
+  }
+}
+
 /** Local counting with periodic global sync: no database round trip per request. */
 export class SharedRateLimiter {
   private readonly collection: Collection<RateDoc>;
