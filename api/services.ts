@@ -11,7 +11,13 @@ import { documentIndexes } from '../shared/documents.ts';
 import { ledgerIndexes } from '../shared/ledger.ts';
 import { LockManager } from '../shared/lock.ts';
 import { Queue, queueIndexes } from '../shared/queue.ts';
-import { ExactRateLimiter, LoginDelays, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
+import {
+  ExactRateLimiter,
+  LoginDelays,
+  type RequestLimiter,
+  rateLimitIndexes,
+  SharedRateLimiter,
+} from '../shared/rate-limit.ts';
 import { Revocations, revocationIndexes } from '../shared/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/sessions.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -31,7 +37,7 @@ export interface Services {
   loginDelays: LoginDelays;
   loginByAccount: ExactRateLimiter;
   loginByAddress: ExactRateLimiter;
-  apiLimiter: SharedRateLimiter;
+  apiLimiter: RequestLimiter;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -55,6 +61,11 @@ const LOGIN_KNOWN_MS = 30 * 24 * 3_600_000;
 export interface ServiceOptions {
   /** The clock the server clock corrects (tests move it to cross login delays and windows). */
   localClock?: Clock;
+  /**
+   * Count the per-admin budget in MongoDB on every request (one round trip) instead of locally with
+   * flushes: for services that live one request (workerd with a client per request).
+   */
+  exactApiLimit?: boolean;
 }
 
 export async function createServices(
@@ -109,7 +120,7 @@ export async function createServices(
       windowMs: LOGIN_WINDOW_MS,
       clock,
     }),
-    apiLimiter: new SharedRateLimiter(db, {
+    apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',
       limit: config.RATE_LIMIT_PER_MINUTE,
       windowMs: 60_000,

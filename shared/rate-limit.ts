@@ -50,8 +50,20 @@ function decide(count: number, limit: number, now: number, end: number): RateDec
   };
 }
 
-/** One atomic increment per hit: exact across instances. For rare, sensitive actions (login). */
-export class ExactRateLimiter {
+/** What the per-admin request budget needs: a SharedRateLimiter, or an ExactRateLimiter where a process lives one request. */
+export interface RequestLimiter {
+  hit(key: string): RateDecision | Promise<RateDecision>;
+  flushIfDue(): Promise<void> | null;
+  flush(): Promise<void>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * One atomic increment per hit: exact across instances. For rare, sensitive actions (login), and for
+ * the request budget where each request builds its own limiter (workerd with a client per request).
+ */
+export class ExactRateLimiter implements RequestLimiter {
   private readonly collection: Collection<RateDoc>;
   private readonly options: RateLimitOptions;
 
@@ -85,6 +97,14 @@ export class ExactRateLimiter {
     const { start } = windowOf(this.options.clock.now(), this.options.windowMs);
     await this.collection.deleteOne({ _id: `${this.options.name}:${key}:${start}` });
   }
+
+  // Every hit is already in MongoDB: nothing to flush.
+  flushIfDue(): null {
+    return null;
+  }
+  async flush(): Promise<void> {}
+  start(): void {}
+  async stop(): Promise<void> {}
 }
 
 export interface LoginDelayOptions {
@@ -202,7 +222,7 @@ export class LoginDelays {
 }
 
 /** Local counting with periodic global sync: no database round trip per request. */
-export class SharedRateLimiter {
+export class SharedRateLimiter implements RequestLimiter {
   private readonly collection: Collection<RateDoc>;
   private readonly options: RateLimitOptions & { flushMs: number };
   /** Per counter id: the global count last read, and the hits not yet flushed. */
