@@ -4,7 +4,10 @@
 // `shared` (every API request): each instance counts locally and flushes its increments in one
 // bulk write every `flushMs`, reading back the global totals in one query; a request pays no
 // database round trip. The global limit can be overshot by what the instances admit within one
-// flush interval, which is the price of zero per-request cost; the README states the bound.
+// flush interval, which is the price of zero per-request cost; the README states the bound. Where the
+// services live one request (workerd with a client per request) the request budget uses `exact`.
+//
+// LoginDelays: growing waits between failed logins of one (account, address), kept in MongoDB.
 import type { AnyBulkWriteOperation, Collection, Db } from 'mongodb';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
