@@ -70,10 +70,10 @@ export function keepAlive(c: Context, work: Promise<unknown>): void {
   }
 }
 
-/** Per-admin request budget shared by all instances (counts flushed to MongoDB in the background). */
+/** Per-admin request budget shared by all instances (counts flushed to MongoDB, or counted there per request). */
 export function rateLimitPerAdmin(services: Services): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const decision = services.apiLimiter.hit(c.get('auth').sub);
+    const decision = await services.apiLimiter.hit(c.get('auth').sub);
     // Without a background timer (workerd) the counts are flushed lazily, off the hot path.
     const flushing = services.apiLimiter.flushIfDue();
     if (flushing) keepAlive(c, flushing);

@@ -4,14 +4,20 @@ import type { Db } from 'mongodb';
 import { Admins, adminAuditIndexes, adminIndexes } from '../shared/admins.ts';
 import { applicationIndexes } from '../shared/applications.ts';
 import { auditIndexes } from '../shared/audit.ts';
-import { ServerClock } from '../shared/clock.ts';
+import { type Clock, ServerClock } from '../shared/clock.ts';
 import type { ApiConfig } from '../shared/config.ts';
 import { ensureIndexes, type IndexPlan } from '../shared/db.ts';
 import { documentIndexes } from '../shared/documents.ts';
 import { ledgerIndexes } from '../shared/ledger.ts';
 import { LockManager } from '../shared/lock.ts';
 import { Queue, queueIndexes } from '../shared/queue.ts';
-import { ExactRateLimiter, rateLimitIndexes, SharedRateLimiter } from '../shared/rate-limit.ts';
+import {
+  ExactRateLimiter,
+  LoginDelays,
+  type RequestLimiter,
+  rateLimitIndexes,
+  SharedRateLimiter,
+} from '../shared/rate-limit.ts';
 import { Revocations, revocationIndexes } from '../shared/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/sessions.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -27,9 +33,11 @@ export interface Services {
   locks: LockManager;
   /** Producer side of the job queue: routes publish work for the workers. */
   queue: Queue;
+  /** Failed logins per (account, address): growing delays. */
+  loginDelays: LoginDelays;
   loginByAccount: ExactRateLimiter;
   loginByAddress: ExactRateLimiter;
-  apiLimiter: SharedRateLimiter;
+  apiLimiter: RequestLimiter;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -46,13 +54,27 @@ export const apiIndexes: IndexPlan[] = [
 ];
 
 const LOGIN_WINDOW_MS = 15 * 60_000;
+/** How long an (account, address) remembers its failures after the last one, and its last success. */
+const LOGIN_FAILURE_MEMORY_MS = 24 * 3_600_000;
+const LOGIN_KNOWN_MS = 30 * 24 * 3_600_000;
+
+export interface ServiceOptions {
+  /** The clock the server clock corrects (tests move it to cross login delays and windows). */
+  localClock?: Clock;
+  /**
+   * Count the per-admin budget in MongoDB on every request (one round trip) instead of locally with
+   * flushes: for services that live one request (workerd with a client per request).
+   */
+  exactApiLimit?: boolean;
+}
 
 export async function createServices(
   db: Db,
   config: ApiConfig,
   logger = createLogger(config.LOG_LEVEL),
+  options: ServiceOptions = {},
 ): Promise<Services> {
-  const clock = new ServerClock(db);
+  const clock = new ServerClock(db, options.localClock);
   await clock.sync();
   const keys = parseJwtKeys(config.JWT_KEYS);
   const revocations = new Revocations(db, {
@@ -77,6 +99,15 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    loginDelays: new LoginDelays(db, {
+      name: 'login-pair',
+      freeFailures: config.LOGIN_FREE_FAILURES,
+      baseDelayMs: config.LOGIN_DELAY_BASE_MS,
+      maxDelayMs: config.LOGIN_DELAY_MAX_MS,
+      memoryMs: LOGIN_FAILURE_MEMORY_MS,
+      knownMs: LOGIN_KNOWN_MS,
+      clock,
+    }),
     loginByAccount: new ExactRateLimiter(db, {
       name: 'login-account',
       limit: config.LOGIN_ATTEMPTS_PER_ACCOUNT,
@@ -89,7 +120,7 @@ export async function createServices(
       windowMs: LOGIN_WINDOW_MS,
       clock,
     }),
-    apiLimiter: new SharedRateLimiter(db, {
+    apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',
       limit: config.RATE_LIMIT_PER_MINUTE,
       windowMs: 60_000,

@@ -5,7 +5,8 @@
 // - "durable-object" (default): API_OBJECTS Durable Objects each own one MongoClient and run the
 //   whole app; the Worker forwards each request to one of them, picked by hashing its credentials,
 //   so an admin's requests meet the same warm caches. Measured faster (bench/runtimes.ts).
-// - "per-request": a fresh client, services and app for every request, closed after the response.
+// - "per-request": a fresh client, services and app for every request, closed after the response;
+//   the per-admin budget is then counted in MongoDB on every request (one more round trip).
 // Either way the app and its data layer see an ordinary `Db`.
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionContext } from 'hono';
@@ -14,7 +15,7 @@ import { connect, type Database } from '../shared/db.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { type AppEnv, createApp } from './app.ts';
 import { createLogger } from './log.ts';
-import { createServices, prepareDatabase, type Services } from './services.ts';
+import { createServices, prepareDatabase, type ServiceOptions, type Services } from './services.ts';
 
 // The few workerd types this file needs (the full @cloudflare/workers-types would clash with DOM's).
 interface DurableObjectState {
@@ -51,10 +52,13 @@ function failure(error: unknown): Response {
   return Response.json(body, { status: misconfigured ? 500 : 503, headers: { 'Retry-After': '1' } });
 }
 
-async function open(config: ApiConfig): Promise<{ database: Database; services: Services; app: App }> {
+async function open(
+  config: ApiConfig,
+  options: ServiceOptions = {},
+): Promise<{ database: Database; services: Services; app: App }> {
   const database = await connect(config);
   try {
-    const services = await createServices(database.db, config);
+    const services = await createServices(database.db, config, undefined, options);
     // Cloudflare puts the client's address in CF-Connecting-IP (wrangler dev does too).
     const app = createApp(services, { remoteAddress: (c) => c.req.header('cf-connecting-ip') });
     return { database, services, app };
@@ -136,7 +140,8 @@ async function perRequest(request: Request, env: Env, ctx: ExecutionContext): Pr
   let opened: { database: Database; services: Services; app: App };
   try {
     const config = configOf(env);
-    opened = await open(config);
+    // Services live for this request only: a local count would start from zero every time.
+    opened = await open(config, { exactApiLimit: true });
     if (!preparedInIsolate) {
       await prepareDatabase(opened.services).catch(async (error) => {
         await opened.database.close().catch(() => {});
@@ -150,13 +155,7 @@ async function perRequest(request: Request, env: Env, ctx: ExecutionContext): Pr
   try {
     return await opened.app.fetch(request, env, ctx);
   } finally {
-    // The rate limiter's counts of this request reach MongoDB before the client closes.
-    ctx.waitUntil(
-      opened.services.apiLimiter
-        .flush()
-        .catch(() => {})
-        .finally(() => opened.database.close()),
-    );
+    ctx.waitUntil(opened.database.close().catch(() => {}));
   }
 }
 

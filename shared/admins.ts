@@ -4,7 +4,7 @@ import type { Collection, Db } from 'mongodb';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
 import { ConflictError } from './errors.ts';
-import { hashPassword, needsRehash, verifyPassword } from './password.ts';
+import { hashPassword, needsRehash, verifyPasswordAtCost } from './password.ts';
 import type { Role } from './sessions.ts';
 
 export interface AdminDoc {
@@ -53,7 +53,6 @@ export class Admins {
   readonly collection: Collection<AdminDoc>;
   private readonly iterations: number;
   private readonly clock: Clock;
-  private dummyHash: Promise<string> | null = null;
 
   constructor(db: Db, options: { passwordIterations: number; clock: Clock }) {
     this.collection = db.collection<AdminDoc>('admins');
@@ -82,16 +81,14 @@ export class Admins {
     return toPublic(doc);
   }
 
-  /** The admin whose email and password match, else null; the same work either way. */
+  /**
+   * The admin whose email and password match, else null. Every check costs one PBKDF2 at the
+   * configured iterations, so timing tells neither which emails exist nor how old a stored hash is.
+   */
   async authenticate(email: string, password: string): Promise<PublicAdmin | null> {
     const admin = await this.collection.findOne({ email: normalizeEmail(email) });
-    if (!admin || admin.disabled) {
-      // Spend the same time as a real check, so timing does not tell which emails exist.
-      this.dummyHash ??= hashPassword('not-a-password', this.iterations);
-      await verifyPassword(password, await this.dummyHash);
-      return null;
-    }
-    if (!(await verifyPassword(password, admin.passwordHash))) return null;
+    const stored = admin && !admin.disabled ? admin.passwordHash : null;
+    if (!(await verifyPasswordAtCost(password, stored, this.iterations)) || !admin) return null;
     if (needsRehash(admin.passwordHash, this.iterations)) {
       const passwordHash = await hashPassword(password, this.iterations);
       await this.collection.updateOne({ _id: admin._id, passwordHash: admin.passwordHash }, { $set: { passwordHash } });

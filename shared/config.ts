@@ -95,9 +95,18 @@ export const configSchema = z.object({
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   /** Requests per admin per minute, across all instances. */
   RATE_LIMIT_PER_MINUTE: int(1, 1_000_000).default(600),
-  /** Failed logins allowed per account, and per client address, in 15 minutes. */
-  LOGIN_ATTEMPTS_PER_ACCOUNT: int(1, 10_000).default(10),
-  LOGIN_ATTEMPTS_PER_ADDRESS: int(1, 100_000).default(100),
+  /** Failed logins on one account from one address that get an answer at once... */
+  LOGIN_FREE_FAILURES: int(1, 1_000).default(5),
+  /** ...then the wait before the next attempt from there: this, doubling with each failure... */
+  LOGIN_DELAY_BASE_MS: int(1, 3_600_000).default(1_000),
+  /** ...up to this (ms). A successful login from there forgets them. */
+  LOGIN_DELAY_MAX_MS: int(1, 86_400_000).default(900_000),
+  /**
+   * Failed logins allowed per account from all addresses together, and per client address on all
+   * accounts, in 15 minutes. Addresses the account logged in from before are not held to the first.
+   */
+  LOGIN_ATTEMPTS_PER_ACCOUNT: int(1, 1_000_000).default(200),
+  LOGIN_ATTEMPTS_PER_ADDRESS: int(1, 1_000_000).default(100),
 });
 
 export type Config = z.infer<typeof configSchema>;

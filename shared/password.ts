@@ -34,16 +34,51 @@ export async function hashPassword(password: string, iterations = DEFAULT_ITERAT
   return `${SCHEME}$${iterations}$${toBase64(salt)}$${toBase64(hash)}`;
 }
 
-/** Constant-time with respect to the hash bytes; false for a malformed stored value. */
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+interface Parsed {
+  iterations: number;
+  salt: Uint8Array<ArrayBuffer>;
+  hash: Uint8Array;
+}
+
+function parse(stored: string): Parsed | null {
   const [scheme, iterationsText, saltText, hashText] = stored.split('$');
   const iterations = Number(iterationsText);
-  if (scheme !== SCHEME || !Number.isSafeInteger(iterations) || iterations < 1 || !saltText || !hashText) return false;
-  const expected = fromBase64(hashText);
-  const actual = await derive(password, fromBase64(saltText), iterations);
-  let difference = expected.length ^ actual.length;
-  for (let i = 0; i < actual.length; i++) difference |= (actual[i] ?? 0) ^ (expected[i] ?? 0);
+  if (scheme !== SCHEME || !Number.isSafeInteger(iterations) || iterations < 1 || !saltText || !hashText) return null;
+  try {
+    return { iterations, salt: fromBase64(saltText), hash: fromBase64(hashText) };
+  } catch {
+    return null;
+  }
+}
+
+async function matches(password: string, parsed: Parsed): Promise<boolean> {
+  const actual = await derive(password, parsed.salt, parsed.iterations);
+  let difference = parsed.hash.length ^ actual.length;
+  for (let i = 0; i < actual.length; i++) difference |= (actual[i] ?? 0) ^ (parsed.hash[i] ?? 0);
   return difference === 0;
+}
+
+/** Constant-time with respect to the hash bytes; false for a malformed stored value. */
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const parsed = parse(stored);
+  return parsed !== null && (await matches(password, parsed));
+}
+
+/**
+ * verifyPassword at the cost of a check at `iterations`, whatever `stored` is: a weaker legacy hash,
+ * a malformed value, or null (no such account). The iterations the stored hash did not cost are spent
+ * on a throwaway key, so how long the answer takes tells nothing about what the account holds.
+ */
+export async function verifyPasswordAtCost(
+  password: string,
+  stored: string | null,
+  iterations: number,
+): Promise<boolean> {
+  const parsed = stored === null ? null : parse(stored);
+  const ok = parsed !== null && (await matches(password, parsed));
+  const missing = iterations - (parsed?.iterations ?? 0);
+  if (missing > 0) await derive(password, crypto.getRandomValues(new Uint8Array(16)), missing);
+  return ok;
 }
 
 export function needsRehash(stored: string, iterations = DEFAULT_ITERATIONS): boolean {

@@ -4,7 +4,10 @@
 // `shared` (every API request): each instance counts locally and flushes its increments in one
 // bulk write every `flushMs`, reading back the global totals in one query; a request pays no
 // database round trip. The global limit can be overshot by what the instances admit within one
-// flush interval, which is the price of zero per-request cost; the README states the bound.
+// flush interval, which is the price of zero per-request cost; the README states the bound. Where the
+// services live one request (workerd with a client per request) the request budget uses `exact`.
+//
+// LoginDelays: growing waits between failed logins of one (account, address), kept in MongoDB.
 import type { AnyBulkWriteOperation, Collection, Db } from 'mongodb';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
@@ -50,8 +53,20 @@ function decide(count: number, limit: number, now: number, end: number): RateDec
   };
 }
 
-/** One atomic increment per hit: exact across instances. For rare, sensitive actions (login). */
-export class ExactRateLimiter {
+/** What the per-admin request budget needs: a SharedRateLimiter, or an ExactRateLimiter where a process lives one request. */
+export interface RequestLimiter {
+  hit(key: string): RateDecision | Promise<RateDecision>;
+  flushIfDue(): Promise<void> | null;
+  flush(): Promise<void>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * One atomic increment per hit: exact across instances. For rare, sensitive actions (login), and for
+ * the request budget where each request builds its own limiter (workerd with a client per request).
+ */
+export class ExactRateLimiter implements RequestLimiter {
   private readonly collection: Collection<RateDoc>;
   private readonly options: RateLimitOptions;
 
@@ -85,10 +100,132 @@ export class ExactRateLimiter {
     const { start } = windowOf(this.options.clock.now(), this.options.windowMs);
     await this.collection.deleteOne({ _id: `${this.options.name}:${key}:${start}` });
   }
+
+  // Every hit is already in MongoDB: nothing to flush.
+  flushIfDue(): null {
+    return null;
+  }
+  async flush(): Promise<void> {}
+  start(): void {}
+  async stop(): Promise<void> {}
+}
+
+export interface LoginDelayOptions {
+  /** Failures answered at once; after that each failure doubles the wait before the next attempt. */
+  freeFailures: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** Failures are forgotten this long after the last one. */
+  memoryMs: number;
+  /** A successful login keeps its key known (see LoginDecision.known) this long. */
+  knownMs: number;
+  clock: Clock;
+  /** Prefix of the document ids, e.g. 'login-pair'. */
+  name: string;
+}
+
+export interface LoginDecision {
+  allowed: boolean;
+  /** Seconds until an attempt is allowed again (0 when allowed). */
+  retryAfterS: number;
+  /** A login succeeded with this key within knownMs. */
+  known: boolean;
+}
+
+interface DelayDoc {
+  _id: string;
+  /** Changes with every write: the compare-and-swap that keeps concurrent attempts from sharing a turn. */
+  version: number;
+  failures: number;
+  /** No attempt before this (ms since the epoch). */
+  nextAt: number;
+  knownUntil: number;
+  expiresAt: Date;
+}
+
+/** How many times an attempt retries after losing a compare-and-swap to a concurrent one. */
+const DELAY_CAS_ROUNDS = 4;
+
+/**
+ * Growing delays between failed attempts for one key (a login's account and address): the first
+ * freeFailures pass at once, then baseDelayMs, doubling, up to maxDelayMs. An attempt counts as a
+ * failure before it is checked (succeeded() takes it back), so concurrent guesses cannot share a turn.
+ */
+export class LoginDelays {
+  private readonly collection: Collection<DelayDoc>;
+  private readonly options: LoginDelayOptions;
+
+  constructor(db: Db, options: LoginDelayOptions) {
+    this.collection = db.collection<DelayDoc>('rate_limits');
+    this.options = options;
+  }
+
+  /** The wait after `failures` failures in a row. */
+  delayAfter(failures: number): number {
+    const { freeFailures, baseDelayMs, maxDelayMs } = this.options;
+    if (failures < freeFailures) return 0;
+    return Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - freeFailures, 40));
+  }
+
+  /** Counts an attempt for `key` as a failure if its turn has come; refuses it otherwise. */
+  async attempt(key: string): Promise<LoginDecision> {
+    const _id = `${this.options.name}:${key}`;
+    let known = false;
+    for (let round = 0; round < DELAY_CAS_ROUNDS; round++) {
+      const now = this.options.clock.now();
+      const doc = await this.collection.findOne({ _id });
+      known = (doc?.knownUntil ?? 0) > now;
+      // Checked here too: the TTL monitor deletes late, and some servers have none.
+      const live = doc !== null && doc.expiresAt.getTime() > now;
+      const failures = live ? doc.failures : 0;
+      const nextAt = live ? doc.nextAt : 0;
+      if (now < nextAt) return { allowed: false, retryAfterS: Math.ceil((nextAt - now) / 1000), known };
+      const fields = {
+        failures: failures + 1,
+        nextAt: now + this.delayAfter(failures + 1),
+        expiresAt: new Date(Math.max(now + this.options.memoryMs, doc?.knownUntil ?? 0)),
+      };
+      if (doc === null) {
+        try {
+          await this.collection.insertOne({ _id, version: 1, knownUntil: 0, ...fields });
+          return { allowed: true, retryAfterS: 0, known };
+        } catch (error) {
+          if ((error as { code?: number }).code !== 11000) throw error;
+          continue;
+        }
+      }
+      const swapped = await this.collection.updateOne(
+        { _id, version: doc.version },
+        { $set: fields, $inc: { version: 1 } },
+      );
+      if (swapped.modifiedCount === 1) return { allowed: true, retryAfterS: 0, known };
+    }
+    // Other attempts with this key kept winning the race: this one is one too many.
+    return { allowed: false, retryAfterS: Math.ceil(Math.max(this.options.baseDelayMs, 1000) / 1000), known };
+  }
+
+  /** Forgets the failures of `key` and marks it known. */
+  async succeeded(key: string): Promise<void> {
+    const now = this.options.clock.now();
+    const knownUntil = now + this.options.knownMs;
+    await this.collection.updateOne(
+      { _id: `${this.options.name}:${key}` },
+      {
+        $set: {
+          failures: 0,
+          nextAt: 0,
+          knownUntil,
+          expiresAt: new Date(Math.max(knownUntil, now + this.options.memoryMs)),
+        },
+        $inc: { version: 1 },
+      },
+      { upsert: true },
+    );
+  }
 }
 
 /** Local counting with periodic global sync: no database round trip per request. */
-export class SharedRateLimiter {
+export class SharedRateLimiter implements RequestLimiter {
   private readonly collection: Collection<RateDoc>;
   private readonly options: RateLimitOptions & { flushMs: number };
   /** Per counter id: the global count last read, and the hits not yet flushed. */

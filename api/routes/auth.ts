@@ -101,11 +101,23 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     const { email, password } = c.req.valid('json');
     const account = normalizeEmail(email);
     const address = clientAddress(c);
-    // Every attempt is counted before the password is checked, so concurrent guesses cannot slip past
-    // the limit; a successful login takes its attempt back.
-    const decisions = await Promise.all([services.loginByAccount.hit(account), services.loginByAddress.hit(address)]);
+    const pair = JSON.stringify([account, address]);
+    // Every attempt is counted before the password is checked, so concurrent guesses cannot slip past;
+    // a successful login takes its attempt back. First per (account, address), with growing delays, so
+    // a stranger's failures slow only the stranger; then per account across addresses (a much higher
+    // bound, which addresses the owner logged in from before skip) and per address across accounts.
+    const delay = await services.loginDelays.attempt(pair);
+    if (!delay.allowed) {
+      throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
+        'Retry-After': String(delay.retryAfterS),
+      });
+    }
+    const decisions = await Promise.all([
+      delay.known ? null : services.loginByAccount.hit(account),
+      services.loginByAddress.hit(address),
+    ]);
     for (const decision of decisions) {
-      if (!decision.allowed) {
+      if (decision && !decision.allowed) {
         throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
           ...rateLimitHeaders(decision),
           'Retry-After': String(decision.resetS),
@@ -115,7 +127,11 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     const admin = await services.admins.authenticate(account, password);
     // One answer for an unknown email and a wrong password.
     if (!admin) throw new HttpError(401, 'invalid_credentials', 'The email or the password is wrong.');
-    await Promise.all([services.loginByAccount.undo(account), services.loginByAddress.undo(address)]);
+    await Promise.all([
+      services.loginDelays.succeeded(pair),
+      delay.known ? null : services.loginByAccount.undo(account),
+      services.loginByAddress.undo(address),
+    ]);
     return c.json(await services.sessions.issue({ id: admin._id, roles: admin.roles }), 200);
   });
 

@@ -103,17 +103,17 @@ describe('POST /api/auth/login', () => {
   });
 
   it('throttles failed logins per client address', async () => {
-    const { app: lone } = await createTestApp(
-      database.db,
-      { JWT_KEYS: keys, LOGIN_ATTEMPTS_PER_ADDRESS: '8' },
-      '10.9.9.9',
-    );
+    const overrides = { JWT_KEYS: keys, LOGIN_ATTEMPTS_PER_ADDRESS: '8' };
+    const { app: lone } = await createTestApp(database.db, overrides, '10.9.9.9');
+    const { app: elsewhere } = await createTestApp(database.db, overrides, '10.9.9.10');
     for (let i = 0; i < 8; i++) {
       const res = await post(lone, '/api/auth/login', { email: `guess${i}@example.com`, password: 'nope nope' });
       expect(res.status).toBe(401);
     }
     const blocked = await post(lone, '/api/auth/login', { email: 'bob@example.com', password });
     expect(blocked.status).toBe(429);
+    // Counted per address: one counter for every address would refuse this one too.
+    expect((await post(elsewhere, '/api/auth/login', { email: 'bob@example.com', password })).status).toBe(200);
   });
 });
 
