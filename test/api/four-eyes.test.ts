@@ -3,12 +3,12 @@
 // each refusal is a 403 whose code names the rule, and writes nothing. Batch moves obey the same rule per
 // id. Evidence is frozen once decided: no upload to a decided application. A change of financial fields
 // under review clears the stale recommendation in the same write and asks for a new score.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
 import { DISBURSEMENTS_COLLECTION } from '../../shared/disbursements.ts';
-import { DOCUMENT_CHUNKS_COLLECTION, DOCUMENT_FILES_COLLECTION, OCR_JOB } from '../../shared/documents.ts';
+import { DOCUMENT_CHUNKS_COLLECTION, DOCUMENT_FILES_COLLECTION, Documents, OCR_JOB } from '../../shared/documents.ts';
 import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
 import { JOBS_COLLECTION } from '../../shared/queue.ts';
 import { formPng } from '../fixtures/documents.ts';
@@ -232,6 +232,34 @@ describe(`evidence is frozen once decided, on ${target().kind}`, () => {
     expect(await database.db.collection(JOBS_COLLECTION).countDocuments({ name: OCR_JOB })).toBe(jobs);
   });
 
+  it('approved while the upload was being stored: the document is taken back, 409, no OCR job', async () => {
+    const id = await created();
+    expect((await move('reviewer', id, 'under_review')).status).toBe(200);
+    const store = Documents.prototype.store;
+    // The approver decides after the uploader was recorded and before the bytes are stored.
+    const spy = vi.spyOn(Documents.prototype, 'store').mockImplementationOnce(async function (
+      this: Documents,
+      ...args
+    ) {
+      expect((await move('approver', id, 'approved')).status).toBe(200);
+      return store.apply(this, args);
+    });
+    try {
+      const res = await upload('uploader', id);
+      expect(res.status).toBe(409);
+      expect(res.body.error.code).toBe('evidence_frozen');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(
+      await database.db.collection(DOCUMENT_FILES_COLLECTION).countDocuments({ 'metadata.applicationId': id }),
+    ).toBe(0);
+    expect(
+      await database.db.collection(JOBS_COLLECTION).countDocuments({ name: OCR_JOB, 'data.applicationId': id }),
+    ).toBe(0);
+    expect(await snapshot(id)).toMatchObject({ status: 'approved', approvedBy: ids.approver });
+  });
+
   it('a financial edit under review clears the recommendation in the same write and publishes a new review job', async () => {
     const id = await prepared();
     // As the approval worker leaves it: a recommendation on the current figures.
@@ -268,5 +296,26 @@ describe(`evidence is frozen once decided, on ${target().kind}`, () => {
         .collection(JOBS_COLLECTION)
         .countDocuments({ _id: `application.review:${id}:${v + 1}` as never }),
     ).toBe(0);
+  });
+});
+
+describe(`FOUR_EYES=false, on ${target().kind}`, () => {
+  it('one admin may create, approve and disburse (the rules are configuration; evidence stays frozen)', async () => {
+    const { app: lax } = await createTestApp(database.db, { FOUR_EYES: 'false', JWT_KEYS: services.config.JWT_KEYS });
+    const asLax = (method: string, path: string, options: { body?: unknown; headers?: Record<string, string> } = {}) =>
+      call(lax, tokens.creator, method, path, options);
+    const made = await asLax('POST', '/api/applications', {
+      body: { applicantName: 'Solo Admin', monthlyIncome: 5000, loanAmount: 10_000, termMonths: 24 },
+    });
+    const id = made.body._id;
+    for (const status of ['under_review', 'approved']) {
+      expect(
+        (await asLax('PUT', `/api/applications/${id}`, { body: { status }, headers: { 'if-match': '*' } })).status,
+      ).toBe(200);
+    }
+    const paid = await asLax('POST', `/api/applications/${id}/disburse`, { headers: { 'idempotency-key': key() } });
+    expect(paid.status).toBe(200);
+    // The default app on the same data refuses the same admin.
+    expectRefusal(await disburse('creator', await approved()), 'four_eyes_preparer_cannot_disburse');
   });
 });
