@@ -7,7 +7,7 @@ import {
   MongoServerSelectionError,
   MongoTopologyClosedError,
 } from 'mongodb';
-import { AppError, ConflictError, PreconditionFailedError } from '../shared/errors.ts';
+import { AppError, ConflictError, ForbiddenError, PreconditionFailedError } from '../shared/errors.ts';
 
 /** An error the HTTP layer raises itself (auth, content type, size...), with its status. */
 export class HttpError extends AppError {
@@ -58,6 +58,9 @@ export function mapError(error: unknown): MappedError {
   }
   if (error instanceof ConflictError) {
     return { status: 409, body: { ...bodyOf(error), current: error.current }, headers: {}, bug: false };
+  }
+  if (error instanceof ForbiddenError) {
+    return { status: 403, body: bodyOf(error), headers: {}, bug: false };
   }
   if (error instanceof PreconditionFailedError) {
     return { status: 412, body: { ...bodyOf(error), current: error.current }, headers: {}, bug: false };

@@ -31,7 +31,8 @@ for (const concurrency of [1, 10]) {
     clock,
     queue: new Queue(db, { clock }),
     logger: createLogger('silent'),
-    config: loadConfig({ MONGO_URL: server.url, LOG_LEVEL: 'silent' }),
+    // The 10,000 loans below are within the automatic approval limit (0, none, by default).
+    config: loadConfig({ MONGO_URL: server.url, LOG_LEVEL: 'silent', APPROVAL_AUTO_APPROVE_MAX_AMOUNT: '10000' }),
   };
   // Sound applications whose documents agree: each job ends in an automatic approval.
   const docs: ApplicationDoc[] = Array.from({ length: N }, (_, i) => {

@@ -10,6 +10,7 @@ import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
 import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from './errors.ts';
 import type { Queue } from './queue.ts';
+import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
 export const APPLICATIONS_COLLECTION = 'applications';
 
@@ -69,6 +70,10 @@ const applicantShape = {
     .optional(),
 };
 export const editableFields = Object.keys(applicantShape) as (keyof typeof applicantShape)[];
+/** The fields that set the money: whoever changes one prepares the loan, and the score must be redone. */
+export const financialFields: readonly string[] = ['monthlyIncome', 'loanAmount', 'termMonths'];
+/** Statuses in which evidence (documents, OCR results) may still be added: the decision is not taken. */
+export const evidenceStatuses: readonly ApplicationStatus[] = ['pending', 'under_review'];
 
 export const applicationInputSchema = z.object(applicantShape).strict();
 export type ApplicationInput = z.infer<typeof applicationInputSchema>;
@@ -117,6 +122,9 @@ export interface Application extends ApplicationInput {
   updatedAt: Date;
   createdBy: string;
   updatedBy: string;
+  /** The creator, financial-field editors and document uploaders (four eyes: see shared/rbac.ts). */
+  preparedBy?: string[];
+  approvedBy?: string;
 }
 
 export interface ApplicationDoc extends Application {
@@ -165,6 +173,15 @@ export const applicationQueries = {
     ...(version === undefined ? {} : { version }),
   }),
   change: (set: Partial<ApplicationDoc>): UpdateFilter<ApplicationDoc> => ({ $set: set, $inc: { version: 1 } }),
+  /** A change by a preparer: it joins preparedBy; a financial change also drops the stale recommendation. */
+  prepare: (set: Partial<ApplicationDoc>, preparer: string, financial: boolean): UpdateFilter<ApplicationDoc> => ({
+    $set: set,
+    $addToSet: { preparedBy: preparer },
+    ...(financial ? { $unset: { recommendation: '' } } : {}),
+    $inc: { version: 1 },
+  }),
+  /** Still open to evidence (a document upload records its uploader as a preparer through this filter). */
+  openToEvidence: (id: string): Filter<ApplicationDoc> => ({ _id: id, status: { $in: [...evidenceStatuses] } }),
   /**
    * The page's filter; after a cursor, everything strictly past (value, id) in the sort order. The range
    * on the sort field bounds the index scan, the $or only drops the ties already seen.
@@ -275,7 +292,7 @@ export interface ListResult {
   nextCursor: string | null;
 }
 
-export type BatchOutcome = 'updated' | 'conflict' | 'not_found' | 'invalid';
+export type BatchOutcome = 'updated' | 'conflict' | 'not_found' | 'invalid' | 'forbidden';
 
 export interface BatchItemResult {
   id: string;
@@ -283,6 +300,8 @@ export interface BatchItemResult {
   /** The version after the update (updated), or the version the batch read (invalid). */
   version?: number;
   error?: string;
+  /** forbidden: the rule that refused it (four_eyes_...). */
+  code?: string;
 }
 
 export interface BatchResult {
@@ -312,6 +331,8 @@ export interface ApplicationsOptions {
    * most once per period per instance, however many lists are served.
    */
   countCacheMs?: number;
+  /** Enforce four eyes on approvals (FOUR_EYES); on unless turned off. */
+  fourEyes?: boolean;
 }
 
 function withoutUndefined<T extends object>(value: T): T {
@@ -330,6 +351,7 @@ export class Applications {
   private readonly queue: Queue;
   private readonly batchConcurrency: number;
   private readonly countCacheMs: number;
+  private readonly fourEyes: boolean;
   private readonly counts = new Map<string, { at: number; value: Promise<number> }>();
 
   constructor(db: Db, options: ApplicationsOptions) {
@@ -339,6 +361,7 @@ export class Applications {
     this.queue = options.queue;
     this.batchConcurrency = options.batchConcurrency ?? 8;
     this.countCacheMs = options.countCacheMs ?? 0;
+    this.fourEyes = options.fourEyes ?? true;
   }
 
   private now(): Date {
@@ -356,6 +379,7 @@ export class Applications {
       updatedAt: at,
       createdBy: actor.id,
       updatedBy: actor.id,
+      preparedBy: [actor.id],
     };
     const lastChange = withoutUndefined<LastChange>({
       version: 1,
@@ -393,9 +417,13 @@ export class Applications {
     if (!to && edited.length === 0) throw new ValidationError('nothing to change: send a status or applicant fields');
     let states: readonly ApplicationStatus[] = to ? sourcesOf(to) : statuses;
     if (edited.length > 0) states = states.filter((state) => editableStatuses.includes(state));
+    const financial = edited.some((field) => financialFields.includes(field));
+    const approving = to === 'approved' && this.fourEyes;
+    // Changing the figures while approving them makes the approver a preparer: never written.
+    const selfPrepared = approving && financial;
     const version = versionCondition(pre);
     for (let attempt = 0; attempt < 3; attempt++) {
-      if (version !== null && states.length > 0) {
+      if (version !== null && states.length > 0 && !selfPrepared) {
         // The write pins one version, so that its lastChange can name the version it produces. Only
         // If-Match: * (or a list of tags) needs a read first to learn which version that is.
         let pinned = typeof version === 'number' ? version : undefined;
@@ -416,13 +444,17 @@ export class Applications {
         });
         const set: Partial<ApplicationDoc> = { ...fields, updatedAt: at, updatedBy: actor.id, lastChange };
         if (to) set.status = to;
+        if (to === 'approved') set.approvedBy = actor.id;
+        const filter = applicationQueries.writable(id, states, pinned ?? version);
+        // The rule is part of the write's filter: it holds on exactly the version the write replaces.
+        if (approving) Object.assign(filter, fourEyesFilter('approve', actor.id));
         const before = await this.collection.findOneAndUpdate(
-          applicationQueries.writable(id, states, pinned ?? version),
-          applicationQueries.change(set),
+          filter,
+          financial ? applicationQueries.prepare(set, actor.id, true) : applicationQueries.change(set),
           { returnDocument: 'before', projection: applicationQueries.publicProjection },
         );
         if (before) {
-          const app: Application = {
+          const app: Application & { recommendation?: unknown } = {
             ...before,
             ...fields,
             status: to ?? before.status,
@@ -430,6 +462,11 @@ export class Applications {
             updatedAt: at,
             updatedBy: actor.id,
           };
+          if (to === 'approved') app.approvedBy = actor.id;
+          if (financial) {
+            app.preparedBy = [...new Set([...(before.preparedBy ?? []), actor.id])];
+            delete app.recommendation;
+          }
           await this.afterChange([
             {
               app,
@@ -469,10 +506,75 @@ export class Applications {
           fields: edited,
         });
       }
+      if (approving) {
+        const rule = selfPrepared ? 'four_eyes_preparer_cannot_approve' : fourEyesRefusal('approve', current, actor.id);
+        if (rule) throw fourEyesError(rule, id);
+      }
       // Every check passes now: the document moved into a state our write accepts after it missed. Again.
     }
     const current = await this.get(id);
     throw new ConflictError(`application ${id} kept changing; retry`, current);
+  }
+
+  /**
+   * Before a document is stored: records its uploader as a preparer, in a versioned write whose filter
+   * also requires the application to be open to evidence. NotFoundError; ConflictError with the code
+   * evidence_frozen once it is decided (approved, rejected, disbursed).
+   */
+  async recordUploader(id: string, actor: Actor): Promise<Application> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await this.assertOpenToEvidence(id);
+      const at = this.now();
+      const lastChange = withoutUndefined<LastChange>({
+        version: current.version + 1,
+        at,
+        actor: actor.id,
+        action: 'update',
+        fields: ['documents'],
+        requestId: actor.requestId,
+      });
+      const written = await this.collection.updateOne(
+        { ...applicationQueries.openToEvidence(id), version: current.version },
+        applicationQueries.prepare({ updatedAt: at, updatedBy: actor.id, lastChange }, actor.id, false),
+      );
+      if (written.matchedCount === 1) {
+        const app: Application = {
+          ...current,
+          version: current.version + 1,
+          updatedAt: at,
+          updatedBy: actor.id,
+          preparedBy: [...new Set([...(current.preparedBy ?? []), actor.id])],
+        };
+        await this.afterChange([
+          {
+            app,
+            from: current.status,
+            at,
+            actor: actor.id,
+            action: 'update',
+            fields: lastChange.fields,
+            requestId: actor.requestId,
+          },
+        ]);
+        return app;
+      }
+      // Changed since the read: read again, and refuse if it was decided meanwhile.
+    }
+    throw new ConflictError(`application ${id} kept changing; retry`, await this.get(id));
+  }
+
+  /** The application, if evidence may still be added to it; otherwise NotFoundError or ConflictError (evidence_frozen). */
+  async assertOpenToEvidence(id: string): Promise<Application> {
+    const current = await this.get(id);
+    if (!current) throw new NotFoundError(`application ${id} not found`);
+    if (!evidenceStatuses.includes(current.status)) {
+      throw new ConflictError(
+        `application ${id} is ${current.status}: its evidence is frozen, no document can be added`,
+        current,
+        'evidence_frozen',
+      );
+    }
+    return current;
   }
 
   async list(query: ListQuery): Promise<ListResult> {
@@ -557,6 +659,18 @@ export class Applications {
         results[index] = { id, outcome: 'invalid', version: doc.version, error: invalidTransition(doc.status, to) };
         return;
       }
+      // Checked on the version read; the write below pins that version, so the check holds for it.
+      const rule = to === 'approved' && this.fourEyes ? fourEyesRefusal('approve', doc, actor.id) : null;
+      if (rule) {
+        results[index] = {
+          id,
+          outcome: 'forbidden',
+          code: rule,
+          version: doc.version,
+          error: fourEyesError(rule, id).message,
+        };
+        return;
+      }
       if (signal?.aborted) {
         results[index] = { id, outcome: 'conflict', error: 'the batch lost its lease before this item' };
         return;
@@ -570,15 +684,18 @@ export class Applications {
         from: doc.status,
         requestId: actor.requestId,
       });
+      const set: Partial<ApplicationDoc> = { status: to, updatedAt: at, updatedBy: actor.id, lastChange };
+      if (to === 'approved') set.approvedBy = actor.id;
       const written = await this.collection.updateOne(
         applicationQueries.writable(id, [doc.status], doc.version),
-        applicationQueries.change({ status: to, updatedAt: at, updatedBy: actor.id, lastChange }),
+        applicationQueries.change(set),
       );
       if (written.matchedCount === 0) {
         results[index] = { id, outcome: 'conflict', error: `changed since the batch read version ${doc.version}` };
         return;
       }
       const app: Application = { ...doc, status: to, version: doc.version + 1, updatedAt: at, updatedBy: actor.id };
+      if (set.approvedBy) app.approvedBy = set.approvedBy;
       applied.push({ app, from: doc.status, at, actor: actor.id, action: 'batch-update', requestId: actor.requestId });
       results[index] = { id, outcome: 'updated', version: app.version };
     };
@@ -588,7 +705,7 @@ export class Applications {
     };
     await Promise.all(Array.from({ length: Math.min(this.batchConcurrency, ids.length) }, lane));
     await this.afterChange(applied);
-    const counts: Record<BatchOutcome, number> = { updated: 0, conflict: 0, not_found: 0, invalid: 0 };
+    const counts: Record<BatchOutcome, number> = { updated: 0, conflict: 0, not_found: 0, invalid: 0, forbidden: 0 };
     for (const result of results) counts[result.outcome]++;
     return { results, counts };
   }
@@ -634,7 +751,17 @@ export class Applications {
       }),
     );
     const jobs = changes.flatMap((change) => {
-      const name = change.from !== change.app.status ? jobOnEntering[change.app.status] : undefined;
+      // Entering a status starts its work; new figures under review need a new score.
+      const rescore =
+        change.from === 'under_review' &&
+        change.app.status === 'under_review' &&
+        !!change.fields?.some((field) => financialFields.includes(field));
+      const name =
+        change.from !== change.app.status
+          ? jobOnEntering[change.app.status]
+          : rescore
+            ? jobOnEntering.under_review
+            : undefined;
       if (!name) return [];
       const data = { applicationId: change.app._id, version: change.app.version };
       return [{ name, data, opts: { jobId: jobIdFor(name, change.app._id, change.app.version) } }];

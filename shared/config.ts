@@ -70,6 +70,13 @@ export const configSchema = z.object({
     .enum(['true', 'false', '1', '0'])
     .default('true')
     .transform((value) => value === 'true' || value === '1'),
+  /** The largest loan the worker may approve by itself; above it, it only recommends (0: never approves). */
+  APPROVAL_AUTO_APPROVE_MAX_AMOUNT: int(0, 10_000_000).default(0),
+  /** Four eyes on money: a preparer may neither approve nor disburse, an approver may not disburse. */
+  FOUR_EYES: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((value) => value === 'true' || value === '1'),
   /**
    * How often the approval worker redoes the audit entries and jobs of recent changes whose process
    * died between the write and its effects (ms; 0: never). One process at a time, under a lease.

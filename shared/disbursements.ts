@@ -24,6 +24,7 @@ import type { IndexPlan } from './db.ts';
 import { ConflictError, NotFoundError, ValidationError } from './errors.ts';
 import { type Ledger, type LedgerEntry, loanLockKey } from './ledger.ts';
 import type { Lease, LockManager } from './lock.ts';
+import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
 export const DISBURSEMENTS_COLLECTION = 'disbursements';
 
@@ -115,12 +116,16 @@ export const disbursementQueries = {
     $set: { state: 'disbursed', ledgerSeq: entry.seq, disbursedAt: entry.at, updatedAt: at },
   }),
   application: (applicationId: string): Filter<DisbursableApplication> => ({ _id: applicationId }),
-  /** The intent goes on an approved application, at the version read, that carries no intent yet. */
-  intentWritable: (applicationId: string, version: number): Filter<DisbursableApplication> => ({
+  /**
+   * The intent goes on an approved application, at the version read, that carries no intent yet; with
+   * four eyes, only if the disburser neither prepared nor approved it.
+   */
+  intentWritable: (applicationId: string, version: number, fourEyesOf?: string): Filter<DisbursableApplication> => ({
     _id: applicationId,
     version,
     status: 'approved',
     disbursement: { $exists: false },
+    ...(fourEyesOf === undefined ? {} : fourEyesFilter('disburse', fourEyesOf)),
   }),
   /** The final move: still approved, at the version read, and carrying this key's intent. */
   finalWritable: (applicationId: string, version: number, key: string): Filter<DisbursableApplication> => ({
@@ -163,6 +168,8 @@ export interface DisbursementsOptions {
   /** How long a request waits for the loan's lease (another request disbursing it) before a 503. */
   lockWaitMs?: number;
   lockTtlMs?: number;
+  /** Four eyes (FOUR_EYES): who prepared or approved a loan may not disburse it. On unless turned off. */
+  fourEyes?: boolean;
   /** Called after each step is durable; tests use it to kill the process between steps. */
   onStep?: (step: DisbursementStep, applicationId: string) => void | Promise<void>;
 }
@@ -208,6 +215,7 @@ export class Disbursements {
   private readonly lockWaitMs: number;
   private readonly lockTtlMs: number | undefined;
   private readonly onStep: DisbursementsOptions['onStep'];
+  private readonly fourEyes: boolean;
 
   constructor(db: Db, options: DisbursementsOptions) {
     this.collection = db.collection<DisbursementDoc>(DISBURSEMENTS_COLLECTION);
@@ -219,6 +227,7 @@ export class Disbursements {
     this.lockWaitMs = options.lockWaitMs ?? 15_000;
     this.lockTtlMs = options.lockTtlMs;
     this.onStep = options.onStep;
+    this.fourEyes = options.fourEyes ?? true;
   }
 
   async get(applicationId: string): Promise<DisbursementDoc | null> {
@@ -241,6 +250,13 @@ export class Disbursements {
   async disburse(applicationId: string, idempotencyKey: string, actor: Actor): Promise<DisbursementResult> {
     if (!idempotencyKeyPattern.test(idempotencyKey)) {
       throw new ValidationError('Idempotency-Key is not valid', [{ path: 'idempotency-key', message: 'bad format' }]);
+    }
+    // Before anything is claimed: a refused admin must not hold the loan's one disbursement record.
+    if (this.fourEyes) {
+      const app = await this.applications.findOne(disbursementQueries.application(applicationId), {
+        projection: { createdBy: 1, preparedBy: 1, approvedBy: 1 },
+      });
+      if (app) this.assertFourEyes(app, actor);
     }
     // Answered without the lease: a finished disbursement or another key's claim.
     const known = await this.get(applicationId);
@@ -328,6 +344,15 @@ export class Disbursements {
     return record;
   }
 
+  private assertFourEyes(
+    app: Pick<DisbursableApplication, '_id' | 'createdBy' | 'preparedBy' | 'approvedBy'>,
+    actor: Actor,
+  ) {
+    if (!this.fourEyes) return;
+    const rule = fourEyesRefusal('disburse', app, actor.id);
+    if (rule) throw fourEyesError(rule, app._id);
+  }
+
   private assertDisbursable(app: DisbursableApplication): void {
     if (app.status === 'approved') return;
     if (app.status === 'disbursed') {
@@ -351,6 +376,8 @@ export class Disbursements {
     for (let attempt = 0; attempt < 3; attempt++) {
       const app = await this.applications.findOne(disbursementQueries.application(applicationId));
       if (!app) throw new NotFoundError(`application ${applicationId} not found`);
+      // On the version this loop writes (its filter repeats the rule).
+      this.assertFourEyes(app, actor);
       if (app.disbursement) {
         if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
           throw new ConflictError(`application ${applicationId} records another disbursement`, publicApplication(app));
@@ -370,7 +397,7 @@ export class Disbursements {
       };
       const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
       const updated = await this.applications.findOneAndUpdate(
-        disbursementQueries.intentWritable(applicationId, app.version),
+        disbursementQueries.intentWritable(applicationId, app.version, this.fourEyes ? actor.id : undefined),
         disbursementQueries.recordIntent(intent, meta),
         { returnDocument: 'after' },
       );

@@ -14,11 +14,14 @@ export class AppError extends Error {
 /** A write carried a stale version; `current` is the document as it is now. */
 export class ConflictError<T = unknown> extends AppError {
   readonly current: T;
-  constructor(message: string, current: T) {
-    super('conflict', message);
+  constructor(message: string, current: T, code = 'conflict') {
+    super(code, message);
     this.current = current;
   }
 }
+
+/** The admin's roles allow the action, but a rule about this record forbids it to them (e.g. four eyes). */
+export class ForbiddenError extends AppError {}
 
 export class NotFoundError extends AppError {
   constructor(message: string) {

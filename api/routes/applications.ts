@@ -40,6 +40,11 @@ const ApplicationJson = z
     updatedAt: z.string(),
     createdBy: z.string(),
     updatedBy: z.string(),
+    preparedBy: z
+      .array(z.string())
+      .optional()
+      .openapi({ description: 'admins who created it, changed its financial fields or uploaded a document' }),
+    approvedBy: z.string().optional().openapi({ description: 'the admin (or approval-worker) who approved it' }),
     // Written by the workers and the disbursement; present once they have run.
     ocr: z
       .object({ documentId: z.string(), fields: z.record(z.string(), z.unknown()) })
@@ -118,12 +123,19 @@ const BatchResponse = z
     results: z.array(
       z.object({
         id: z.string(),
-        outcome: z.enum(['updated', 'conflict', 'not_found', 'invalid']),
+        outcome: z.enum(['updated', 'conflict', 'not_found', 'invalid', 'forbidden']),
         version: z.number().int().optional(),
         error: z.string().optional(),
+        code: z.string().optional().openapi({ description: 'forbidden: the four-eyes rule that refused it' }),
       }),
     ),
-    counts: z.object({ updated: z.number(), conflict: z.number(), not_found: z.number(), invalid: z.number() }),
+    counts: z.object({
+      updated: z.number(),
+      conflict: z.number(),
+      not_found: z.number(),
+      invalid: z.number(),
+      forbidden: z.number(),
+    }),
   })
   .openapi('BatchUpdateResult');
 
@@ -143,6 +155,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     clock: services.clock,
     queue: services.queue,
     countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
+    fourEyes: services.config.FOUR_EYES,
   });
   const guard = (permission: Permission) => [
     authenticate(services),
@@ -196,7 +209,8 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
       'Checks in this order: 404, then the version (409 for a stale body version, 412 for a failed If-Match), ' +
       'then the move (400). Moving to status X needs status:X; editing fields needs applications:edit. ' +
       'Legal moves: pending -> under_review -> approved | rejected; approved -> disbursed. A same-status move ' +
-      'is illegal; fields can be edited while pending or under_review.',
+      'is illegal; fields can be edited while pending or under_review. Four eyes: whoever created the application, ' +
+      'changed its financial fields or uploaded a document cannot approve it (403 four_eyes_preparer_cannot_approve).',
     security,
     middleware: guard('applications:read'),
     request: { params: IdParam, headers: IfMatchHeader, body: jsonBody(ApplicationUpdate) },
@@ -212,7 +226,8 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     tags: ['applications'],
     summary: 'Move up to 500 applications to one status, with an outcome per id',
     description:
-      'Runs under one lease for all batches; each item is written only if it still has the version the batch read.',
+      'Runs under one lease for all batches; each item is written only if it still has the version the batch read. ' +
+      'An item the four-eyes rules refuse to this admin is `forbidden`, with the rule in `code`.',
     security,
     middleware: guard('applications:read'),
     request: { body: jsonBody(BatchRequest) },

@@ -102,7 +102,8 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     summary: 'Upload a document (PNG, JPEG or PDF) for OCR',
     description:
       'multipart/form-data with one file field `file`. The type is decided by the content (magic bytes), not by ' +
-      'the declared type or the filename. Answers 202 with the document id and the OCR job id.',
+      'the declared type or the filename. Answers 202 with the document id and the OCR job id; 409 (evidence_frozen) ' +
+      'once the application is approved, rejected or disbursed. The uploader becomes one of its preparers.',
     security,
     middleware: guard('applications:edit'),
     request: {
@@ -123,7 +124,7 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     },
     responses: {
       202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
-      ...errorResponses(400, 401, 403, 404, 413, 415, 429),
+      ...errorResponses(400, 401, 403, 404, 409, 413, 415, 429),
     },
   });
 
@@ -165,7 +166,8 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
 
   app.openapi(upload, async (c) => {
     const { id } = c.req.valid('param');
-    if (!(await applications.get(id))) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
+    // 404, or 409 evidence_frozen once decided, before reading the body.
+    await applications.assertOpenToEvidence(id);
     const contentType = c.req.header('content-type') ?? '';
     if (!/^multipart\/form-data\s*;/i.test(contentType)) {
       throw new HttpError(415, 'unsupported_media_type', 'Send the document as multipart/form-data (field "file").');
@@ -189,17 +191,20 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
         },
       );
     }
-    const stored = await documents.store(
-      { applicationId: id, filename: file.name, bytes, uploadedBy: c.get('auth').sub },
-      type,
-    );
+    const actor = { id: c.get('auth').sub, requestId: c.get('requestId') };
+    // The uploader becomes a preparer before the document exists (four eyes), in a write that also
+    // proves the application is still undecided.
+    await applications.recordUploader(id, actor);
+    const stored = await documents.store({ applicationId: id, filename: file.name, bytes, uploadedBy: actor.id }, type);
     let jobId: string;
     try {
+      // A decision taken while the bytes were stored did not see this document: take it back.
+      await applications.assertOpenToEvidence(id);
       jobId = (
         await services.queue.add(OCR_JOB, { documentId: stored.id, applicationId: id }, ocrJobOptions(stored.id))
       ).id;
     } catch (error) {
-      // Without its job the document would never be read: take it back, the client retries the upload.
+      // Decided meanwhile, or without its job the document would never be read: take it back.
       await documents.bucket.delete(stored.id as never).catch(() => {});
       throw error;
     }

@@ -80,6 +80,7 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     ledger,
     locks: services.locks,
     clock: services.clock,
+    fourEyes: services.config.FOUR_EYES,
   });
   const guard = (permission: Permission) => [
     authenticate(services),
@@ -96,7 +97,8 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
       'Runs under the lease loan:<id>. The same Idempotency-Key again returns the same 200 body (and finishes ' +
       'a disbursement a crash interrupted); another key for a loan already disbursing or disbursed gets 409 ' +
       'with the disbursement in `current`. 428 without the header, 400 for a malformed one or a loan that is ' +
-      'not approved.',
+      'not approved. 403 four_eyes_preparer_cannot_disburse / four_eyes_approver_cannot_disburse for whoever ' +
+      'prepared or approved the loan.',
     security,
     middleware: guard('status:disbursed'),
     request: { params: IdParam, headers: IdempotencyKeyHeader },

@@ -114,7 +114,7 @@ describe('batch-update', () => {
     const request = [...ids, ...missing];
     const res = await batchUpdate(request, 'under_review', hooked);
     expect(res.status).toBe(200);
-    expect(res.body.counts).toEqual({ updated: 14, conflict: 3, not_found: 3, invalid: 3 });
+    expect(res.body.counts).toEqual({ updated: 14, conflict: 3, not_found: 3, invalid: 3, forbidden: 0 });
     const byId = new Map(res.body.results.map((r: { id: string }) => [r.id, r]));
     expect(res.body.results.map((r: { id: string }) => r.id)).toEqual(request);
     expect(byId.get(ids[0]!)).toMatchObject({ outcome: 'invalid', version: 2 });
@@ -236,7 +236,7 @@ describe('batch-update', () => {
       Array.from({ length: 500 }, (_, i) => (i === 0 ? id! : missingId(i))),
       'under_review',
     );
-    expect(full.body.counts).toEqual({ updated: 1, conflict: 0, not_found: 499, invalid: 0 });
+    expect(full.body.counts).toEqual({ updated: 1, conflict: 0, not_found: 499, invalid: 0, forbidden: 0 });
   });
 });
 

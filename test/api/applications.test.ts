@@ -236,7 +236,10 @@ describe('versioned PUT', () => {
     expect(same.status).toBe(400);
     expect(same.body.error.details.reason).toBe('invalid_transition');
 
-    const approved = await call('PUT', `/api/applications/${id}`, { body: { status: 'approved', version: 2 } });
+    const approved = await call('PUT', `/api/applications/${id}`, {
+      as: 'approver',
+      body: { status: 'approved', version: 2 },
+    });
     expect(approved.status).toBe(200);
     const frozen = await call('PUT', `/api/applications/${id}`, { body: { loanAmount: 999_999, version: 3 } });
     expect(frozen.status).toBe(400);

@@ -29,7 +29,8 @@ async function approvedApplication(loanAmount: number): Promise<string> {
   });
   const id = created.body._id as string;
   await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
-  const approved = await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, {
+  // The approver approves: the admin who created it may not (four eyes).
+  const approved = await call(app, tokens.approver, 'PUT', `/api/applications/${id}`, {
     body: { status: 'approved', version: 2 },
   });
   expect(approved.status).toBe(200);
@@ -87,7 +88,7 @@ describe(`disbursement killed between steps, retried over HTTP, on ${target().ki
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     ({ app, services } = await createTestApp(database.db));
-    ({ tokens } = await adminsByRole(app, services, ['admin', 'disburser']));
+    ({ tokens } = await adminsByRole(app, services, ['admin', 'approver', 'disburser']));
   });
   afterAll(async () => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -34,7 +34,9 @@ async function approvedApplication(loanAmount = 25_000): Promise<string> {
     ['under_review', 1],
     ['approved', 2],
   ] as const) {
-    const moved = await call(app!, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status, version } });
+    // The approver approves: the admin who created it may not (four eyes).
+    const as = status === 'approved' ? tokens.approver : tokens.admin;
+    const moved = await call(app!, as, 'PUT', `/api/applications/${id}`, { body: { status, version } });
     expect(moved.status).toBe(200);
   }
   return id;

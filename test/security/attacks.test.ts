@@ -82,7 +82,9 @@ beforeAll(async () => {
   approvedId = approved.body._id;
   let version = 1;
   for (const status of ['under_review', 'approved']) {
-    const res = await call(app, tokens.admin, 'PUT', `/api/applications/${approvedId}`, { body: { status, version } });
+    // The approver approves: the admin who created it may not (four eyes).
+    const as = status === 'approved' ? tokens.approver : tokens.admin;
+    const res = await call(app, as, 'PUT', `/api/applications/${approvedId}`, { body: { status, version } });
     expect(res.status).toBe(200);
     version = res.body.version;
   }

@@ -17,11 +17,15 @@ export function applicationSteps(call: () => ReturnType<typeof callerFor>) {
       expect(res.status).toBe(201);
       return res.body as { _id: string; version: number; status: string };
     },
-    /** Moves an application along the given statuses with body versions; returns its last version. */
+    /**
+     * Moves an application along the given statuses with body versions; returns its last version. The
+     * approver approves: the admin who created it may not (four eyes).
+     */
     async walk(id: string, path: string[]): Promise<number> {
       let version = 1;
       for (const status of path) {
-        const res = await call()('PUT', `/api/applications/${id}`, { body: { status, version } });
+        const as = status === 'approved' ? 'approver' : undefined;
+        const res = await call()('PUT', `/api/applications/${id}`, { as, body: { status, version } });
         expect(res.status).toBe(200);
         version = res.body.version;
       }

@@ -47,7 +47,8 @@ const review = (applicationId: string, context = ctx) =>
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   await ensureIndexes(database.db, [queueIndexes]);
-  ctx = await workerContext(database.db);
+  // These loans are small enough for the worker to approve them by itself.
+  ctx = await workerContext(database.db, { APPROVAL_AUTO_APPROVE_MAX_AMOUNT: '50000' });
   applications = new Applications(database.db, { clock: ctx.clock, queue: ctx.queue });
 });
 afterAll(() => database.close());
@@ -89,7 +90,10 @@ describe('approval worker', () => {
 
   it('with APPROVAL_AUTO_DECIDE=false only recommends', async () => {
     const app = await underReview({ monthlyIncome: 6000, loanAmount: 20_000 });
-    const cautious = await workerContext(database.db, { APPROVAL_AUTO_DECIDE: 'false' });
+    const cautious = await workerContext(database.db, {
+      APPROVAL_AUTO_DECIDE: 'false',
+      APPROVAL_AUTO_APPROVE_MAX_AMOUNT: '50000',
+    });
     expect(await review(app._id, cautious)).toEqual({ applicationId: app._id, recommendation: 'auto_approve' });
     expect((await applications.get(app._id))?.status).toBe('under_review');
   });

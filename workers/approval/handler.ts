@@ -1,7 +1,8 @@
 // The approval worker's jobs:
 // - 'application.review' / 'application.score': score the application, store the recommendation,
 //   and where config allows, decide (under_review -> approved | rejected) through the versioned
-//   update. On a conflict it re-reads and re-evaluates; once an admin has decided, it stops.
+//   update; it approves only loans up to APPROVAL_AUTO_APPROVE_MAX_AMOUNT and only recommends larger
+//   ones. On a conflict it re-reads and re-evaluates; once an admin has decided, it stops.
 // - 'application.approved': store the repayment plan of an approved loan.
 // Every write is versioned and skipped when it would change nothing, so a re-run has no effect.
 import type { Collection } from 'mongodb';
@@ -10,7 +11,7 @@ import { ConflictError, ValidationError } from '../../shared/errors.ts';
 import { updateWithVersion } from '../../shared/optimistic-lock.ts';
 import type { Job } from '../../shared/queue.ts';
 import type { WorkerContext } from '../runtime.ts';
-import { monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
+import { automaticDecision, monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
 
 export const approvalJobNames = ['application.review', 'application.score', 'application.approved'];
 
@@ -26,6 +27,8 @@ export interface ApprovalResult {
   applicationId: string;
   recommendation?: Score['recommendation'];
   decided?: 'approved' | 'rejected';
+  /** Why an approval it recommends is left to an approver. */
+  held?: string;
   skipped?: string;
 }
 
@@ -48,7 +51,11 @@ export async function handleApproval(
   const collection = ctx.db.collection<ScoredApplication>(APPLICATIONS_COLLECTION);
   if (job.name === 'application.approved') return storeRepaymentPlan(collection, applicationId, ctx);
 
-  const applications = new Applications(ctx.db, { clock: ctx.clock, queue: ctx.queue });
+  const applications = new Applications(ctx.db, {
+    clock: ctx.clock,
+    queue: ctx.queue,
+    fourEyes: ctx.config.FOUR_EYES,
+  });
   for (let round = 1; round <= MAX_ROUNDS; round++) {
     let app = (await collection.findOne(
       { _id: applicationId },
@@ -65,14 +72,15 @@ export async function handleApproval(
           $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
         })) as ScoredApplication;
       }
-      if (
-        !ctx.config.APPROVAL_AUTO_DECIDE ||
-        app.status !== 'under_review' ||
-        result.recommendation === 'manual_review'
-      ) {
+      const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
+      if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
         return { applicationId, recommendation: result.recommendation };
       }
-      const to = result.recommendation === 'auto_approve' ? 'approved' : 'rejected';
+      if ('held' in decision) {
+        ctx.logger.info('approval left to an approver', { applicationId, reason: decision.held });
+        return { applicationId, recommendation: result.recommendation, held: decision.held };
+      }
+      const to = decision.decide;
       await applications.update(
         applicationId,
         { status: to, fields: {} },

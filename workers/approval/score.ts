@@ -121,3 +121,24 @@ export function score(input: ScoringInput, t: Thresholds): Score {
     thresholds: t,
   };
 }
+
+/**
+ * What the worker may do by itself with its recommendation while automatic decisions are on: reject, or
+ * approve a loan of at most APPROVAL_AUTO_APPROVE_MAX_AMOUNT; anything larger is held for an approver.
+ * Null for a manual review.
+ */
+export function automaticDecision(
+  recommendation: Recommendation,
+  loanAmount: number,
+  limits: Pick<Config, 'APPROVAL_AUTO_APPROVE_MAX_AMOUNT'>,
+): { decide: 'approved' | 'rejected' } | { held: string } | null {
+  if (recommendation === 'auto_reject') return { decide: 'rejected' };
+  if (recommendation !== 'auto_approve') return null;
+  const max = limits.APPROVAL_AUTO_APPROVE_MAX_AMOUNT;
+  if (loanAmount > max) {
+    return {
+      held: `loan amount ${loanAmount} is above APPROVAL_AUTO_APPROVE_MAX_AMOUNT (${max}): an approver decides`,
+    };
+  }
+  return { decide: 'approved' };
+}

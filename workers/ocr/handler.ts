@@ -1,14 +1,14 @@
 // The 'document.ocr' job: load the document from GridFS, read it (tesseract or the PDF's text layer),
 // extract the loan fields, store them on the application with a versioned update, then ask for a score.
 // Idempotent: a re-run that reads the same fields writes nothing (the version does not move) and
-// re-publishes the same score job id, which the queue de-duplicates.
-import type { Collection } from 'mongodb';
+// re-publishes the same score job id, which the queue de-duplicates. The write's filter pins the statuses
+// that still take evidence: a decided application keeps the evidence it was decided on.
+import type { Collection, Filter, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../../shared/applications.ts';
+import { APPLICATIONS_COLLECTION, type ApplicationDoc, evidenceStatuses } from '../../shared/applications.ts';
 import type { IndexPlan } from '../../shared/db.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/documents.ts';
-import { NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
-import { updateWithRetry } from '../../shared/optimistic-lock.ts';
+import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
 import type { Job } from '../../shared/queue.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { type ExtractedFields, extractFields, fieldNames } from './extract.ts';
@@ -44,12 +44,28 @@ export interface OcrResult {
   applicationId: string;
   source: 'ocr' | 'pdf-text';
   fields: ExtractedFields;
-  /** written: stored now; unchanged: stored already by an earlier run; superseded: a newer document's fields stay. */
-  outcome: 'written' | 'unchanged' | 'superseded';
+  /**
+   * written: stored now; unchanged: stored already by an earlier run; superseded: a newer document's fields
+   * stay; frozen: the application was decided (approved, rejected, disbursed) and takes no more evidence.
+   */
+  outcome: 'written' | 'unchanged' | 'superseded' | 'frozen';
   version: number;
 }
 
 export type OcrContext = Pick<WorkerContext, 'db' | 'clock' | 'queue'>;
+
+const MAX_WRITE_ATTEMPTS = 10;
+
+export const ocrQueries = {
+  byId: (id: string): Filter<ApplicationWithOcr> => ({ _id: id }),
+  /** The version read, and still in a status that takes evidence. */
+  writable: (id: string, version: number): Filter<ApplicationWithOcr> => ({
+    _id: id,
+    version,
+    status: { $in: [...evidenceStatuses] },
+  }),
+  store: (record: OcrRecord): UpdateFilter<ApplicationWithOcr> => ({ $set: { ocr: record }, $inc: { version: 1 } }),
+};
 
 function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {
   if (!a) return false;
@@ -101,25 +117,11 @@ export function createOcrHandler(recognizer: Recognizer = sharedRecognizer()) {
       uploadedAt: document.uploadedAt,
       at: new Date(ctx.clock.now()),
     };
-    // Set by the last run of the mutation (a conflict re-runs it on the fresh document).
-    const decided: { outcome: OcrResult['outcome'] } = { outcome: 'written' };
     const applications = ctx.db.collection<ApplicationWithOcr>(
       APPLICATIONS_COLLECTION,
     ) as Collection<ApplicationWithOcr>;
-    const written = await updateWithRetry(applications, applicationId, (current) => {
-      const stored = current.ocr;
-      if (stored?.documentId === documentId && sameFields(stored.fields, fields)) {
-        decided.outcome = 'unchanged';
-        return {};
-      }
-      if (stored && stored.documentId !== documentId && isNewer(stored, record)) {
-        decided.outcome = 'superseded';
-        return {};
-      }
-      decided.outcome = 'written';
-      return { $set: { ocr: record } };
-    });
-    if (decided.outcome !== 'superseded') {
+    const written = await storeRecord(applications, applicationId, record);
+    if (written.outcome === 'written' || written.outcome === 'unchanged') {
       await ctx.queue.add(
         SCORE_JOB,
         { applicationId, documentId },
@@ -131,8 +133,35 @@ export function createOcrHandler(recognizer: Recognizer = sharedRecognizer()) {
       applicationId,
       source: recognition.source,
       fields,
-      outcome: decided.outcome,
+      outcome: written.outcome,
       version: written.version,
     };
   };
+}
+
+/** Decides on the version read and writes pinned to it (and to an undecided status); again on a miss. */
+async function storeRecord(
+  applications: Collection<ApplicationWithOcr>,
+  applicationId: string,
+  record: OcrRecord,
+): Promise<{ outcome: OcrResult['outcome']; version: number }> {
+  for (let attempt = 1; attempt <= MAX_WRITE_ATTEMPTS; attempt++) {
+    const current = await applications.findOne(ocrQueries.byId(applicationId));
+    if (!current) throw new NotFoundError(`application ${applicationId} not found`);
+    const stored = current.ocr;
+    let outcome: OcrResult['outcome'] | null = null;
+    if (!evidenceStatuses.includes(current.status)) outcome = 'frozen';
+    else if (stored?.documentId === record.documentId && sameFields(stored.fields, record.fields))
+      outcome = 'unchanged';
+    else if (stored && stored.documentId !== record.documentId && isNewer(stored, record)) outcome = 'superseded';
+    if (outcome) return { outcome, version: current.version };
+    const written = await applications.findOneAndUpdate(
+      ocrQueries.writable(applicationId, current.version),
+      ocrQueries.store(record),
+      { returnDocument: 'after', projection: { version: 1 } },
+    );
+    if (written) return { outcome: 'written', version: written.version };
+    // Changed (or decided) since the read: judge what is there now.
+  }
+  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
 }
