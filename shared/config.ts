@@ -75,6 +75,8 @@ export const configSchema = z.object({
    * died between the write and its effects (ms; 0: never). One process at a time, under a lease.
    */
   REPLAY_INTERVAL_MS: int(0, 86_400_000).default(60_000),
+  /** The replay checkpoint stays this far behind now (ms): more than a write may take to land after its stamp. */
+  REPLAY_MARGIN_MS: int(1_000, 86_400_000).default(60_000),
   /** Worker processes answer /health and /ready here (0: a free port, logged at start). */
   WORKER_PROBE_PORT: int(0, 65_535).default(0),
   /** On SIGTERM a worker finishes its jobs for at most this long, then releases the rest. */
