@@ -16,6 +16,11 @@ import { type Recognizer, sharedRecognizer } from './recognize.ts';
 
 export const SCORE_JOB = 'application.score';
 export const scoreJobId = (applicationId: string, documentId: string) => `${SCORE_JOB}:${applicationId}:${documentId}`;
+export const scoreJobOptions = (applicationId: string, documentId: string) => ({
+  jobId: scoreJobId(applicationId, documentId),
+  attempts: 5,
+  backoff: { type: 'exponential' as const, delay: 1000 },
+});
 
 /** The worker's own reads: documents by id (GridFS); applications are read and written by _id. */
 export const ocrIndexes: IndexPlan[] = documentIndexes;
@@ -120,11 +125,7 @@ export function createOcrHandler(recognizer: Recognizer = sharedRecognizer()) {
       return { $set: { ocr: record } };
     });
     if (decided.outcome !== 'superseded') {
-      await ctx.queue.add(
-        SCORE_JOB,
-        { applicationId, documentId },
-        { jobId: scoreJobId(applicationId, documentId), attempts: 5, backoff: { type: 'exponential', delay: 1000 } },
-      );
+      await ctx.queue.add(SCORE_JOB, { applicationId, documentId }, scoreJobOptions(applicationId, documentId));
     }
     return {
       documentId,
