@@ -52,6 +52,11 @@ export const jobOnEntering: Partial<Record<ApplicationStatus, string>> = {
 };
 /** One job per (application, version): a retried request or a replay publishes nothing new. */
 export const jobIdFor = (name: string, applicationId: string, version: number) => `${name}:${applicationId}:${version}`;
+/**
+ * Retries of the jobs that follow a change: a failure is mostly transient (a database hiccup, a
+ * conflict storm), and the handlers are idempotent. Runs after 1, 2, 4 and 8 s, then dead-lettered.
+ */
+export const jobRetry = { attempts: 5, backoff: { type: 'exponential' as const, delay: 1_000 } };
 
 // ---- Schemas ----------------------------------------------------------------------------------------
 
@@ -703,7 +708,7 @@ export class Applications {
       const name = change.from !== change.app.status ? jobOnEntering[change.app.status] : undefined;
       if (!name) return [];
       const data = { applicationId: change.app._id, version: change.app.version };
-      return [{ name, data, opts: { jobId: jobIdFor(name, change.app._id, change.app.version) } }];
+      return [{ name, data, opts: { jobId: jobIdFor(name, change.app._id, change.app.version), ...jobRetry } }];
     });
     await Promise.all([this.audit.record(entries), jobs.length > 0 ? this.queue.addBulk(jobs) : undefined]);
   }

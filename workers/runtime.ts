@@ -90,12 +90,17 @@ export async function startWorker<Data, Result>(
         logger.info('job completed', { job: job.id, name: job.name, ms: Math.round(performance.now() - started) });
         return result;
       } catch (error) {
-        logger.warn('job failed', {
+        const attempt = job.attemptsMade + 1;
+        const fields = {
           job: job.id,
           name: job.name,
-          attempt: job.attemptsMade + 1,
+          attempt,
+          attempts: job.attempts,
           error: (error as Error).message,
-        });
+        };
+        if (job.attempts === undefined) logger.warn('job failed', fields);
+        else if (attempt < job.attempts) logger.warn('job failed; it runs again after its backoff', fields);
+        else logger.error('job failed on its last attempt; it is dead-lettered', fields);
         throw error;
       }
     },

@@ -4,7 +4,7 @@
 // re-publishes the same score job id, which the queue de-duplicates.
 import type { Collection } from 'mongodb';
 import { z } from 'zod';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../../shared/applications.ts';
+import { APPLICATIONS_COLLECTION, type ApplicationDoc, jobRetry } from '../../shared/applications.ts';
 import type { IndexPlan } from '../../shared/db.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/documents.ts';
 import { NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
@@ -18,8 +18,7 @@ export const SCORE_JOB = 'application.score';
 export const scoreJobId = (applicationId: string, documentId: string) => `${SCORE_JOB}:${applicationId}:${documentId}`;
 export const scoreJobOptions = (applicationId: string, documentId: string) => ({
   jobId: scoreJobId(applicationId, documentId),
-  attempts: 5,
-  backoff: { type: 'exponential' as const, delay: 1000 },
+  ...jobRetry,
 });
 
 /** The worker's own reads: documents by id (GridFS); applications are read and written by _id. */
