@@ -200,6 +200,8 @@ export const applicationQueries = {
         }
       : { 'lastChange.at': { $gte: from } },
   replayOrder: { 'lastChange.at': 1, _id: 1 } as Sort,
+  /** What a replay needs of a document: its latest change and the state it left. */
+  replayProjection: { status: 1, version: 1, lastChange: 1 } as const,
   /** Responses never show the bookkeeping. */
   publicProjection: { lastChange: 0 } as const,
 };
@@ -667,7 +669,7 @@ export class Applications {
     let after: { at: Date; id: string } | undefined;
     for (;;) {
       const docs = await this.collection
-        .find(applicationQueries.changedFrom(checkpoint, after))
+        .find(applicationQueries.changedFrom(checkpoint, after), { projection: applicationQueries.replayProjection })
         .sort(applicationQueries.replayOrder)
         .limit(batchSize)
         .toArray();

@@ -71,8 +71,8 @@ export const configSchema = z.object({
     .default('true')
     .transform((value) => value === 'true' || value === '1'),
   /**
-   * How often the approval worker redoes the audit entries and jobs of recent changes whose process
-   * died between the write and its effects (ms; 0: never). One process at a time, under a lease.
+   * How often the approval worker redoes the audit entries and jobs of changes whose process died
+   * between the write and its effects (ms; 0: never). One process at a time, under a lease.
    */
   REPLAY_INTERVAL_MS: int(0, 86_400_000).default(60_000),
   /** The replay checkpoint stays this far behind now (ms): more than a write may take to land after its stamp. */
