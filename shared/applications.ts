@@ -2,7 +2,7 @@
 // findOneAndUpdate/updateOne whose filter carries the whole check (id, version, allowed source states);
 // only a miss costs a second read, to tell the caller which check failed. After a write succeeds, its
 // audit entry (keyed <id>:<version>) and its job (keyed by jobId) are written; both are idempotent, and
-// each document carries its lastChange so replayLastChanges can redo them after a crash in between.
+// each document carries its lastChange so replayChanges can redo them after a crash in between.
 import type { Collection, Db, Filter, Sort, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
 import { type AuditAction, type AuditEntry, AuditLog, auditId } from './audit.ts';
@@ -13,6 +13,9 @@ import type { Queue } from './queue.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
 export const APPLICATIONS_COLLECTION = 'applications';
+/** How far replayChanges has got, durably: one document per replayed collection. */
+export const REPLAY_CHECKPOINTS_COLLECTION = 'replay_checkpoints';
+const REPLAY_CHECKPOINT_ID = 'applications.lastChange';
 
 // ---- The status machine -----------------------------------------------------------------------------
 
@@ -50,6 +53,11 @@ export const jobOnEntering: Partial<Record<ApplicationStatus, string>> = {
 };
 /** One job per (application, version): a retried request or a replay publishes nothing new. */
 export const jobIdFor = (name: string, applicationId: string, version: number) => `${name}:${applicationId}:${version}`;
+/**
+ * Retries of the jobs that follow a change: a failure is mostly transient (a database hiccup, a
+ * conflict storm), and the handlers are idempotent. Runs after 1, 2, 4 and 8 s, then dead-lettered.
+ */
+export const jobRetry = { attempts: 5, backoff: { type: 'exponential' as const, delay: 1_000 } };
 
 // ---- Schemas ----------------------------------------------------------------------------------------
 
@@ -151,6 +159,7 @@ export const applicationIndexes: IndexPlan = {
     { key: { status: 1, updatedAt: 1, _id: 1 }, name: 'status_updatedAt' },
     { key: { createdAt: 1, _id: 1 }, name: 'createdAt' },
     { key: { updatedAt: 1, _id: 1 }, name: 'updatedAt' },
+    { key: { 'lastChange.at': 1, _id: 1 }, name: 'lastChange_at' },
   ],
 };
 
@@ -199,7 +208,17 @@ export const applicationQueries = {
   },
   listOrder: (field: SortField, dir: 1 | -1): Sort => ({ [field]: dir, _id: dir }),
   countByStatus: (status: ApplicationStatus): Filter<ApplicationDoc> => ({ status }),
-  changedSince: (since: Date): Filter<ApplicationDoc> => ({ updatedAt: { $gte: since } }),
+  /** Changes stamped at or after the checkpoint, past (at, id) when paging through them. */
+  changedFrom: (from: Date, after?: { at: Date; id: string }): Filter<ApplicationDoc> =>
+    after
+      ? {
+          'lastChange.at': { $gte: after.at },
+          $or: [{ 'lastChange.at': { $gt: after.at } }, { _id: { $gt: after.id } }],
+        }
+      : { 'lastChange.at': { $gte: from } },
+  replayOrder: { 'lastChange.at': 1, _id: 1 } as Sort,
+  /** What a replay needs of a document: its latest change and the state it left. */
+  replayProjection: { status: 1, version: 1, lastChange: 1 } as const,
   /** Responses never show the bookkeeping. */
   publicProjection: { lastChange: 0 } as const,
 };
@@ -333,6 +352,31 @@ export interface ApplicationsOptions {
   countCacheMs?: number;
   /** Enforce four eyes on approvals (FOUR_EYES); on unless turned off. */
   fourEyes?: boolean;
+}
+
+export interface ReplayResult {
+  /** Documents whose latest change was replayed (changes within the margin count on every run). */
+  replayed: number;
+  /** Every change stamped before this has been replayed. */
+  checkpoint: Date;
+}
+
+interface ReplayCheckpoint {
+  _id: string;
+  at: Date;
+}
+
+/** The change a document's lastChange describes, under the version it produced (later writes may have bumped it). */
+function replayedChange({ lastChange, ...app }: ApplicationDoc): Applied {
+  return {
+    app: { ...app, version: lastChange.version ?? app.version },
+    from: lastChange.action === 'create' ? null : (lastChange.from ?? app.status),
+    at: lastChange.at,
+    actor: lastChange.actor,
+    action: lastChange.action,
+    fields: lastChange.fields,
+    requestId: lastChange.requestId,
+  };
 }
 
 function withoutUndefined<T extends object>(value: T): T {
@@ -711,26 +755,55 @@ export class Applications {
   }
 
   /**
-   * Redoes the audit entries and jobs of every document changed since `since`, from its lastChange: run
-   * it after a crash (or periodically) to close the gap between a write and its effects. Idempotent.
+   * Redoes the audit entries and jobs of every change stamped at or after the durable checkpoint, from
+   * each document's lastChange, then moves the checkpoint forward: run it after a crash (or
+   * periodically) to close the gap between a write and its effects, however long after. Idempotent.
+   *
+   * Stamps (lastChange.at) come from each writer's ServerClock, i.e. the server's time as that instance
+   * estimates it, taken just before its write is sent; writes of several instances can therefore land
+   * out of stamp order. The checkpoint never passes now - marginMs (on this instance's estimate of the
+   * same server time), so a write that lands later with an earlier stamp is still ahead of it, as long
+   * as stamp error plus the write's delay stays under the margin. Changes within the margin are
+   * replayed again on the next run: harmless, both effects are keyed by version.
    * Only a document's latest change is kept, so an earlier change lost in a crash before another one
    * landed on the same document is not recovered.
    */
-  async replayLastChanges(since: Date): Promise<number> {
-    const docs = await this.collection.find(applicationQueries.changedSince(since)).toArray();
-    await this.afterChange(
-      docs.map(({ lastChange, ...app }) => ({
-        // The version the change produced, not the current one (later writes may have bumped it).
-        app: { ...app, version: lastChange.version ?? app.version },
-        from: lastChange.action === 'create' ? null : (lastChange.from ?? app.status),
-        at: lastChange.at,
-        actor: lastChange.actor,
-        action: lastChange.action,
-        fields: lastChange.fields,
-        requestId: lastChange.requestId,
-      })),
-    );
-    return docs.length;
+  async replayChanges(options: { marginMs: number; batchSize?: number }): Promise<ReplayResult> {
+    const batchSize = options.batchSize ?? 500;
+    // Taken before reading: a change stamped before this, minus the margin, has landed by now.
+    const safeUntil = new Date(this.clock.now() - options.marginMs);
+    const checkpoints = this.checkpoints();
+    const saved = await checkpoints.findOne({ _id: REPLAY_CHECKPOINT_ID });
+    // No checkpoint yet: replay from the first change ever stamped.
+    let checkpoint = saved?.at ?? new Date(0);
+    const advance = async (to: Date) => {
+      if (to.getTime() <= checkpoint.getTime()) return;
+      // $max: a run that lost its lease and finishes late cannot move it back.
+      await checkpoints.updateOne({ _id: REPLAY_CHECKPOINT_ID }, { $max: { at: to } }, { upsert: true });
+      checkpoint = to;
+    };
+    let replayed = 0;
+    let after: { at: Date; id: string } | undefined;
+    for (;;) {
+      const docs = await this.collection
+        .find(applicationQueries.changedFrom(checkpoint, after), { projection: applicationQueries.replayProjection })
+        .sort(applicationQueries.replayOrder)
+        .limit(batchSize)
+        .toArray();
+      await this.afterChange(docs.map(replayedChange));
+      replayed += docs.length;
+      const last = docs.at(-1);
+      if (!last || docs.length < batchSize) break;
+      // Everything stamped before the last one is done (ties with it may be in the next batch).
+      await advance(new Date(Math.min(last.lastChange.at.getTime(), safeUntil.getTime())));
+      after = { at: last.lastChange.at, id: last._id };
+    }
+    await advance(safeUntil);
+    return { replayed, checkpoint };
+  }
+
+  private checkpoints(): Collection<ReplayCheckpoint> {
+    return this.collection.db.collection<ReplayCheckpoint>(REPLAY_CHECKPOINTS_COLLECTION);
   }
 
   /** The audit entries and jobs of applied changes: one insert each, both idempotent. */
@@ -764,7 +837,7 @@ export class Applications {
             : undefined;
       if (!name) return [];
       const data = { applicationId: change.app._id, version: change.app.version };
-      return [{ name, data, opts: { jobId: jobIdFor(name, change.app._id, change.app.version) } }];
+      return [{ name, data, opts: { jobId: jobIdFor(name, change.app._id, change.app.version), ...jobRetry } }];
     });
     await Promise.all([this.audit.record(entries), jobs.length > 0 ? this.queue.addBulk(jobs) : undefined]);
   }

@@ -78,10 +78,12 @@ export const configSchema = z.object({
     .default('true')
     .transform((value) => value === 'true' || value === '1'),
   /**
-   * How often the approval worker redoes the audit entries and jobs of recent changes whose process
-   * died between the write and its effects (ms; 0: never). One process at a time, under a lease.
+   * How often the approval worker redoes the audit entries and jobs of changes whose process died
+   * between the write and its effects (ms; 0: never). One process at a time, under a lease.
    */
   REPLAY_INTERVAL_MS: int(0, 86_400_000).default(60_000),
+  /** The replay checkpoint stays this far behind now (ms): more than a write may take to land after its stamp. */
+  REPLAY_MARGIN_MS: int(1_000, 86_400_000).default(60_000),
   /** Worker processes answer /health and /ready here (0: a free port, logged at start). */
   WORKER_PROBE_PORT: int(0, 65_535).default(0),
   /** On SIGTERM a worker finishes its jobs for at most this long, then releases the rest. */

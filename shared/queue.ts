@@ -67,6 +67,8 @@ export interface Job<Data = unknown> {
   priority: number;
   /** Failed runs before this one. */
   attemptsMade: number;
+  /** Runs allowed in all: a failure of run number `attempts` dead-letters the job (unknown in hand-made jobs). */
+  attempts?: number;
   attemptsStarted: number;
   stalledCount: number;
   runAt: Date;
@@ -116,6 +118,7 @@ function toJob<Data>(doc: JobDocument): Job<Data> {
     data: doc.data as Data,
     priority: doc.priority,
     attemptsMade: doc.attemptsMade,
+    attempts: doc.attempts,
     attemptsStarted: doc.attemptsStarted,
     stalledCount: doc.stalledCount,
     runAt: doc.runAt,

@@ -38,8 +38,11 @@ export interface WorkerProcessOptions<Data, Result> {
   prepare?: (ctx: WorkerContext) => Promise<void>;
   /** Runs after the drain (e.g. free the OCR model). */
   dispose?: () => Promise<void>;
-  /** Housekeeping every `ms` while the worker runs (failures are logged, never fatal). */
-  every?: { ms: (config: Config) => number; run: (ctx: WorkerContext) => Promise<void> };
+  /**
+   * Housekeeping once right after start (a worker that comes back after an outage catches up at once)
+   * and every `ms` while the worker runs; failures are logged, never fatal.
+   */
+  every?: { ms: (config: Config) => number; run: (ctx: WorkerContext) => Promise<unknown> };
 }
 
 export interface RunningWorker {
@@ -87,12 +90,17 @@ export async function startWorker<Data, Result>(
         logger.info('job completed', { job: job.id, name: job.name, ms: Math.round(performance.now() - started) });
         return result;
       } catch (error) {
-        logger.warn('job failed', {
+        const attempt = job.attemptsMade + 1;
+        const fields = {
           job: job.id,
           name: job.name,
-          attempt: job.attemptsMade + 1,
+          attempt,
+          attempts: job.attempts,
           error: (error as Error).message,
-        });
+        };
+        if (job.attempts === undefined) logger.warn('job failed', fields);
+        else if (attempt < job.attempts) logger.warn('job failed; it runs again after its backoff', fields);
+        else logger.error('job failed on its last attempt; it is dead-lettered', fields);
         throw error;
       }
     },
@@ -105,16 +113,15 @@ export async function startWorker<Data, Result>(
   );
   await worker.run();
   ready = true;
-  let housekeeping: Promise<void> = Promise.resolve();
+  let housekeeping: Promise<unknown> = Promise.resolve();
   const everyMs = options.every?.ms(config) ?? 0;
-  const timer =
-    options.every && everyMs > 0
-      ? setInterval(() => {
-          housekeeping = housekeeping
-            .then(() => options.every!.run(ctx))
-            .catch((error) => logger.warn('housekeeping failed', { error: String(error) }));
-        }, everyMs)
-      : undefined;
+  const keepHouse = () => {
+    housekeeping = housekeeping
+      .then(() => options.every!.run(ctx))
+      .catch((error) => logger.warn('housekeeping failed', { error: String(error) }));
+  };
+  if (options.every && everyMs > 0) keepHouse();
+  const timer = options.every && everyMs > 0 ? setInterval(keepHouse, everyMs) : undefined;
   logger.info('worker started', {
     jobs: options.jobNames,
     concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,

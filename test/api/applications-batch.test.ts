@@ -243,7 +243,6 @@ describe('batch-update', () => {
 describe('after a crash between a write and its effects', () => {
   it('replayLastChanges redoes the missing audit entries and jobs, once', async () => {
     const ids = await createMany(3);
-    const since = new Date(Date.now() - 60_000);
     await walk(ids[0]!, ['under_review', 'approved']);
     await walk(ids[1]!, ['under_review']);
     await call('PUT', `/api/applications/${ids[2]}`, { body: { purpose: 'edited', version: 1 } });
@@ -258,8 +257,8 @@ describe('after a crash between a write and its effects', () => {
     } as never);
 
     const repo = new Applications(database.db, { clock: services.clock, queue: services.queue });
-    expect(await repo.replayLastChanges(since)).toBeGreaterThanOrEqual(3);
-    await repo.replayLastChanges(since);
+    expect((await repo.replayChanges({ marginMs: 60_000 })).replayed).toBeGreaterThanOrEqual(3);
+    await repo.replayChanges({ marginMs: 60_000 });
     const restored = await audit()
       .find({ _id: { $in: lost } } as never)
       .toArray();
@@ -288,7 +287,6 @@ describe('after a crash between a write and its effects', () => {
 
   it('replays a change under the version it produced, though a later write without an audit bumped it', async () => {
     const [id] = await createMany(1);
-    const since = new Date(Date.now() - 60_000);
     // If-Match: * pins the version it writes, so its lastChange can name version 2.
     const moved = await call('PUT', `/api/applications/${id}`, {
       body: { status: 'under_review' },
@@ -301,7 +299,7 @@ describe('after a crash between a write and its effects', () => {
     await jobs().deleteOne({ _id: `application.review:${id}:2` } as never);
 
     const repo = new Applications(database.db, { clock: services.clock, queue: services.queue });
-    await repo.replayLastChanges(since);
+    await repo.replayChanges({ marginMs: 60_000 });
     expect(await audit().findOne({ _id: `${id}:2` } as never)).toMatchObject({
       from: 'pending',
       to: 'under_review',

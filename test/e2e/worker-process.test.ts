@@ -1,8 +1,9 @@
 // A worker as an operator runs it: a real process with probes, clear exits, and a drain on SIGTERM.
 import { spawn } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { Applications } from '../../shared/applications.ts';
+import { Queue } from '../../shared/queue.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { workerContext } from '../support/worker.ts';
@@ -82,34 +83,49 @@ describe('a worker process', () => {
     expect(await probe('/health')).toBe(0);
   }, 60_000);
 
-  it('redoes the audit entry of a change whose process died before writing it (REPLAY_INTERVAL_MS)', async () => {
-    const applications = new Applications(database.db, { clock: ctx.clock, queue: ctx.queue });
-    const app = await applications.create(
-      { applicantName: 'Ada Lovelace', monthlyIncome: 9000, loanAmount: 5000, termMonths: 12 },
-      { id: 'admin' },
-    );
-    const edited = await applications.update(
-      app._id,
-      { fields: { purpose: 'a car' } },
-      { version: 1 },
-      { id: 'admin' },
-    );
-    // As if the API process had died right after the versioned write.
-    await database.db.collection('audit').deleteOne({ _id: `${app._id}:${edited.version}` as never });
+  it('redoes the audit entry of a change whose process died before writing it, 10 minutes before the worker started', async () => {
+    // A database no worker has seen yet, and a change stamped 10 minutes ago: no time window can matter.
+    const fresh = await openTestDatabase(import.meta.filename);
+    let worker: ReturnType<typeof startApproval> | undefined;
+    try {
+      const tenMinutesAgo = { now: () => ctx.clock.now() - 10 * 60_000 };
+      const applications = new Applications(fresh.db, { clock: tenMinutesAgo, queue: new Queue(fresh.db) });
+      const app = await applications.create(
+        { applicantName: 'Ada Lovelace', monthlyIncome: 9000, loanAmount: 5000, termMonths: 12 },
+        { id: 'admin' },
+      );
+      const edited = await applications.update(
+        app._id,
+        { fields: { purpose: 'a car' } },
+        { version: 1 },
+        { id: 'admin' },
+      );
+      // As if the API process had died right after the versioned write.
+      const lostId = `${app._id}:${edited.version}`;
+      await fresh.db.collection('audit').deleteOne({ _id: lostId as never });
 
-    const worker = startApproval({
-      MONGO_URL: mongoUrl(),
-      MONGO_DB: database.name,
-      HOST: '127.0.0.1',
-      REPLAY_INTERVAL_MS: '300',
-    });
-    let entry: Record<string, unknown> | null = null;
-    for (let i = 0; i < 150 && !entry; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      entry = await database.db.collection('audit').findOne({ _id: `${app._id}:${edited.version}` as never });
+      worker = startApproval({
+        MONGO_URL: mongoUrl(),
+        MONGO_DB: fresh.name,
+        HOST: '127.0.0.1',
+        // Ten minutes: only the run at start can redo it within this test.
+        REPLAY_INTERVAL_MS: '600000',
+      });
+      // Only as long as a slow start of the process may take; the replay itself has no deadline.
+      const entry = await vi.waitFor(
+        async () => {
+          const found = await fresh.db.collection('audit').findOne({ _id: lostId as never });
+          if (!found) throw new Error(`no audit entry yet:\n${worker?.output()}`);
+          return found;
+        },
+        { timeout: 45_000, interval: 100 },
+      );
+      expect(entry).toMatchObject({ actor: 'admin', action: 'update', fields: ['purpose'] });
+      worker.child.kill('SIGTERM');
+      expect(await worker.exited).toBe(0);
+    } finally {
+      if (worker?.child.exitCode === null) worker.child.kill('SIGKILL');
+      await fresh.close();
     }
-    expect(entry, worker.output()).toMatchObject({ actor: 'admin', action: 'update', fields: ['purpose'] });
-    worker.child.kill('SIGTERM');
-    expect(await worker.exited).toBe(0);
   }, 60_000);
 });

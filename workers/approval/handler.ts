@@ -95,7 +95,7 @@ export async function handleApproval(
       throw error;
     }
   }
-  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
+  throw new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null);
 }
 
 async function storeRepaymentPlan(
@@ -125,5 +125,5 @@ async function storeRepaymentPlan(
       throw error;
     }
   }
-  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
+  throw new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null);
 }

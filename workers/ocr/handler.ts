@@ -5,7 +5,7 @@
 // that still take evidence: a decided application keeps the evidence it was decided on.
 import type { Collection, Filter, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc, evidenceStatuses } from '../../shared/applications.ts';
+import { APPLICATIONS_COLLECTION, type ApplicationDoc, evidenceStatuses, jobRetry } from '../../shared/applications.ts';
 import type { IndexPlan } from '../../shared/db.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/documents.ts';
 import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
@@ -16,6 +16,10 @@ import { type Recognizer, sharedRecognizer } from './recognize.ts';
 
 export const SCORE_JOB = 'application.score';
 export const scoreJobId = (applicationId: string, documentId: string) => `${SCORE_JOB}:${applicationId}:${documentId}`;
+export const scoreJobOptions = (applicationId: string, documentId: string) => ({
+  jobId: scoreJobId(applicationId, documentId),
+  ...jobRetry,
+});
 
 /** The worker's own reads: documents by id (GridFS); applications are read and written by _id. */
 export const ocrIndexes: IndexPlan[] = documentIndexes;
@@ -122,11 +126,7 @@ export function createOcrHandler(recognizer: Recognizer = sharedRecognizer()) {
     ) as Collection<ApplicationWithOcr>;
     const written = await storeRecord(applications, applicationId, record);
     if (written.outcome === 'written' || written.outcome === 'unchanged') {
-      await ctx.queue.add(
-        SCORE_JOB,
-        { applicationId, documentId },
-        { jobId: scoreJobId(applicationId, documentId), attempts: 5, backoff: { type: 'exponential', delay: 1000 } },
-      );
+      await ctx.queue.add(SCORE_JOB, { applicationId, documentId }, scoreJobOptions(applicationId, documentId));
     }
     return {
       documentId,
