@@ -86,6 +86,8 @@ export interface SessionOptions {
 
 const encoder = new TextEncoder();
 const PREVIOUS_HASHES_KEPT = 50;
+/** Verification leeway for instance clocks: a token passes until floor(now / 1000) reaches exp + this. */
+export const VERIFY_LEEWAY_S = 5;
 /** The longest access token lifetime shared/config.ts accepts. */
 const MAX_ACCESS_TOKEN_AGE_S = 86_400;
 
@@ -113,6 +115,9 @@ export class Sessions {
     this.collection = db.collection<SessionDoc>('sessions');
     this.options = options;
     this.issuer = options.issuer ?? 'loan-admin';
+    // A revoked token issued at t passes the signature and expiry checks until t + TTL + leeway: the
+    // cache must not forget its revocation before then.
+    options.revocations.cover((options.accessTtlS + VERIFY_LEEWAY_S) * 1000);
   }
 
   get revocations(): Revocations {
@@ -177,7 +182,7 @@ export class Sessions {
         issuer: this.issuer,
         audience: this.issuer,
         currentDate: new Date(this.options.clock.now()),
-        clockTolerance: 5,
+        clockTolerance: VERIFY_LEEWAY_S,
         // Also refuses an iat in the future beyond the tolerance (jose checks iat only with maxTokenAge);
         // exp stays the real limit: no valid ACCESS_TOKEN_TTL_S exceeds a day.
         maxTokenAge: MAX_ACCESS_TOKEN_AGE_S,
