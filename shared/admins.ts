@@ -5,7 +5,7 @@ import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
 import { ConflictError } from './errors.ts';
 import { hashPassword, needsRehash, verifyPassword } from './password.ts';
-import type { Role } from './sessions.ts';
+import type { AdminState, Role } from './sessions.ts';
 
 export interface AdminDoc {
   _id: string;
@@ -15,6 +15,8 @@ export interface AdminDoc {
   roles: Role[];
   disabled: boolean;
   createdAt: Date;
+  /** Bumped by every role change or disable: sessions started under an older one are ended. */
+  sessionEpoch?: number;
 }
 
 export type PublicAdmin = Omit<AdminDoc, 'passwordHash'>;
@@ -111,6 +113,15 @@ export class Admins {
     return admin as PublicAdmin | null;
   }
 
+  /** What sessions check at login and on every refresh. */
+  async sessionState(id: string): Promise<AdminState | null> {
+    const admin = await this.collection.findOne(
+      { _id: id },
+      { projection: { roles: 1, disabled: 1, sessionEpoch: 1 } },
+    );
+    return admin && { roles: admin.roles, disabled: admin.disabled, epoch: admin.sessionEpoch ?? 0 };
+  }
+
   /** Creates the first admin from ADMIN_EMAIL/ADMIN_PASSWORD when there is no admin at all. */
   async bootstrap(email: string | undefined, password: string | undefined): Promise<'created' | 'exists' | 'skipped'> {
     if (!email || !password) return 'skipped';
@@ -140,9 +151,10 @@ export class Admins {
     if (changes.roles !== undefined) $set.roles = changes.roles;
     if (changes.disabled !== undefined) $set.disabled = changes.disabled;
     if (Object.keys($set).length === 0) return this.get(id);
+    const endsSessions = changes.roles !== undefined || changes.disabled === true;
     const admin = await this.collection.findOneAndUpdate(
       { _id: id },
-      { $set },
+      { $set, ...(endsSessions ? { $inc: { sessionEpoch: 1 } } : {}) },
       { returnDocument: 'after', projection: { passwordHash: 0 } },
     );
     return admin as PublicAdmin | null;
