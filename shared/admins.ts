@@ -194,7 +194,8 @@ export class Admins {
     const set: AdminChanges = {};
     if (changes.roles !== undefined) set.roles = changes.roles;
     if (changes.disabled !== undefined) set.disabled = changes.disabled;
-    if (Object.keys(set).length === 0) return this.get(id);
+    // An unknown admin writes nothing, not even the guard document.
+    if (Object.keys(set).length === 0 || !(await this.get(id))) return this.get(id);
     for (let attempt = 1; attempt <= GUARD_ATTEMPTS; attempt++) {
       const guard = await this.guard();
       if (guard.pending) {
