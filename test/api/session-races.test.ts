@@ -1,10 +1,12 @@
 // Sessions follow the admin, not the moment of login: a login or a refresh that races a role change or
 // a disable never ends up with a session, or a token, carrying what the admin was before the change.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
 import type { PublicAdmin } from '../../shared/admins.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { ApiConfig } from '../../shared/config.ts';
+import { parseJwtKeys, type Role, Sessions } from '../../shared/sessions.ts';
 import { createTestApp } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
@@ -15,6 +17,7 @@ let database: TestDatabase;
 let app: App;
 let other: App;
 let services: Services;
+let config: ApiConfig;
 let rootToken: string;
 
 const json = (body: unknown, token?: string, method = 'POST'): RequestInit => ({
@@ -62,7 +65,7 @@ async function liveSessions(adminId: string) {
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   const first = await createTestApp(database.db);
-  ({ app, services } = first);
+  ({ app, services, config } = first);
   ({ app: other } = await createTestApp(database.db, { JWT_KEYS: first.config.JWT_KEYS }));
   await services.admins.create({ email: 'root@example.com', password: PASSWORD, roles: ['admin'] });
   rootToken = (await login('root@example.com')).body.accessToken;
@@ -115,6 +118,57 @@ describe('a login racing a change to its admin', () => {
     // The same answer as any login of a disabled admin.
     expect(status).toBe(401);
     expect(body.error.code).toBe('invalid_credentials');
+    expect(await liveSessions(id)).toEqual([]);
+  });
+});
+
+describe('a login whose re-read of the admin precedes the change', () => {
+  it("its session was written before the change's logout-all, which revokes it: its token is refused everywhere", async () => {
+    const id = await adminWith('race-late@example.com', ['viewer']);
+    const admin = (await services.admins.get(id))!;
+    let reread!: () => void;
+    const reread$ = new Promise<void>((resolve) => {
+      reread = resolve;
+    });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The login path's Sessions, held between its re-read of the admin and the token it then signs.
+    const sessions = new Sessions(database.db, {
+      keys: parseJwtKeys(config.JWT_KEYS),
+      signingKid: 'test',
+      accessTtlS: config.ACCESS_TOKEN_TTL_S,
+      refreshTtlS: config.REFRESH_TOKEN_TTL_S,
+      clock: services.clock,
+      revocations: services.revocations,
+      admins: async (who) => {
+        const state = await services.admins.sessionState(who);
+        reread();
+        await gate;
+        return state;
+      },
+    });
+    const pending = sessions.issue({ id, roles: admin.roles, epoch: admin.sessionEpoch ?? 0 });
+    await reread$;
+    const patched = await app.request(`/api/admins/${id}`, json({ roles: ['approver'] }, rootToken, 'PATCH'));
+    expect(patched.status).toBe(200);
+    release();
+    const pair = await pending;
+
+    // Signed with the roles read before the change, and refused: its session is among those revoked.
+    expect(decodeJwt(pair.accessToken).roles).toEqual(['viewer']);
+    for (const on of [app, other]) {
+      await vi.waitFor(
+        async () => expect((await on.request('/api/auth/me', bearer(pair.accessToken))).status).toBe(401),
+        {
+          timeout: 3_000,
+          interval: 50,
+        },
+      );
+    }
+    const refreshed = await app.request('/api/auth/refresh', json({ refreshToken: pair.refreshToken }));
+    expect(refreshed.status).toBe(401);
     expect(await liveSessions(id)).toEqual([]);
   });
 });
