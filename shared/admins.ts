@@ -200,7 +200,7 @@ export class Admins {
       const guard = await this.guard();
       if (guard.pending) {
         await this.complete(guard.version, guard.pending);
-        if (guard.pending.endsSessions && guard.pending.adminId !== id) await endSessions?.(guard.pending.adminId);
+        if (guard.pending.endsSessions) await endSessions?.(guard.pending.adminId);
         continue;
       }
       const admin = await this.get(id);

@@ -1,12 +1,13 @@
 // Revoked access tokens, seen by every instance within a stated bound at near-zero cost.
 //
 // Access tokens are short-lived JWTs, so a revocation only has to be remembered for as long as
-// a token it covers can still pass verification: the longest lifetime plus the verifier's leeway. Each instance keeps the recent revocations in memory and
-// refreshes them with one small query at most every `maxStalenessMs` (single-flight), however
-// many requests it serves: an authenticated request pays no database round trip while the cache
-// is fresh, and a revocation committed at time t is refused everywhere from t + maxStalenessMs
-// + one round trip on. Node also refreshes in the background so requests rarely wait; workerd
-// and Deno refresh lazily on the request that finds the cache stale.
+// a token it covers can still pass verification: the longest lifetime plus the verifier's leeway.
+// Each instance keeps the recent revocations in memory and refreshes them with one small query at
+// most every `maxStalenessMs` (single-flight), however many requests it serves: an authenticated
+// request pays no database round trip while the cache is fresh, and a revocation committed at time
+// t is refused everywhere from t + maxStalenessMs + one round trip on. Node also refreshes in the
+// background so requests rarely wait; workerd and Deno refresh lazily on the request that finds the
+// cache stale.
 import type { Collection, Db } from 'mongodb';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
