@@ -32,6 +32,7 @@ const statusByCode: Record<string, number> = {
   lock_timeout: 503,
   lock_lost: 503,
   stale_token: 409,
+  last_admin: 409,
 };
 
 export interface ErrorBody {

@@ -82,12 +82,13 @@ export async function createServices(
     maxStalenessMs: config.REVOCATION_STALENESS_MS,
     clock,
   });
+  const admins = new Admins(db, { passwordIterations: config.PASSWORD_ITERATIONS, clock });
   return {
     db,
     config,
     logger,
     clock,
-    admins: new Admins(db, { passwordIterations: config.PASSWORD_ITERATIONS, clock }),
+    admins,
     sessions: new Sessions(db, {
       keys,
       signingKid: config.JWT_SIGNING_KID ?? [...keys.keys()][0]!,
@@ -95,6 +96,7 @@ export async function createServices(
       refreshTtlS: config.REFRESH_TOKEN_TTL_S,
       clock,
       revocations,
+      admins: (id) => admins.sessionState(id),
     }),
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),

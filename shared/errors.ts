@@ -84,3 +84,10 @@ export class UnreadableDocumentError extends AppError {
     super('unreadable_document', message, details);
   }
 }
+
+/** The change would leave no active admin (enabled, holding the 'admin' role). */
+export class LastAdminError extends AppError {
+  constructor(message: string) {
+    super('last_admin', message);
+  }
+}

@@ -1,12 +1,13 @@
 // Revoked access tokens, seen by every instance within a stated bound at near-zero cost.
 //
 // Access tokens are short-lived JWTs, so a revocation only has to be remembered for as long as
-// the longest access token lives. Each instance keeps the recent revocations in memory and
-// refreshes them with one small query at most every `maxStalenessMs` (single-flight), however
-// many requests it serves: an authenticated request pays no database round trip while the cache
-// is fresh, and a revocation committed at time t is refused everywhere from t + maxStalenessMs
-// + one round trip on. Node also refreshes in the background so requests rarely wait; workerd
-// and Deno refresh lazily on the request that finds the cache stale.
+// a token it covers can still pass verification: the longest lifetime plus the verifier's leeway.
+// Each instance keeps the recent revocations in memory and refreshes them with one small query at
+// most every `maxStalenessMs` (single-flight), however many requests it serves: an authenticated
+// request pays no database round trip while the cache is fresh, and a revocation committed at time
+// t is refused everywhere from t + maxStalenessMs + one round trip on. Node also refreshes in the
+// background so requests rarely wait; workerd and Deno refresh lazily on the request that finds the
+// cache stale.
 import type { Collection, Db } from 'mongodb';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
@@ -43,7 +44,10 @@ export interface TokenIdentity {
 }
 
 export interface RevocationOptions {
-  /** The longest an access token lives (ms): entries are kept that long. */
+  /**
+   * How long after its revocation a covered token can still pass verification (ms): entries are kept
+   * that long (plus overlapMs). Sessions raises it to its token lifetime plus leeway (cover()).
+   */
   retainMs: number;
   /** The bound: a revocation older than this is always seen (plus one round trip). */
   maxStalenessMs?: number;
@@ -55,7 +59,7 @@ export interface RevocationOptions {
 export class Revocations {
   readonly maxStalenessMs: number;
   private readonly collection: Collection<RevocationDoc>;
-  private readonly retainMs: number;
+  private retainMs: number;
   private readonly overlapMs: number;
   private readonly clock: Clock;
   private readonly jtis = new Map<string, number>();
@@ -76,6 +80,16 @@ export class Revocations {
     this.clock = options.clock;
   }
 
+  /** Keeps every entry at least `windowMs` after its revocation: no token it covers passes before then. */
+  cover(windowMs: number): void {
+    this.retainMs = Math.max(this.retainMs, windowMs);
+  }
+
+  /** How long entries are kept after their revocation (ms), overlap included. */
+  get keptForMs(): number {
+    return this.retainMs + this.overlapMs;
+  }
+
   async revokeToken(jti: string): Promise<void> {
     await this.write('jti', jti);
   }
@@ -93,7 +107,7 @@ export class Revocations {
         updateOne: {
           filter: { _id: `sid:${sid}` },
           update: {
-            $set: { kind: 'sid' as const, value: sid, expiresAt: new Date(now + this.retainMs + this.overlapMs) },
+            $set: { kind: 'sid' as const, value: sid, expiresAt: new Date(now + this.keptForMs) },
             $currentDate: { at: true },
           },
           upsert: true,
@@ -114,7 +128,7 @@ export class Revocations {
     await this.collection.updateOne(
       { _id: `${kind}:${value}` },
       {
-        $set: { kind, value, expiresAt: new Date(now + this.retainMs + this.overlapMs) },
+        $set: { kind, value, expiresAt: new Date(now + this.keptForMs) },
         $currentDate: { at: true },
         ...(kind === 'admin' ? { $max: { before: new Date(now) } } : {}),
       },
@@ -154,7 +168,7 @@ export class Revocations {
   private async load(): Promise<void> {
     this.syncs++;
     const since =
-      this.newestAt === 0 ? new Date(this.clock.now() - this.retainMs) : new Date(this.newestAt - this.overlapMs);
+      this.newestAt === 0 ? new Date(this.clock.now() - this.keptForMs) : new Date(this.newestAt - this.overlapMs);
     const docs = await this.collection.find({ at: { $gte: since } }).toArray();
     for (const doc of docs) {
       this.remember(doc.kind, doc.value, doc.before?.getTime() ?? doc.at.getTime());
@@ -170,7 +184,9 @@ export class Revocations {
   }
 
   private forgetOld(): void {
-    const horizon = this.clock.now() - this.retainMs - this.overlapMs;
+    // An entry at `at` covers tokens issued no later than `at`; the last of them passes verification
+    // until at + retainMs, so the entry goes only after that (overlapMs absorbs instance clock error).
+    const horizon = this.clock.now() - this.keptForMs;
     for (const map of [this.jtis, this.sids, this.adminCutoffs]) {
       for (const [key, at] of map) if (at < horizon) map.delete(key);
     }

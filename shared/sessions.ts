@@ -34,10 +34,26 @@ export interface TokenPair {
   expiresIn: number;
 }
 
+/** The admin as sessions see it now. Every role change or disable bumps `epoch`. */
+export interface AdminState {
+  roles: Role[];
+  disabled: boolean;
+  epoch: number;
+}
+
+/** Whom a session is for, as read at login: roles, and the admin's epoch at that read. */
+export interface SessionSubject {
+  id: string;
+  roles: Role[];
+  epoch?: number;
+}
+
 export interface SessionDoc {
   _id: string;
   adminId: string;
   roles: Role[];
+  /** The admin's epoch when the session started; a session of an older epoch refreshes no more. */
+  adminEpoch?: number;
   tokenHash: string;
   /** Hashes rotated away, to recognise reuse (bounded). */
   previousHashes: string[];
@@ -82,10 +98,20 @@ export interface SessionOptions {
   issuer?: string;
   clock: Clock;
   revocations: Revocations;
+  /**
+   * Reads the admin now (null when there is none). The API always passes it; without it sessions keep
+   * the roles read at login (only tests of token mechanics leave it out).
+   */
+  admins?: (adminId: string) => Promise<AdminState | null>;
 }
+
+/** Logins retried when the admin changed between the caller's read and the session insert. */
+const ISSUE_ATTEMPTS = 3;
 
 const encoder = new TextEncoder();
 const PREVIOUS_HASHES_KEPT = 50;
+/** Verification leeway for instance clocks: a token passes until floor(now / 1000) reaches exp + this. */
+export const VERIFY_LEEWAY_S = 5;
 /** The longest access token lifetime shared/config.ts accepts. */
 const MAX_ACCESS_TOKEN_AGE_S = 86_400;
 
@@ -113,32 +139,57 @@ export class Sessions {
     this.collection = db.collection<SessionDoc>('sessions');
     this.options = options;
     this.issuer = options.issuer ?? 'loan-admin';
+    // A revoked token issued at t passes the signature and expiry checks until t + TTL + leeway: the
+    // cache must not forget its revocation before then.
+    options.revocations.cover((options.accessTtlS + VERIFY_LEEWAY_S) * 1000);
   }
 
   get revocations(): Revocations {
     return this.options.revocations;
   }
 
-  /** Starts a new session family for an authenticated admin. */
-  async issue(admin: { id: string; roles: Role[] }): Promise<TokenPair> {
-    const sid = crypto.randomUUID();
-    const secret = randomToken();
-    const now = this.options.clock.now();
-    await this.collection.insertOne({
-      _id: sid,
-      adminId: admin.id,
-      roles: admin.roles,
-      tokenHash: await sha256(secret),
-      previousHashes: [],
-      createdAt: new Date(now),
-      rotatedAt: new Date(now),
-      expiresAt: new Date(now + this.options.refreshTtlS * 1000),
-      revokedAt: null,
-    });
-    return this.pair(admin.id, admin.roles, sid, secret);
+  /**
+   * Starts a new session family for an authenticated admin, as read by the caller. The admin is read
+   * again after the insert: a role change or disable that this read misses was written after it, so its
+   * logout-all finds the session and revokes it; one this read sees ends the session here, and the login
+   * goes on with the admin as they are now (UnauthorizedError once disabled or gone).
+   */
+  async issue(admin: SessionSubject): Promise<TokenPair> {
+    let subject = admin;
+    for (let attempt = 1; ; attempt++) {
+      const sid = crypto.randomUUID();
+      const secret = randomToken();
+      // Issued before the insert, hence before any revocation that covers this session.
+      const now = this.options.clock.now();
+      const epoch = subject.epoch ?? 0;
+      await this.collection.insertOne({
+        _id: sid,
+        adminId: subject.id,
+        roles: subject.roles,
+        adminEpoch: epoch,
+        tokenHash: await sha256(secret),
+        previousHashes: [],
+        createdAt: new Date(now),
+        rotatedAt: new Date(now),
+        expiresAt: new Date(now + this.options.refreshTtlS * 1000),
+        revokedAt: null,
+      });
+      if (!this.options.admins) return this.pair(subject.id, subject.roles, sid, secret, now);
+      const current = await this.options.admins(subject.id);
+      if (current && !current.disabled && current.epoch === epoch)
+        return this.pair(subject.id, current.roles, sid, secret, now);
+      // No token of this session was handed out: ending it in the database is enough.
+      await this.collection.updateOne({ _id: sid }, { $set: { revokedAt: new Date(this.options.clock.now()) } });
+      if (!current || current.disabled || attempt >= ISSUE_ATTEMPTS)
+        throw new UnauthorizedError('This admin cannot sign in now.');
+      subject = { id: subject.id, roles: current.roles, epoch: current.epoch };
+    }
   }
 
-  /** Rotates a refresh token. Reuse of a rotated one revokes the family and is refused. */
+  /**
+   * Rotates a refresh token. Reuse of a rotated one revokes the family and is refused. The admin is read
+   * again: a session started before a role change or disable (an older epoch) is ended, never refreshed.
+   */
   async refresh(refreshToken: string): Promise<TokenPair> {
     const dot = refreshToken.indexOf('.');
     const sid = refreshToken.slice(0, dot);
@@ -155,7 +206,14 @@ export class Sessions {
       },
       { returnDocument: 'after' },
     );
-    if (rotated) return this.pair(rotated.adminId, rotated.roles, sid, next);
+    if (rotated) {
+      if (!this.options.admins) return this.pair(rotated.adminId, rotated.roles, sid, next, now.getTime());
+      const current = await this.options.admins(rotated.adminId);
+      if (current && !current.disabled && current.epoch === (rotated.adminEpoch ?? 0))
+        return this.pair(rotated.adminId, current.roles, sid, next, now.getTime());
+      await this.revokeFamily(sid);
+      throw new UnauthorizedError("The admin's roles or access changed; sign in again.", 'session_revoked');
+    }
 
     const family = await this.collection.findOne({ _id: sid });
     if (family?.previousHashes.includes(hash) && !family.revokedAt) {
@@ -177,7 +235,7 @@ export class Sessions {
         issuer: this.issuer,
         audience: this.issuer,
         currentDate: new Date(this.options.clock.now()),
-        clockTolerance: 5,
+        clockTolerance: VERIFY_LEEWAY_S,
         // Also refuses an iat in the future beyond the tolerance (jose checks iat only with maxTokenAge);
         // exp stays the real limit: no valid ACCESS_TOKEN_TTL_S exceeds a day.
         maxTokenAge: MAX_ACCESS_TOKEN_AGE_S,
@@ -223,9 +281,15 @@ export class Sessions {
     await this.options.revocations.revokeSession(sid);
   }
 
-  private async pair(adminId: string, adminRoles: Role[], sid: string, secret: string): Promise<TokenPair> {
-    const { keys, signingKid, accessTtlS, clock } = this.options;
-    const nowMs = clock.now();
+  /** `nowMs` is taken before the write that let this token out, so a revocation after it covers it. */
+  private async pair(
+    adminId: string,
+    adminRoles: Role[],
+    sid: string,
+    secret: string,
+    nowMs: number,
+  ): Promise<TokenPair> {
+    const { keys, signingKid, accessTtlS } = this.options;
     const nowS = Math.floor(nowMs / 1000);
     const accessToken = await new SignJWT({ sid, roles: adminRoles, iatMs: nowMs })
       .setProtectedHeader({ alg: 'HS256', kid: signingKid, typ: 'JWT' })

@@ -147,12 +147,13 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     path: '/api/admins/{id}',
     tags: ['admins'],
     summary: "Change an admin's roles or disable them (ends their sessions everywhere)",
+    description: 'A change that would leave no enabled admin with the admin role is refused: 409 last_admin.',
     security,
     middleware: guard('admins:manage'),
     request: { params: IdParam, body: jsonBody(AdminChanges) },
     responses: {
       200: { description: 'The admin after the change', content: { 'application/json': { schema: Admin } } },
-      ...errorResponses(400, 401, 403, 404, 415, 429),
+      ...errorResponses(400, 401, 403, 404, 409, 415, 429, 503),
     },
   });
 
@@ -192,7 +193,9 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
       ];
       if (problems.length > 0) throw new HttpError(400, 'validation', 'You may not lock yourself out.', problems);
     }
-    const admin = await services.admins.update(id, changes);
+    // The last active admin is refused with a LastAdminError (409 last_admin) by the error mapper. A change
+    // another request left half done is finished on the way, and that admin's sessions ended too.
+    const admin = await services.admins.update(id, changes, (otherId) => services.sessions.logoutAll(otherId));
     if (!admin) throw new HttpError(404, 'not_found', 'There is no admin with this id.');
     await services.admins.audit({
       actor: c.get('auth').sub,

@@ -2,6 +2,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { normalizeEmail } from '../../shared/admins.ts';
+import { UnauthorizedError } from '../../shared/errors.ts';
 import { roles } from '../../shared/sessions.ts';
 import { type AppEnv, authenticate, rateLimitHeaders } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
@@ -132,7 +133,17 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
       delay.known ? null : services.loginByAccount.undo(account),
       services.loginByAddress.undo(address),
     ]);
-    return c.json(await services.sessions.issue({ id: admin._id, roles: admin.roles }), 200);
+    try {
+      return c.json(
+        await services.sessions.issue({ id: admin._id, roles: admin.roles, epoch: admin.sessionEpoch ?? 0 }),
+        200,
+      );
+    } catch (error) {
+      // Disabled between the password check and the session: the answer of any disabled admin's login.
+      if (error instanceof UnauthorizedError)
+        throw new HttpError(401, 'invalid_credentials', 'The email or the password is wrong.');
+      throw error;
+    }
   });
 
   app.openapi(refresh, async (c) => {
@@ -140,9 +151,7 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     try {
       return c.json(await services.sessions.refresh(refreshToken), 200);
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code === 'unauthorized' || code === 'refresh_reused')
-        throw new HttpError(401, code, (error as Error).message);
+      if (error instanceof UnauthorizedError) throw new HttpError(401, error.code, error.message);
       throw error;
     }
   });

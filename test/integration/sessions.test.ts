@@ -164,3 +164,46 @@ describe('revocation across instances', () => {
     await expect(late.verify(pair.accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
   });
 });
+
+describe('revocations are kept until no token they cover can pass', () => {
+  // jose refuses a token once floor(now / 1000) >= exp + leeway: its last accepted instant is
+  // (exp + leeway) * 1000 - 1 ms, and a revocation must still be cached then, on every instance.
+  const LEEWAY_S = 5;
+
+  it('a revoked token is refused as revoked up to exp + leeway - 1 ms and as expired after; the entry goes only then', async () => {
+    const start = Math.floor(Date.now() / 1000) * 1000;
+    const clock = { t: start, now: () => clock.t };
+    const a = instance(database.db, { clock });
+    const pair = await a.issue(admin);
+    const claims = await a.verify(pair.accessToken);
+    await a.logout(claims);
+    const viaAdmin = await a.issue({ id: 'admin-boundary', roles: ['viewer'] });
+    const adminClaims = await a.verify(viaAdmin.accessToken);
+    clock.t += 1; // the cutoff refuses tokens issued strictly before it
+    await a.logoutAll('admin-boundary');
+    // Only the admin's cutoff covers this identity (its jti and sid were never revoked).
+    const cutoffOnly = { jti: 'no-such-jti', sid: 'no-such-sid', sub: 'admin-boundary', iatMs: adminClaims.iatMs };
+
+    clock.t = (claims.exp + LEEWAY_S) * 1000 - 1;
+    const late = instance(otherClient.db(database.name), { clock });
+    for (const on of [a, late]) {
+      await expect(on.verify(pair.accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
+      await expect(on.verify(viaAdmin.accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
+      await on.revocations.sync();
+      expect(on.revocations.isRevoked(claims)).toBe(true);
+      expect(on.revocations.isRevoked(cutoffOnly)).toBe(true);
+    }
+
+    clock.t = (claims.exp + LEEWAY_S) * 1000;
+    for (const on of [a, late]) {
+      await expect(on.verify(pair.accessToken)).rejects.toMatchObject({ code: 'token_expired' });
+      await expect(on.verify(viaAdmin.accessToken)).rejects.toMatchObject({ code: 'token_expired' });
+    }
+
+    // Memory stays bounded: well after every covered token expired, the entries are gone.
+    clock.t = (claims.exp + LEEWAY_S) * 1000 + 60_000;
+    await a.revocations.sync();
+    expect(a.revocations.isRevoked(claims)).toBe(false);
+    expect(a.revocations.isRevoked(cutoffOnly)).toBe(false);
+  });
+});
