@@ -15,6 +15,8 @@ import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.
 const HOUR = 3_600_000;
 let database: TestDatabase;
 const admin = { id: 'admin-1' };
+/** Four eyes: whoever created an application may not approve it. */
+const approver = { id: 'approver-1' };
 
 /** The server's time as every party here sees it, moving only when the test says so. */
 class ManualClock extends ServerClock {
@@ -42,7 +44,7 @@ async function publishOneOfEach(clock: ManualClock): Promise<Map<string, string>
   await applications.update(reviewed._id, { status: 'under_review', fields: {} }, { version: 1 }, admin);
   const approved = await applications.create(input, admin);
   await applications.update(approved._id, { status: 'under_review', fields: {} }, { version: 1 }, admin);
-  await applications.update(approved._id, { status: 'approved', fields: {} }, { version: 2 }, admin);
+  await applications.update(approved._id, { status: 'approved', fields: {} }, { version: 2 }, approver);
   const documentId = `DOC-${crypto.randomUUID()}`;
   const score = await queue.add(
     SCORE_JOB,
