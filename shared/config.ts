@@ -38,6 +38,8 @@ export const configSchema = z.object({
     .transform((value) => value === 'true' || value === '1'),
   /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
   LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
+  /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
+  LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
   /** When set, GET /metrics (Node) needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open. */
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */
