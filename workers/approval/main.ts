@@ -1,6 +1,7 @@
 // The approval worker process: `node workers/approval/main.ts` (MONGO_URL, MONGO_DB, QUEUE_CONCURRENCY...).
 // It also redoes, every REPLAY_INTERVAL_MS, the audit entries and jobs of recent application changes
 // whose process died between the write and its effects (one worker at a time, under a lease).
+import { loadDotEnv } from '../../api/dotenv.ts';
 import { Applications } from '../../shared/applications.ts';
 import { LockManager } from '../../shared/lock.ts';
 import { runWorkerProcess, type WorkerContext } from '../runtime.ts';
@@ -23,6 +24,7 @@ async function replayRecentChanges(ctx: WorkerContext): Promise<void> {
   }
 }
 
+loadDotEnv();
 await runWorkerProcess({
   name: 'approval',
   jobNames: approvalJobNames,
