@@ -51,6 +51,8 @@ export const configSchema = z.object({
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Largest uploaded document (bytes); larger ones get 413 and nothing is stored. */
   DOCUMENT_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Largest image area (width x height, by its header) uploaded or read by OCR: 40 MP holds A4 at 600 dpi. */
+  DOCUMENT_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
   /** Default lease length for withLock (ms); the seed's 15 s. */
   LEASE_TTL_MS: int(100, 3_600_000).default(15_000),
   /** How long a claimed job stays with its worker without a heartbeat (ms). */

@@ -8,9 +8,11 @@ import {
   type DocumentType,
   documentIdPattern,
   documentTypes,
+  MAX_IMAGE_SIDE,
   OCR_JOB,
   ocrJobId,
   ocrJobOptions,
+  oversizedImage,
   type StoredDocument,
   sniffDocumentType,
 } from '../../shared/documents.ts';
@@ -123,7 +125,7 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     },
     responses: {
       202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
-      ...errorResponses(400, 401, 403, 404, 413, 415, 429),
+      ...errorResponses(400, 401, 403, 404, 413, 415, 422, 429),
     },
   });
 
@@ -188,6 +190,14 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
           accepted: documentTypes,
         },
       );
+    }
+    // A few header bytes tell: an image too large to decode is refused now, not dead-lettered later.
+    const oversized = oversizedImage(bytes, type, services.config.DOCUMENT_MAX_PIXELS);
+    if (oversized) {
+      throw new HttpError(422, 'image_too_large', `The image cannot be read: ${oversized}.`, {
+        maxPixels: services.config.DOCUMENT_MAX_PIXELS,
+        maxSide: MAX_IMAGE_SIDE,
+      });
     }
     const stored = await documents.store(
       { applicationId: id, filename: file.name, bytes, uploadedBy: c.get('auth').sub },

@@ -16,6 +16,9 @@ await runWorkerProcess({
   concurrency: 1,
   indexes: ocrIndexes,
   // Loading the model takes a moment: readiness waits for it rather than the first job.
-  prepare: () => recognizer.start(),
+  prepare: ({ config }) => {
+    recognizer.maxImagePixels = config.DOCUMENT_MAX_PIXELS;
+    return recognizer.start();
+  },
   dispose: () => recognizer.close(),
 });
