@@ -333,4 +333,34 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
     // One upstream connection served several requests (upstream keep-alive).
     expect(new Set(requests.map((r) => r.socket)).size).toBeLessThan(requests.length);
   });
+
+  // Last: its control request would count among the GETs the test above inspects.
+  it('answers /metrics itself with 404 in every spelling, passing none of them to an instance', async () => {
+    const nginx = await nginxFor('metrics', [address.ok]);
+    try {
+      const paths = [
+        '/metrics',
+        '/metrics/',
+        '/METRICS',
+        '/Metrics?x=1',
+        '/%6Detrics',
+        '//metrics',
+        '/metrics/../metrics',
+      ];
+      for (const [i, path] of paths.entries()) {
+        const res = await fetch(`${nginx.origin}${path}`, { headers: { 'x-request-id': `metrics-${i}` } });
+        expect(res.status, path).toBe(404);
+        expect((await res.json()).error.code).toBe('not_found');
+        expect(res.headers.get('x-request-id')).toBe(`metrics-${i}`);
+      }
+      // Control: a neighbouring path still reaches the instance.
+      const other = await fetch(`${nginx.origin}/metricsx`, { headers: { 'x-request-id': 'metrics-control' } });
+      expect(other.status).toBe(200);
+    } finally {
+      await nginx.stop();
+    }
+    const reached = seen.ok.map((s) => s.id);
+    expect(reached.filter((id) => id.startsWith('metrics-') && id !== 'metrics-control')).toEqual([]);
+    expect(reached).toContain('metrics-control');
+  });
 });
