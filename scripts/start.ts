@@ -19,7 +19,13 @@ const log = (line: string) => console.log(`[start] ${line}`);
 
 if (loadDotEnv()) log('read .env');
 // MONGO_URI works as MONGO_URL, and a database name in its path as MONGO_DB, as in the API and workers.
-const settings = resolveEnvAliases(process.env);
+let settings: Record<string, string | undefined>;
+try {
+  settings = resolveEnvAliases(process.env);
+} catch (error) {
+  console.error((error as Error).message);
+  process.exit(2);
+}
 const dbName = settings.MONGO_DB ?? 'loan_admin';
 
 const dataDir = process.env.DATA_DIR ?? join(root, '.data');
