@@ -283,7 +283,8 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
   it('retries GET and PUT on the next instance, never POST or PATCH', async () => {
     const gets = statuses(await send('GET', 6));
     const puts = statuses(await send('PUT', 6));
-    const posts = statuses(await send('POST', 6));
+    const postReplies = await send('POST', 6);
+    const posts = statuses(postReplies);
     const patches = statuses(await send('PATCH', 6));
     const crashed = (method: string) => seen.crash.filter((s) => s.method === method).map((s) => s.id);
     const answered = (method: string) => seen.ok.filter((s) => s.method === method).map((s) => s.id);
@@ -303,6 +304,7 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
       expect(crashed(method).length).toBeGreaterThan(0);
       for (const id of crashed(method)) {
         expect(replies[id]).toBe(503); // nginx's own JSON answer, not a second delivery
+        if (method === 'POST') expect(postReplies[id]?.retryAfter).toBe('1'); // like every 503 of the API
         expect(answered(method)).not.toContain(id);
       }
       for (const id of answered(method)) expect(replies[id]).toBe(200);
