@@ -10,7 +10,7 @@ import type { Db } from 'mongodb';
 import { ping } from '../shared/db.ts';
 import type { AppEnv } from './auth.ts';
 import { docsRoutes } from './docs.ts';
-import { ClientGoneError, HttpError, mapError } from './http-errors.ts';
+import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { applicationRoutes } from './routes/applications.ts';
@@ -146,7 +146,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   app.get('/ready', async (c) =>
     (await pingWithin(db, readyTimeoutMs))
       ? c.json({ status: 'ready' })
-      : c.json({ status: 'unavailable', db: 'down' }, 503),
+      : c.json({ status: 'unavailable', db: 'down' }, 503, { 'Retry-After': RETRY_AFTER_S }),
   );
 
   const clientAddress = (c: Context) => {

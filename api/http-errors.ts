@@ -48,7 +48,19 @@ export interface MappedError {
   bug: boolean;
 }
 
+/** Seconds a client should wait before retrying a 503 (RFC 9110: a 503 may say when to come back). */
+export const RETRY_AFTER_S = '1';
+
+/** Every 503 says when to retry, whichever path raised it (a lease not acquired, a database down, overload). */
 export function mapError(error: unknown): MappedError {
+  const mapped = mapErrorOnly(error);
+  if (mapped.status === 503 && !Object.keys(mapped.headers).some((name) => name.toLowerCase() === 'retry-after')) {
+    mapped.headers = { ...mapped.headers, 'Retry-After': RETRY_AFTER_S };
+  }
+  return mapped;
+}
+
+function mapErrorOnly(error: unknown): MappedError {
   if (error instanceof HttpError) {
     return { status: error.status, body: bodyOf(error), headers: error.headers ?? {}, bug: false };
   }
@@ -82,7 +94,7 @@ export function mapError(error: unknown): MappedError {
     return {
       status: 503,
       body: { error: { code: 'unavailable', message: 'The database is not reachable; try again shortly.' } },
-      headers: { 'Retry-After': '1' },
+      headers: { 'Retry-After': RETRY_AFTER_S },
       bug: false,
     };
   }

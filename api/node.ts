@@ -5,11 +5,13 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
 import { connect } from '../shared/db.ts';
 import { createApp } from './app.ts';
+import { loadDotEnv } from './dotenv.ts';
 import { createMetrics } from './metrics.ts';
 import { createServices, prepareDatabase, startBackground } from './services.ts';
 
 let config: ApiConfig;
 try {
+  loadDotEnv();
   config = loadConfig(process.env, apiConfigSchema);
 } catch (error) {
   // One message listing every problem, no stack trace: the operator's mistake, not a crash.

@@ -21,6 +21,7 @@ const descriptions: Record<number, string> = {
   412: 'If-Match failed (current is the document now)',
   413: 'Body too large',
   415: 'Body is not application/json',
+  422: 'The content cannot be processed (image_too_large: an image declaring more pixels than DOCUMENT_MAX_PIXELS)',
   428: 'Send a version in the body or an If-Match header',
   429: 'Too many requests (see Retry-After)',
   503: 'A dependency is unavailable; retry',

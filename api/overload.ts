@@ -2,7 +2,7 @@
 // for a slot (each for at most `queueTimeoutMs`), and the rest get 503 at once with Retry-After.
 // A waiting request whose client has gone leaves the queue instead of being served to no one.
 import type { MiddlewareHandler } from 'hono';
-import { HttpError } from './http-errors.ts';
+import { HttpError, RETRY_AFTER_S } from './http-errors.ts';
 
 export interface OverloadOptions {
   maxInFlight: number;
@@ -17,7 +17,9 @@ export interface OverloadState {
 }
 
 const overloaded = (reason: string) =>
-  new HttpError(503, 'overloaded', `The server is busy (${reason}); retry shortly.`, undefined, { 'Retry-After': '1' });
+  new HttpError(503, 'overloaded', `The server is busy (${reason}); retry shortly.`, undefined, {
+    'Retry-After': RETRY_AFTER_S,
+  });
 
 export function loadShedding(options: OverloadOptions): { middleware: MiddlewareHandler; state: OverloadState } {
   const state: OverloadState = { inFlight: 0, queued: 0, shed: 0 };

@@ -8,12 +8,25 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
+import { loadDotEnv } from '../api/dotenv.ts';
+import { resolveEnvAliases } from '../shared/config.ts';
 import { startEmbedded } from './mongo/embedded.ts';
 import { stopProcess } from './processes.ts';
 import { seedApplications } from './seed.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const log = (line: string) => console.log(`[start] ${line}`);
+
+if (loadDotEnv()) log('read .env');
+// MONGO_URI works as MONGO_URL, and a database name in its path as MONGO_DB, as in the API and workers.
+let settings: Record<string, string | undefined>;
+try {
+  settings = resolveEnvAliases(process.env);
+} catch (error) {
+  console.error((error as Error).message);
+  process.exit(2);
+}
+const dbName = settings.MONGO_DB ?? 'loan_admin';
 
 const dataDir = process.env.DATA_DIR ?? join(root, '.data');
 mkdirSync(dataDir, { recursive: true });
@@ -26,8 +39,8 @@ function devJwtKeys(): string {
 }
 
 let database: { url: string; description: string; stop(): Promise<void> };
-if (process.env.MONGO_URL) {
-  database = { url: process.env.MONGO_URL, description: 'MONGO_URL', stop: async () => {} };
+if (settings.MONGO_URL) {
+  database = { url: settings.MONGO_URL, description: 'MONGO_URL', stop: async () => {} };
 } else {
   log('MONGO_URL is not set: starting the embedded default database...');
   database = await startEmbedded(dataDir, log);
@@ -38,7 +51,7 @@ log(`MONGO_URL=${database.url}`);
 // A first start on an empty database gets demo applications to click through.
 {
   const client = await new MongoClient(database.url).connect();
-  const db = client.db(process.env.MONGO_DB ?? 'loan_admin');
+  const db = client.db(dbName);
   if ((await db.collection('applications').estimatedDocumentCount()) === 0) {
     log(`seeded ${await seedApplications(db, 200)} demo applications`);
   }
@@ -53,6 +66,8 @@ const env = {
   ...process.env,
   JWT_KEYS: process.env.JWT_KEYS ?? devJwtKeys(),
   MONGO_URL: database.url,
+  MONGO_URI: undefined,
+  MONGO_DB: dbName,
   PORT: port,
 };
 const children: ChildProcess[] = [];

@@ -7,8 +7,9 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  /** MONGO_URI is accepted for it (see resolveEnvAliases); a database name in its path is MONGO_DB's default. */
   MONGO_URL: z
-    .string({ error: 'is required (mongodb://host:port or mongodb+srv://...)' })
+    .string({ error: 'is required (mongodb://host:port or mongodb+srv://...; MONGO_URI also works)' })
     .regex(/^mongodb(\+srv)?:\/\/.+/, 'must start with mongodb:// or mongodb+srv://'),
   MONGO_DB: z
     .string()
@@ -38,6 +39,8 @@ export const configSchema = z.object({
     .transform((value) => value === 'true' || value === '1'),
   /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
   LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
+  /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
+  LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
   /** When set, GET /metrics (Node) needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open. */
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */
@@ -48,6 +51,8 @@ export const configSchema = z.object({
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Largest uploaded document (bytes); larger ones get 413 and nothing is stored. */
   DOCUMENT_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Largest image area (width x height, by its header) uploaded or read by OCR: 40 MP holds A4 at 600 dpi. */
+  DOCUMENT_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
   /** Default lease length for withLock (ms); the seed's 15 s. */
   LEASE_TTL_MS: int(100, 3_600_000).default(15_000),
   /** How long a claimed job stays with its worker without a heartbeat (ms). */
@@ -127,12 +132,41 @@ export const apiConfigSchema = configSchema.extend({
 
 export type ApiConfig = z.infer<typeof apiConfigSchema>;
 
+/** The database name in a MongoDB URL's path (mongodb://host/NAME?...), or undefined when it has none. */
+export function databaseNameOf(url: string): string | undefined {
+  const path = /^mongodb(?:\+srv)?:\/\/[^/?]*\/([^?]*)/.exec(url)?.[1];
+  if (!path) return undefined;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path; // left as it is: the MONGO_DB rule then names the problem
+  }
+}
+
+/**
+ * Other names the same settings go by: `MONGO_URI` for `MONGO_URL` (setting both to different values is
+ * an error), and, with `MONGO_DB` unset, the database named in the URL's path, as the driver reads it.
+ */
+export function resolveEnvAliases(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const resolved = { ...env };
+  const { MONGO_URL: url, MONGO_URI: uri } = env;
+  if (uri && url && uri !== url) {
+    throw new ConfigError(['MONGO_URI: differs from MONGO_URL (one name for the same setting): set only one']);
+  }
+  if (!url && uri) resolved.MONGO_URL = uri;
+  if (!resolved.MONGO_DB && resolved.MONGO_URL) {
+    const name = databaseNameOf(resolved.MONGO_URL);
+    if (name !== undefined) resolved.MONGO_DB = name;
+  }
+  return resolved;
+}
+
 /** Parses the environment; on any problem throws one ConfigError that lists them all. */
 export function loadConfig<S extends z.ZodType = typeof configSchema>(
   env: Record<string, string | undefined>,
   schema: S = configSchema as unknown as S,
 ): z.infer<S> {
-  const result = schema.safeParse(env);
+  const result = schema.safeParse(resolveEnvAliases(env));
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`));
 }

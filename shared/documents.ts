@@ -26,6 +26,64 @@ export function sniffDocumentType(bytes: Uint8Array): DocumentType | null {
   return null;
 }
 
+export interface ImageDimensions {
+  width: number;
+  height: number;
+}
+
+/**
+ * The width and height an image's header declares, read without decoding it: a PNG's IHDR, a JPEG's
+ * frame header (SOF0-SOF15). Null for a PDF, or when the header is missing or cut short.
+ */
+export function imageDimensions(bytes: Uint8Array, type: DocumentType): ImageDimensions | null {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (type === 'image/png') {
+    // Signature (8), then the first chunk, which must be IHDR: length (4), "IHDR", width (4), height (4).
+    const isIhdr = bytes.length >= 24 && String.fromCharCode(...bytes.subarray(12, 16)) === 'IHDR';
+    return isIhdr ? { width: view.getUint32(16), height: view.getUint32(20) } : null;
+  }
+  if (type !== 'image/jpeg') return null;
+  let at = 2; // after SOI
+  while (at + 4 <= bytes.length) {
+    if (bytes[at] !== 0xff) return null;
+    const marker = bytes[at + 1]!;
+    if (marker === 0xff) {
+      at++; // fill byte
+      continue;
+    }
+    // Markers without a length: TEM, RST0-7 (SOI and EOI cannot come before a frame header).
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) return null; // end of image, or scan data before any frame
+    const length = view.getUint16(at + 2);
+    // SOFn: C0-CF except DHT (C4), JPG (C8) and DAC (CC). Length, precision (1), height (2), width (2).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (at + 9 > bytes.length) return null;
+      return { width: view.getUint16(at + 7), height: view.getUint16(at + 5) };
+    }
+    if (length < 2) return null;
+    at += 2 + length;
+  }
+  return null;
+}
+
+/** Each side of an image is at most this many pixels; the area is bounded by DOCUMENT_MAX_PIXELS. */
+export const MAX_IMAGE_SIDE = 30_000;
+
+/**
+ * Why an image is too large to decode, or null when its declared size is within the bounds (or cannot be
+ * read here: the decoder then judges it). A decoder allocates what the header declares before reading data.
+ */
+export function oversizedImage(bytes: Uint8Array, type: DocumentType, maxPixels: number): string | null {
+  const size = imageDimensions(bytes, type);
+  if (!size) return null;
+  const { width, height } = size;
+  if (width <= MAX_IMAGE_SIDE && height <= MAX_IMAGE_SIDE && width * height <= maxPixels) return null;
+  return `the image declares ${width}x${height} pixels; at most ${MAX_IMAGE_SIDE} per side and ${maxPixels} in all are read`;
+}
+
 const extensionOf: Record<DocumentType, string> = {
   'image/png': 'png',
   'image/jpeg': 'jpg',

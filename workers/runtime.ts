@@ -182,9 +182,11 @@ function listenProbe(
   const server = createServer((req, res) => {
     answer(new URL(req.url ?? '/', 'http://probe').pathname).then(
       ({ status, body }) => {
-        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        // A load balancer or orchestrator reading a 503 learns when to ask again, as from the API.
+        const retry = status === 503 ? { 'retry-after': '1' } : {};
+        res.writeHead(status, { 'content-type': 'application/json', ...retry }).end(JSON.stringify(body));
       },
-      () => res.writeHead(503).end(),
+      () => res.writeHead(503, { 'retry-after': '1' }).end(),
     );
   });
   return new Promise((resolve, reject) => {

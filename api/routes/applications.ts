@@ -72,7 +72,17 @@ type ApplicationJson = z.infer<typeof ApplicationJson>;
 
 const ListQuery = z
   .object({
-    page: z.coerce.number().int().min(1).max(1_000_000).optional().openapi({ description: 'page mode, from 1' }),
+    page: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .optional()
+      .openapi({
+        description:
+          'page mode, from 1; (page - 1) * limit may not exceed LIST_MAX_SKIP (10,000 by default): deeper pages ' +
+          'answer 400 page_too_deep, walk them with cursor instead',
+      }),
     limit: z.coerce.number().int().min(1).max(200).default(50),
     status: z.enum(statuses).optional(),
     sort: z.enum(sortOptions).optional().openapi({ description: 'field, `-` for descending; default -createdAt' }),
@@ -157,6 +167,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
     fourEyes: services.config.FOUR_EYES,
   });
+  const maxSkip = services.config.LIST_MAX_SKIP;
   const guard = (permission: Permission) => [
     authenticate(services),
     rateLimitPerAdmin(services),
@@ -169,6 +180,9 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     path: '/api/applications',
     tags: ['applications'],
     summary: 'List applications: page mode (page, total) or cursor mode (cursor) for deep paging',
+    description:
+      'Page mode skips (page - 1) * limit rows, at most LIST_MAX_SKIP (10,000 by default); beyond that the answer ' +
+      'is 400 with code page_too_deep: start from the first page and follow nextCursor with ?cursor=.',
     security,
     middleware: guard('applications:read'),
     request: { query: ListQuery },
@@ -246,6 +260,16 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     }
     const cursorMode = query.cursor !== undefined;
     const page = query.page ?? 1;
+    // A skip makes the database walk every row it skips: deep pages are the cursor's job.
+    const skip = (page - 1) * query.limit;
+    if (!cursorMode && skip > maxSkip) {
+      throw new HttpError(
+        400,
+        'page_too_deep',
+        `Page mode skips at most ${maxSkip} rows (this page would skip ${skip}); follow nextCursor with ?cursor= instead.`,
+        [{ path: 'page', message: `(page - 1) * limit must be at most ${maxSkip}; use cursor` }],
+      );
+    }
     const result = await applications.list({
       status: query.status,
       sort: query.sort,

@@ -8,9 +8,11 @@ import {
   type DocumentType,
   documentIdPattern,
   documentTypes,
+  MAX_IMAGE_SIDE,
   OCR_JOB,
   ocrJobId,
   ocrJobOptions,
+  oversizedImage,
   type StoredDocument,
   sniffDocumentType,
 } from '../../shared/documents.ts';
@@ -124,7 +126,7 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     },
     responses: {
       202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
-      ...errorResponses(400, 401, 403, 404, 409, 413, 415, 429),
+      ...errorResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
     },
   });
 
@@ -190,6 +192,14 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
           accepted: documentTypes,
         },
       );
+    }
+    // A few header bytes tell: an image too large to decode is refused now, not dead-lettered later.
+    const oversized = oversizedImage(bytes, type, services.config.DOCUMENT_MAX_PIXELS);
+    if (oversized) {
+      throw new HttpError(422, 'image_too_large', `The image cannot be read: ${oversized}.`, {
+        maxPixels: services.config.DOCUMENT_MAX_PIXELS,
+        maxSide: MAX_IMAGE_SIDE,
+      });
     }
     const actor = { id: c.get('auth').sub, requestId: c.get('requestId') };
     // The uploader becomes a preparer before the document exists (four eyes), in a write that also

@@ -112,6 +112,40 @@ describe('listing', () => {
     expect(max.body.nextCursor).toBeNull();
   });
 
+  it('deep paging: a skip past LIST_MAX_SKIP (10,000) is 400 page_too_deep pointing to cursor; up to it passes', async () => {
+    for (const query of ['page=1000000&limit=200', 'page=52&limit=200', 'page=10002&limit=1']) {
+      const res = await call('GET', `/api/applications?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body.error.code).toBe('page_too_deep');
+      expect(res.body.error.message).toMatch(/cursor/);
+      expect(res.body.error.details).toEqual([expect.objectContaining({ path: 'page' })]);
+    }
+    // Exactly 10,000 rows skipped is allowed (here: past the end, so empty).
+    const deepest = await call('GET', '/api/applications?page=51&limit=200');
+    expect(deepest.status).toBe(200);
+    expect(deepest.body).toMatchObject({ items: [], page: 51, total: N });
+    // The cursor has no such bound.
+    expect((await call('GET', '/api/applications?limit=200&total=false')).status).toBe(200);
+  });
+
+  it('deep paging: the bound is LIST_MAX_SKIP, and the spec names page_too_deep and cursor', async () => {
+    const small = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000', LIST_MAX_SKIP: '100' });
+    const { tokens: smallTokens } = await adminsByRole(small.app, small.services, ['admin']);
+    const callSmall = callerFor(small.app, smallTokens as Record<Role, string>);
+    const ok = await callSmall('GET', '/api/applications?page=3&limit=50');
+    expect(ok.status).toBe(200);
+    expect(ok.body.items).toHaveLength(20);
+    const deep = await callSmall('GET', '/api/applications?page=4&limit=50');
+    expect(deep.status).toBe(400);
+    expect(deep.body.error.code).toBe('page_too_deep');
+    const spec = await (await app.request('/openapi.json')).json();
+    const list = spec.paths['/api/applications'].get;
+    expect(list.description).toMatch(/page_too_deep/);
+    const page = list.parameters.find((p: { name: string }) => p.name === 'page');
+    expect(page.description).toMatch(/cursor/);
+    expect(page.description).toMatch(/10,000/);
+  });
+
   it('the status filter applies to items and total, in page and cursor mode', async () => {
     const res = await call('GET', '/api/applications?status=under_review&limit=200');
     expect(res.body.total).toBe(REVIEWED);

@@ -6,7 +6,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseEnv } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { ensureDeploymentSecrets } from '../../scripts/deploy-keys.ts';
 import { apiConfigSchema, configSchema } from '../../shared/config.ts';
 import { randomJwtKeys } from '../support/app.ts';
 
@@ -28,7 +30,9 @@ const noGo = !haveGo() && !process.env.CI;
 /** Runs compose-check on a compose file; the first run downloads and compiles compose-go (about 40 s). */
 function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !/^(JWT_KEYS|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name)),
+    Object.entries(process.env).filter(
+      ([name]) => !/^(JWT_KEYS|LEDGER_KEYS|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
+    ),
   );
   const run = spawnSync('go', ['run', '.', file], {
     cwd: checker,
@@ -55,14 +59,19 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
   let project: any;
 
   beforeAll(() => {
-    const loaded = loadCompose(join(root, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+    // Secrets set in the shell pass through (and win over the keys service's file).
+    const loaded = loadCompose(join(root, 'compose.yaml'), {
+      JWT_KEYS: jwtKeys,
+      LEDGER_KEYS: randomJwtKeys('l1'),
+      METRICS_TOKEN: 'a-metrics-token-of-32-characters',
+    });
     expect(loaded.error).toBe('');
     project = loaded.project;
     services = project.services;
   }, 240_000);
 
   it('is valid against the Compose Specification and names every service', () => {
-    expect(Object.keys(services).sort()).toEqual(['api', 'approval', 'mongo', 'nginx', 'ocr']);
+    expect(Object.keys(services).sort()).toEqual(['api', 'approval', 'keys', 'mongo', 'nginx', 'ocr']);
   });
 
   it('is rejected by the same loader when a key is misspelt (the schema is really applied)', () => {
@@ -77,11 +86,66 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     }
   }, 120_000);
 
-  it('refuses to start without a signing key, naming JWT_KEYS', () => {
+  it('loads with no secret in the shell or .env: nothing to do by hand before `docker compose up -d`', () => {
     const loaded = loadCompose(join(root, 'compose.yaml'));
-    expect(loaded.ok).toBe(false);
-    expect(loaded.error).toMatch(/JWT_KEYS/);
+    expect(loaded.error).toBe('');
+    const env = envOf(loaded.project.services.api);
+    // Unset stays unset (an empty value would hide the volume's): the keys service's file supplies them.
+    for (const name of ['JWT_KEYS', 'LEDGER_KEYS', 'METRICS_TOKEN']) expect(env[name], name).toBeUndefined();
   }, 120_000);
+
+  it('makes the secrets once into a volume that every API instance and worker reads, after the keys service', () => {
+    const keys = services.keys;
+    const [node, scriptPath, file, owner] = keys.command;
+    expect(node).toBe('node');
+    expect(existsSync(join(root, scriptPath))).toBe(true);
+    expect(owner).toBe('1000:1000'); // the image's `node` user reads what root wrote
+    expect(keys.restart).toBe('no');
+    expect(keys.image).toBe(services.api.image);
+    const secretsVolume = keys.volumes.find((v: { target: string }) => v.target === dirname(file));
+    expect(secretsVolume).toMatchObject({ type: 'volume' });
+    expect(Object.keys(project.volumes)).toContain(secretsVolume.source);
+    for (const name of ['api', 'ocr', 'approval']) {
+      const service = services[name];
+      expect(service.depends_on.keys.condition, name).toBe('service_completed_successfully');
+      expect(service.command.slice(0, 2), name).toEqual(['node', `--env-file-if-exists=${file}`]);
+      expect(service.volumes, name).toContainEqual(
+        expect.objectContaining({
+          type: 'volume',
+          source: secretsVolume.source,
+          target: dirname(file),
+          read_only: true,
+        }),
+      );
+    }
+    // What the script writes is what the API needs: its environment plus the file passes the API schema.
+    const dir = mkdtempSync(join(tmpdir(), 'keys-'));
+    try {
+      const envFile = join(dir, 'app.env');
+      expect(ensureDeploymentSecrets(envFile).sort()).toEqual(['JWT_KEYS', 'LEDGER_KEYS', 'METRICS_TOKEN']);
+      const first = readFileSync(envFile, 'utf8');
+      expect(statSync(envFile).mode & 0o777).toBe(0o600);
+      expect(ensureDeploymentSecrets(envFile)).toEqual([]); // a restart keeps the same keys
+      expect(readFileSync(envFile, 'utf8')).toBe(first);
+      const secrets = parseEnv(first);
+      const apiEnv = Object.fromEntries(Object.entries(envOf(services.api)).filter(([k]) => k !== 'JWT_KEYS'));
+      const config = apiConfigSchema.parse({ ...apiEnv, ...secrets });
+      expect(config.JWT_KEYS).toBe(secrets.JWT_KEYS);
+      expect(config.METRICS_TOKEN).toMatch(/^[0-9a-f]{64}$/);
+      expect(secrets.LEDGER_KEYS).toMatch(/^l1:[A-Za-z0-9+/]{43}=$/); // kid:base64 of 32 bytes
+      // A file that already has a key keeps it and gets only the missing ones.
+      const partial = join(dir, 'partial.env');
+      writeFileSync(partial, `JWT_KEYS=${jwtKeys}`);
+      expect(ensureDeploymentSecrets(partial).sort()).toEqual(['LEDGER_KEYS', 'METRICS_TOKEN']);
+      expect(parseEnv(readFileSync(partial, 'utf8')).JWT_KEYS).toBe(jwtKeys);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('does not open /metrics through nginx (nginx.conf answers it itself; test/deploy/nginx.test.ts runs it)', () => {
+    expect(read('nginx.conf')).toMatch(/location ~\* \^\/metrics\(\/\|\$\) \{[^}]*return 404/);
+  });
 
   it('runs MongoDB as a single-node replica set, initiated by its healthcheck, on a volume', () => {
     const mongo = services.mongo;
@@ -97,7 +161,8 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
   it('runs three API replicas whose environment passes the API config schema', () => {
     const api = services.api;
     expect(api.deploy.replicas).toBe(3);
-    expect(api.command).toEqual(['node', 'api/node.ts']);
+    expect(api.command[0]).toBe('node');
+    expect(api.command.at(-1)).toBe('api/node.ts');
     expect(api.depends_on.mongo.condition).toBe('service_healthy');
     expect(api.healthcheck.test.join(' ')).toContain('/ready');
     const env = envOf(api);
@@ -115,8 +180,8 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       const worker = services[name];
       expect(worker.deploy.replicas).toBeGreaterThanOrEqual(1);
       expect(worker.depends_on.mongo.condition).toBe('service_healthy');
-      expect(existsSync(join(root, worker.command[1]))).toBe(true);
-      expect(worker.command[1]).toBe(`workers/${name}/main.ts`);
+      expect(existsSync(join(root, worker.command.at(-1)))).toBe(true);
+      expect(worker.command.at(-1)).toBe(`workers/${name}/main.ts`);
       const config = configSchema.parse(envOf(worker));
       expect(config.WORKER_PROBE_PORT).toBeGreaterThan(0);
       expect(worker.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.WORKER_PROBE_PORT}/ready`);

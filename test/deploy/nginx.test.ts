@@ -283,7 +283,8 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
   it('retries GET and PUT on the next instance, never POST or PATCH', async () => {
     const gets = statuses(await send('GET', 6));
     const puts = statuses(await send('PUT', 6));
-    const posts = statuses(await send('POST', 6));
+    const postReplies = await send('POST', 6);
+    const posts = statuses(postReplies);
     const patches = statuses(await send('PATCH', 6));
     const crashed = (method: string) => seen.crash.filter((s) => s.method === method).map((s) => s.id);
     const answered = (method: string) => seen.ok.filter((s) => s.method === method).map((s) => s.id);
@@ -303,6 +304,7 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
       expect(crashed(method).length).toBeGreaterThan(0);
       for (const id of crashed(method)) {
         expect(replies[id]).toBe(503); // nginx's own JSON answer, not a second delivery
+        if (method === 'POST') expect(postReplies[id]?.retryAfter).toBe('1'); // like every 503 of the API
         expect(answered(method)).not.toContain(id);
       }
       for (const id of answered(method)) expect(replies[id]).toBe(200);
@@ -332,5 +334,35 @@ describe.skipIf(noNginx)(named('nginx.conf retry policy'), () => {
     }
     // One upstream connection served several requests (upstream keep-alive).
     expect(new Set(requests.map((r) => r.socket)).size).toBeLessThan(requests.length);
+  });
+
+  // Last: its control request would count among the GETs the test above inspects.
+  it('answers /metrics itself with 404 in every spelling, passing none of them to an instance', async () => {
+    const nginx = await nginxFor('metrics', [address.ok]);
+    try {
+      const paths = [
+        '/metrics',
+        '/metrics/',
+        '/METRICS',
+        '/Metrics?x=1',
+        '/%6Detrics',
+        '//metrics',
+        '/metrics/../metrics',
+      ];
+      for (const [i, path] of paths.entries()) {
+        const res = await fetch(`${nginx.origin}${path}`, { headers: { 'x-request-id': `metrics-${i}` } });
+        expect(res.status, path).toBe(404);
+        expect((await res.json()).error.code).toBe('not_found');
+        expect(res.headers.get('x-request-id')).toBe(`metrics-${i}`);
+      }
+      // Control: a neighbouring path still reaches the instance.
+      const other = await fetch(`${nginx.origin}/metricsx`, { headers: { 'x-request-id': 'metrics-control' } });
+      expect(other.status).toBe(200);
+    } finally {
+      await nginx.stop();
+    }
+    const reached = seen.ok.map((s) => s.id);
+    expect(reached.filter((id) => id.startsWith('metrics-') && id !== 'metrics-control')).toEqual([]);
+    expect(reached).toContain('metrics-control');
   });
 });

@@ -1,10 +1,12 @@
 // The OCR worker process: `node workers/ocr/main.ts` (MONGO_URL, MONGO_DB, QUEUE_LEASE_MS...).
 // One tesseract thread per process, so one job at a time: scale OCR by starting more processes.
+import { loadDotEnv } from '../../api/dotenv.ts';
 import { OCR_JOB } from '../../shared/documents.ts';
 import { runWorkerProcess } from '../runtime.ts';
 import { createOcrHandler, ocrIndexes } from './handler.ts';
 import { sharedRecognizer } from './recognize.ts';
 
+loadDotEnv();
 const recognizer = sharedRecognizer();
 
 await runWorkerProcess({
@@ -14,6 +16,9 @@ await runWorkerProcess({
   concurrency: 1,
   indexes: ocrIndexes,
   // Loading the model takes a moment: readiness waits for it rather than the first job.
-  prepare: () => recognizer.start(),
+  prepare: ({ config }) => {
+    recognizer.maxImagePixels = config.DOCUMENT_MAX_PIXELS;
+    return recognizer.start();
+  },
   dispose: () => recognizer.close(),
 });

@@ -4,7 +4,8 @@
 import { createRequire } from 'node:module';
 import { getDocument } from 'pdfjs-dist/legacy/build/pdf.mjs';
 import Tesseract from 'tesseract.js';
-import type { DocumentType } from '../../shared/documents.ts';
+import { configSchema } from '../../shared/config.ts';
+import { type DocumentType, oversizedImage } from '../../shared/documents.ts';
 import { UnreadableDocumentError } from '../../shared/errors.ts';
 import { type Line, linesFromText } from './extract.ts';
 
@@ -23,6 +24,8 @@ const englishModel = require('@tesseract.js-data/eng') as { code: string; gzip: 
 export const MAX_PDF_PAGES = 20;
 
 export class Recognizer {
+  /** Images whose header declares more pixels are refused unread (DOCUMENT_MAX_PIXELS). */
+  maxImagePixels: number = configSchema.shape.DOCUMENT_MAX_PIXELS.parse(undefined);
   private worker: Promise<Tesseract.Worker> | null = null;
   /** Tesseract runs one recognition at a time; callers queue here instead of inside the worker. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -50,6 +53,10 @@ export class Recognizer {
 
   async recognize(bytes: Uint8Array, type: DocumentType): Promise<Recognition> {
     if (type === 'application/pdf') return readPdfText(bytes);
+    // Before tesseract, which sizes its buffers by what the header declares: a tiny file declaring
+    // 100000x100000 would have it try to allocate 10^10 pixels in the one thread every image waits for.
+    const oversized = oversizedImage(bytes, type, this.maxImagePixels);
+    if (oversized) throw new UnreadableDocumentError(oversized);
     const run = this.queue.then(() => this.recognizeImage(bytes));
     this.queue = run.catch(() => {});
     return run;

@@ -1,0 +1,42 @@
+// `node scripts/deploy-keys.ts <file>`: the secrets a deployment needs, made once. Writes an env file
+// (JWT_KEYS, LEDGER_KEYS, METRICS_TOKEN) with fresh random values for whichever are missing from it,
+// and leaves the values it already holds alone, so every restart keeps the same keys. compose.yaml's
+// `keys` service runs it into a volume; each Node process reads the file with --env-file-if-exists.
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** What a fresh deployment gets: a signing key for tokens, one for the ledger, and the /metrics token. */
+export const deploymentSecrets: Record<string, () => string> = {
+  JWT_KEYS: () => `k1:${randomBytes(32).toString('base64')}`,
+  LEDGER_KEYS: () => `l1:${randomBytes(32).toString('base64')}`,
+  METRICS_TOKEN: () => randomBytes(32).toString('hex'),
+};
+
+/** Adds the missing secrets to `file` (created 0600 if absent); returns the names it added. */
+export function ensureDeploymentSecrets(file: string, owner?: { uid: number; gid: number }): string[] {
+  const existing = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const present = new Set([...existing.matchAll(/^\s*([A-Z_][A-Z0-9_]*)\s*=/gm)].map((m) => m[1]));
+  const added = Object.keys(deploymentSecrets).filter((name) => !present.has(name));
+  if (added.length > 0 || !existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true });
+    const lines = added.map((name) => `${name}=${deploymentSecrets[name]!()}`);
+    const prefix = existing && !existing.endsWith('\n') ? `${existing}\n` : existing;
+    writeFileSync(file, `${prefix}${lines.join('\n')}${lines.length ? '\n' : ''}`, { mode: 0o600 });
+  }
+  chmodSync(file, 0o600);
+  // Made as root in a fresh volume, read by the image's unprivileged user.
+  if (owner) chownSync(file, owner.uid, owner.gid);
+  return added;
+}
+
+if (import.meta.main) {
+  const [file, ownerArg] = process.argv.slice(2);
+  if (!file || file.startsWith('-')) {
+    console.error('Usage: node scripts/deploy-keys.ts <env file> [uid:gid]');
+    process.exit(2);
+  }
+  const owner = ownerArg ? { uid: Number(ownerArg.split(':')[0]), gid: Number(ownerArg.split(':')[1]) } : undefined;
+  const added = ensureDeploymentSecrets(file, owner);
+  console.log(added.length ? `${file}: made ${added.join(', ')}` : `${file}: every secret is there already`);
+}
