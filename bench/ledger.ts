@@ -1,6 +1,6 @@
 // Ledger appends per second with 1 and with 10 concurrent writers (plain and fenced under a lease), the
 // exact MongoDB commands per append (command monitoring; lost seq races included), an idempotent re-append,
-// and verify throughput over a long chain.
+// and verify throughput over a long chain. Entries are keyed (HMAC-SHA-256) with a random ledger key.
 // Run: npx node bench/ledger.ts   (starts the offline server unless MONGO_URL is set)
 // Knobs: LEDGER_BENCH_N (appends per scenario, 1000), LEDGER_BENCH_WRITERS (10), LEDGER_BENCH_VERIFY_N (20000).
 import { availableParallelism } from 'node:os';
@@ -12,6 +12,7 @@ import {
   Ledger,
   type LedgerDoc,
   type LedgerEntry,
+  LedgerKeys,
   type LedgerStats,
   ledgerIndexes,
   loanLockKey,
@@ -22,6 +23,8 @@ import { countingClient, markdownTable, printPreamble, round, startBenchServer, 
 const n = Number(process.env.LEDGER_BENCH_N ?? 1000);
 const writers = Number(process.env.LEDGER_BENCH_WRITERS ?? 10);
 const verifyN = Number(process.env.LEDGER_BENCH_VERIFY_N ?? 20_000);
+
+const keys = new LedgerKeys(new Map([['bench', crypto.getRandomValues(new Uint8Array(32))]]));
 
 const server = await startBenchServer();
 const counting = countingClient(server.url, { maxPoolSize: writers * 2 + 5 });
@@ -56,9 +59,9 @@ async function appendScenario(
   options: { fenced: boolean; instances: 'shared' | 'own' },
 ): Promise<Row> {
   await freshLedger(name);
-  const shared = new Ledger(db, { collection: name });
+  const shared = new Ledger(db, { collection: name, keys });
   const ledgers = Array.from({ length: count }, () =>
-    options.instances === 'shared' ? shared : new Ledger(db, { collection: name }),
+    options.instances === 'shared' ? shared : new Ledger(db, { collection: name, keys }),
   );
   const fenced = options.fenced;
   const locks = new LockManager(db, { ttlMs: 600_000 });
@@ -93,7 +96,7 @@ async function appendScenario(
     collisions: sumStats([...new Set(ledgers)], 'seqCollisions') / appends,
   };
   for (const lease of leases) if (lease) await locks.release(lease);
-  const verified = await new Ledger(db, { collection: name }).verify();
+  const verified = await new Ledger(db, { collection: name, keys }).verify();
   if (!verified.ok || verified.entries !== appends)
     throw new Error(`${scenario}: chain broken ${JSON.stringify(verified)}`);
   return row;
@@ -103,7 +106,7 @@ async function appendScenario(
 async function idempotentScenario(): Promise<Row> {
   const name = 'ledger_idem';
   await freshLedger(name);
-  const ledger = new Ledger(db, { collection: name });
+  const ledger = new Ledger(db, { collection: name, keys });
   const input = { loanId: 'APP-bench-idem', type: 'disbursement' as const, amount: 5, idempotencyKey: 'idem' };
   await ledger.append(input);
   const repeats = Math.min(n, 500);
@@ -144,8 +147,9 @@ async function verifyScenario(count: number) {
         at,
         prevHash,
         idempotencyKey: `verify:${seq}`,
+        kid: keys.signingKid,
       };
-      const hash = await entryHash(unhashed);
+      const hash = await entryHash(unhashed, keys);
       const { seq: _id, ...rest } = unhashed;
       docs.push({ _id, ...rest, hash });
       prevHash = hash;
@@ -153,7 +157,7 @@ async function verifyScenario(count: number) {
     await db.collection<LedgerDoc>(name).insertMany(docs);
   }
   await db.collection(LEDGER_HEADS_COLLECTION).insertOne({ _id: name as never, seq: count, hash: prevHash });
-  const ledger = new Ledger(db, { collection: name });
+  const ledger = new Ledger(db, { collection: name, keys });
   counting.reset();
   const t0 = performance.now();
   const result = await ledger.verify();
@@ -222,7 +226,7 @@ console.log(
     }),
   ),
 );
-console.log('\nverify (one cursor in seq order, every hash recomputed with WebCrypto):\n');
+console.log('\nverify (one cursor in seq order, every HMAC checked with WebCrypto):\n');
 console.log(
   markdownTable(
     ['entries', 'seconds', 'entries/s', 'commands (whole walk)'],
