@@ -28,7 +28,9 @@ const noGo = !haveGo() && !process.env.CI;
 /** Runs compose-check on a compose file; the first run downloads and compiles compose-go (about 40 s). */
 function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !/^(JWT_KEYS|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name)),
+    Object.entries(process.env).filter(
+      ([name]) => !/^(JWT_KEYS|LEDGER_|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
+    ),
   );
   const run = spawnSync('go', ['run', '.', file], {
     cwd: checker,
@@ -50,12 +52,13 @@ const envOf = (service: Service): Record<string, string> =>
 
 describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'compose.yaml', () => {
   const jwtKeys = randomJwtKeys('k1');
+  const keys = { JWT_KEYS: jwtKeys, LEDGER_KEYS: randomJwtKeys('ledger1') };
   let services: Record<string, Service>;
   // biome-ignore lint/suspicious/noExplicitAny: see Service
   let project: any;
 
   beforeAll(() => {
-    const loaded = loadCompose(join(root, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+    const loaded = loadCompose(join(root, 'compose.yaml'), keys);
     expect(loaded.error).toBe('');
     project = loaded.project;
     services = project.services;
@@ -69,7 +72,7 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     const dir = mkdtempSync(join(tmpdir(), 'compose-'));
     try {
       writeFileSync(join(dir, 'compose.yaml'), read('compose.yaml').replace('replicas: 3', 'replcas: 3'));
-      const loaded = loadCompose(join(dir, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+      const loaded = loadCompose(join(dir, 'compose.yaml'), keys);
       expect(loaded.ok).toBe(false);
       expect(loaded.error).toMatch(/replcas/);
     } finally {
@@ -77,10 +80,13 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     }
   }, 120_000);
 
-  it('refuses to start without a signing key, naming JWT_KEYS', () => {
-    const loaded = loadCompose(join(root, 'compose.yaml'));
+  it('refuses to start without a signing key, naming JWT_KEYS, or without a ledger key, naming LEDGER_KEYS', () => {
+    const loaded = loadCompose(join(root, 'compose.yaml'), { LEDGER_KEYS: keys.LEDGER_KEYS });
     expect(loaded.ok).toBe(false);
     expect(loaded.error).toMatch(/JWT_KEYS/);
+    const noLedgerKey = loadCompose(join(root, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+    expect(noLedgerKey.ok).toBe(false);
+    expect(noLedgerKey.error).toMatch(/LEDGER_KEYS/);
   }, 120_000);
 
   it('runs MongoDB as a single-node replica set, initiated by its healthcheck, on a volume', () => {
@@ -104,6 +110,8 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     const config = apiConfigSchema.parse(env);
     expect(config.TRUST_PROXY).toBe(true); // behind nginx: the client address comes from X-Real-IP
     expect(config.JWT_KEYS).toBe(jwtKeys);
+    expect(config.LEDGER_KEYS).toBe(keys.LEDGER_KEYS);
+    expect(env.LEDGER_SIGNING_KID).toBeUndefined();
     expect(new URL(config.MONGO_URL).host).toBe('mongo:27017');
     expect(new URL(config.MONGO_URL).searchParams.get('replicaSet')).toBe('rs0');
     expect(env.ADMIN_EMAIL).toBeUndefined(); // unset stays unset (an empty string would fail the schema)

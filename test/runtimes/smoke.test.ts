@@ -28,6 +28,7 @@ beforeAll(async () => {
     MONGO_URL: mongoUrl(),
     MONGO_DB: database.name,
     JWT_KEYS: randomJwtKeys('smoke'),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
     PASSWORD_ITERATIONS: '1000',
     ADMIN_EMAIL: ADMIN.email,
     ADMIN_PASSWORD: ADMIN.password,
