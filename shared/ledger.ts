@@ -111,6 +111,8 @@ export interface RekeyResult {
   rekeyed: number;
   /** Of the entries walked, those that were plain SHA-256. */
   legacy: number;
+  /** The last plain SHA-256 entry's seq (what `legacyThrough` takes if a run must be resumed). */
+  lastLegacySeq?: number;
   head: Tail | null;
 }
 
@@ -530,11 +532,14 @@ export class Ledger {
    * Re-keys the chain with the signing kid, in seq order: every entry keyed otherwise (plain SHA-256 entries
    * written before keying, or those of a key being retired) and every entry after one it rewrote (its
    * prevHash changes), each checked first under its own scheme. Run it with no appender (the API stopped).
-   * Plain SHA-256 entries are accepted only before the first entry keyed by an appender: a suffix rewritten
-   * without the key after keyed entries is refused, never laundered. Resumable after a crash: an entry not
-   * yet rewritten may link to its predecessor's rekeyedFrom. ConflictError names the entry that stops it.
+   * Plain SHA-256 entries are accepted only before the first keyed entry: a suffix rewritten without the
+   * key after keyed entries is refused, never laundered (re-keyed history included: its former hashes are
+   * public). A run that stopped halfway leaves keyed entries before plain ones; the database cannot tell
+   * that from an attack, so the operator says so from outside it: `legacyThrough` (the last plain seq the
+   * first run reported) accepts plain entries up to there, linked to their predecessor's rekeyedFrom.
+   * ConflictError names the entry that stops it.
    */
-  async rekey(onProgress?: (seq: number) => void): Promise<RekeyResult> {
+  async rekey(options: { legacyThrough?: number; onProgress?: (seq: number) => void } = {}): Promise<RekeyResult> {
     const stop = (seq: number, message: string): never => {
       throw new ConflictError(`ledger entry ${seq}: ${message}; nothing after it was re-keyed`, { seq });
     };
@@ -547,17 +552,20 @@ export class Ledger {
         const entry = toEntry(doc);
         if (entry.seq !== previous.seq + 1) stop(previous.seq + 1, 'missing');
         if (entry.kid === undefined) {
-          if (keyedSeen) stop(entry.seq, 'plain SHA-256 after keyed entries (rewritten without the key?)');
+          if (keyedSeen && !(options.legacyThrough !== undefined && entry.seq <= options.legacyThrough)) {
+            stop(entry.seq, 'plain SHA-256 after keyed entries (rewritten without the key?)');
+          }
           let plain: string | null = null;
           try {
             plain = await sha256Hex(legacyEncoding(entry));
           } catch {}
           if (plain !== entry.hash) stop(entry.seq, 'does not match its plain SHA-256');
           result.legacy++;
+          result.lastLegacySeq = entry.seq;
         } else {
           const fault = await entryFault(entry, this.keys);
           if (fault) stop(entry.seq, brokenMessages[fault]);
-          if (entry.rekeyedFrom === undefined) keyedSeen = true;
+          keyedSeen = true;
         }
         if (entry.prevHash !== previous.hash && entry.prevHash !== previous.formerHash) {
           stop(entry.seq, brokenMessages.link);
@@ -578,7 +586,7 @@ export class Ledger {
         if (written.matchedCount !== 1) stop(entry.seq, 'changed while being re-keyed');
         result.rekeyed++;
         previous = { seq: entry.seq, hash, formerHash: former };
-        onProgress?.(entry.seq);
+        options.onProgress?.(entry.seq);
       }
     } finally {
       await cursor.close();

@@ -308,7 +308,7 @@ describe(`ledger on ${target().kind}`, () => {
       expect(await withoutK1.verify()).toMatchObject({ ok: false, entries: 0, firstBroken: { seq: 1, reason: 'key' } });
     });
 
-    it('rekey: plain SHA-256 entries written before keying, then keyed ones, re-keyed in one run that resumes after a crash', async () => {
+    it('rekey: plain SHA-256 entries written before keying, then keyed ones; a run stopped halfway resumes only with legacyThrough', async () => {
       const ledger = await freshLedger('legacy', LedgerKeys.parse(k1));
       for (let i = 1; i <= 3; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
       await rehashPlain('legacy', 1, { keepKid: false }); // as the code before keying wrote them
@@ -316,14 +316,24 @@ describe(`ledger on ${target().kind}`, () => {
       expect(keyed.entry.prevHash).toBe((await ledger.entryBySeq(3))!.hash);
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 1, reason: 'legacy' } });
 
-      // A crash after two rewrites, then a second run: it picks up where the first stopped.
+      // A crash after two rewrites: keyed entries before a plain one, which a plain rerun must refuse (it
+      // looks like a suffix rewritten without the key); the operator's legacyThrough lets it continue.
       await expect(
-        ledger.rekey((seq) => {
-          if (seq === 2) throw new Error('crash');
+        ledger.rekey({
+          onProgress: (seq) => {
+            if (seq === 2) throw new Error('crash');
+          },
         }),
       ).rejects.toThrow('crash');
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 3, reason: 'legacy' } });
-      expect(await ledger.rekey()).toMatchObject({ entries: 4, rekeyed: 2, legacy: 1, head: { seq: 4 } });
+      await expect(ledger.rekey()).rejects.toThrow(/ledger entry 3: plain SHA-256 after keyed entries/);
+      expect(await ledger.rekey({ legacyThrough: 3 })).toMatchObject({
+        entries: 4,
+        rekeyed: 2,
+        legacy: 1,
+        lastLegacySeq: 3,
+        head: { seq: 4 },
+      });
       expect(await ledger.verify()).toMatchObject({ ok: true, entries: 4, head: { seq: 4 } });
       const docs = await tdb.db.collection<LedgerDoc>('legacy').find({}).sort({ _id: 1 }).toArray();
       expect(docs.map((d) => d.kid)).toEqual(['k1', 'k1', 'k1', 'k1']);
@@ -339,6 +349,16 @@ describe(`ledger on ${target().kind}`, () => {
       await expect(ledger.rekey()).rejects.toThrow(/ledger entry 3: plain SHA-256 after keyed entries/);
       expect(await tdb.db.collection<LedgerDoc>('no-launder').find({}).sort({ _id: 1 }).toArray()).toEqual(before);
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 3, reason: 'legacy' } });
+    });
+
+    it('rekey refuses plain SHA-256 entries forged over re-keyed history (its former hashes are public)', async () => {
+      const ledger = await freshLedger('no-launder-history', LedgerKeys.parse(k1));
+      for (let i = 1; i <= 3; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
+      await rehashPlain('no-launder-history', 1, { keepKid: false });
+      expect(await ledger.rekey()).toMatchObject({ rekeyed: 3, legacy: 3 });
+      await rehashPlain('no-launder-history', 2, { keepKid: false, edit: (doc) => (doc.amount = 999) });
+      await expect(ledger.rekey()).rejects.toThrow(/ledger entry 2: plain SHA-256 after keyed entries/);
+      expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'legacy' } });
     });
 
     it('rekey retires a key: every entry moves to the signing kid, and the chain verifies without the old key', async () => {
