@@ -423,7 +423,8 @@ export class Disbursements {
     // Every disbursed (or disbursing) application: its record, and once disbursed its entry at its seq.
     for (const app of applications.values()) {
       const id = app._id;
-      const record = records.get(id);
+      // A record claimed after the records were read (a disbursement started meanwhile) is read now.
+      const record = records.get(id) ?? (await this.get(id)) ?? undefined;
       const seq = app.disbursement?.ledgerSeq;
       if (!record) {
         report('record_missing', id, seq, `application ${id} is ${app.status} without a disbursement record`);

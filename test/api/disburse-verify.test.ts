@@ -110,6 +110,29 @@ describe(`GET /api/ledger/verify against a database writer on ${target().kind}`,
     expect(body.firstBroken).toBeUndefined();
   });
 
+  it('verify while loans are being disbursed: a disbursement in flight is never reported', async () => {
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(await approvedApplication(60_000 + i));
+    let disbursing = true;
+    const answers: { ok: boolean; mismatches: unknown[] }[] = [];
+    const verifier = (async () => {
+      while (disbursing) answers.push(await verify());
+    })();
+    await Promise.all(
+      ids.map(async (id) => {
+        const res = await call(app, tokens.admin, 'POST', `/api/applications/${id}/disburse`, {
+          headers: { 'idempotency-key': crypto.randomUUID() },
+        });
+        expect(res.status).toBe(200);
+      }),
+    );
+    disbursing = false;
+    await verifier;
+    answers.push(await verify());
+    expect(answers.length).toBeGreaterThan(1);
+    for (const answer of answers) expect(answer).toMatchObject({ ok: true, mismatches: [] });
+  });
+
   it('a suffix edited and rehashed without the key, head moved along: the first rewritten entry and the amount it contradicts', async () => {
     const victim = disbursed[1]!;
     await rehashFrom(victim.seq, (entry) => {
