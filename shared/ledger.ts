@@ -14,12 +14,12 @@
 //   ["loan-ledger/v2", kid (string), seq (integer >= 1), loanId (string), type (string), amount (integer),
 //    at (ISO-8601 UTC with milliseconds, Date.prototype.toISOString), idempotencyKey (string | null),
 //    fence ([lockKey string, token integer] | null), prevHash (64 lowercase hex; 64 zeros before seq 1),
-//    rekeyedFrom (64 lowercase hex | null: the hash this entry had before rekeyLedger rewrote it)]
+//    rekeyedFrom (64 lowercase hex | null: the hash this entry had before Ledger.rekey rewrote it)]
 // JSON.stringify of an array of strings, integers and nulls is fully specified by ECMAScript, so any
 // runtime (or another language following the same rules) recomputes the same bytes.
 //
 // Entries written before keying ("loan-ledger/v1": plain SHA-256 of the same array without kid and
-// rekeyedFrom, no kid stored) never verify: verify names the first one (reason 'legacy'), and rekeyLedger
+// rekeyedFrom, no kid stored) never verify: verify names the first one (reason 'legacy'), and Ledger.rekey
 // (scripts/ledger-rekey.ts, run once with the API stopped) checks their SHA-256 chain and re-keys them.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import type { Clock } from './clock.ts';
@@ -31,7 +31,7 @@ import { claimFence, type Lease } from './lock.ts';
 export const LEDGER_COLLECTION = 'ledger';
 export const LEDGER_HEADS_COLLECTION = 'ledger_heads';
 export const LEDGER_HASH_FORMAT = 'loan-ledger/v2';
-/** The plain SHA-256 format of entries written before keying; only rekeyLedger reads it. */
+/** The plain SHA-256 format of entries written before keying; only Ledger.rekey reads it. */
 export const LEGACY_HASH_FORMAT = 'loan-ledger/v1';
 /** The prevHash of the first entry. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -62,7 +62,7 @@ export interface LedgerEntry {
   kid?: string;
   fence?: Fence;
   idempotencyKey?: string;
-  /** Set by rekeyLedger: the hash the entry had before it was re-keyed (covered by the new hash). */
+  /** Set by Ledger.rekey: the hash the entry had before it was re-keyed (covered by the new hash). */
   rekeyedFrom?: string;
 }
 
@@ -299,7 +299,7 @@ export async function entryHash(entry: Omit<LedgerEntry, 'hash'>, keys: LedgerKe
   return keys.mac(entry.kid!, encoding);
 }
 
-/** The "loan-ledger/v1" encoding of entries written before keying (no kid): rekeyLedger checks them with it. */
+/** The "loan-ledger/v1" encoding of entries written before keying (no kid): Ledger.rekey checks them with it. */
 export function legacyEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
   checkFields(entry);
   return JSON.stringify([
