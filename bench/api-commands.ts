@@ -24,6 +24,7 @@ const config = loadConfig(
   {
     MONGO_URL: server.url,
     JWT_KEYS: `b1:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
+    LEDGER_KEYS: `ledger:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
     LOG_LEVEL: 'silent',
     RATE_LIMIT_PER_MINUTE: '1000000',
     // Login cost here is the database's, not PBKDF2's: 600000 iterations would be ~0.2 s of CPU each.

@@ -1,10 +1,13 @@
 // Ledger appends per second with 1 and with 10 concurrent writers (plain and fenced under a lease), the
 // exact MongoDB commands per append (command monitoring; lost seq races included), an idempotent re-append,
-// and verify throughput over a long chain.
+// and verify throughput over a long chain. Entries are keyed (HMAC-SHA-256) with a random ledger key.
 // Run: npx node bench/ledger.ts   (starts the offline server unless MONGO_URL is set)
 // Knobs: LEDGER_BENCH_N (appends per scenario, 1000), LEDGER_BENCH_WRITERS (10), LEDGER_BENCH_VERIFY_N (20000).
 import { availableParallelism } from 'node:os';
+import { APPLICATIONS_COLLECTION } from '../shared/applications.ts';
+import { systemClock } from '../shared/clock.ts';
 import { ensureIndexes } from '../shared/db.ts';
+import { DISBURSEMENTS_COLLECTION, type DisbursementDoc, Disbursements } from '../shared/disbursements.ts';
 import {
   entryHash,
   GENESIS_HASH,
@@ -12,6 +15,7 @@ import {
   Ledger,
   type LedgerDoc,
   type LedgerEntry,
+  LedgerKeys,
   type LedgerStats,
   ledgerIndexes,
   loanLockKey,
@@ -22,6 +26,8 @@ import { countingClient, markdownTable, printPreamble, round, startBenchServer, 
 const n = Number(process.env.LEDGER_BENCH_N ?? 1000);
 const writers = Number(process.env.LEDGER_BENCH_WRITERS ?? 10);
 const verifyN = Number(process.env.LEDGER_BENCH_VERIFY_N ?? 20_000);
+
+const keys = new LedgerKeys(new Map([['bench', crypto.getRandomValues(new Uint8Array(32))]]));
 
 const server = await startBenchServer();
 const counting = countingClient(server.url, { maxPoolSize: writers * 2 + 5 });
@@ -56,9 +62,9 @@ async function appendScenario(
   options: { fenced: boolean; instances: 'shared' | 'own' },
 ): Promise<Row> {
   await freshLedger(name);
-  const shared = new Ledger(db, { collection: name });
+  const shared = new Ledger(db, { collection: name, keys });
   const ledgers = Array.from({ length: count }, () =>
-    options.instances === 'shared' ? shared : new Ledger(db, { collection: name }),
+    options.instances === 'shared' ? shared : new Ledger(db, { collection: name, keys }),
   );
   const fenced = options.fenced;
   const locks = new LockManager(db, { ttlMs: 600_000 });
@@ -93,7 +99,7 @@ async function appendScenario(
     collisions: sumStats([...new Set(ledgers)], 'seqCollisions') / appends,
   };
   for (const lease of leases) if (lease) await locks.release(lease);
-  const verified = await new Ledger(db, { collection: name }).verify();
+  const verified = await new Ledger(db, { collection: name, keys }).verify();
   if (!verified.ok || verified.entries !== appends)
     throw new Error(`${scenario}: chain broken ${JSON.stringify(verified)}`);
   return row;
@@ -103,7 +109,7 @@ async function appendScenario(
 async function idempotentScenario(): Promise<Row> {
   const name = 'ledger_idem';
   await freshLedger(name);
-  const ledger = new Ledger(db, { collection: name });
+  const ledger = new Ledger(db, { collection: name, keys });
   const input = { loanId: 'APP-bench-idem', type: 'disbursement' as const, amount: 5, idempotencyKey: 'idem' };
   await ledger.append(input);
   const repeats = Math.min(n, 500);
@@ -127,7 +133,11 @@ async function idempotentScenario(): Promise<Row> {
   };
 }
 
-/** A valid chain of `count` entries written directly (hashes computed here), then verify() over it. */
+/**
+ * A valid chain of `count` entries written directly (hashes computed here), then verify() over it; then a
+ * disbursement record and a disbursed application for every entry, and the whole GET /api/ledger/verify
+ * (chain + cross-check) over them.
+ */
 async function verifyScenario(count: number) {
   const name = 'ledger_verify';
   await freshLedger(name);
@@ -138,14 +148,15 @@ async function verifyScenario(count: number) {
     for (let seq = from; seq < Math.min(from + 1000, count + 1); seq++) {
       const unhashed: Omit<LedgerEntry, 'hash'> = {
         seq,
-        loanId: `APP-verify-${seq % 500}`,
+        loanId: `APP-verify-${seq}`,
         type: 'disbursement',
         amount: 100 + seq,
         at,
         prevHash,
-        idempotencyKey: `verify:${seq}`,
+        idempotencyKey: `disbursement:APP-verify-${seq}`,
+        kid: keys.signingKid,
       };
-      const hash = await entryHash(unhashed);
+      const hash = await entryHash(unhashed, keys);
       const { seq: _id, ...rest } = unhashed;
       docs.push({ _id, ...rest, hash });
       prevHash = hash;
@@ -153,13 +164,54 @@ async function verifyScenario(count: number) {
     await db.collection<LedgerDoc>(name).insertMany(docs);
   }
   await db.collection(LEDGER_HEADS_COLLECTION).insertOne({ _id: name as never, seq: count, hash: prevHash });
-  const ledger = new Ledger(db, { collection: name });
+  const ledger = new Ledger(db, { collection: name, keys });
   counting.reset();
   const t0 = performance.now();
   const result = await ledger.verify();
   const seconds = (performance.now() - t0) / 1000;
   if (!result.ok || result.entries !== count) throw new Error(`verify failed: ${JSON.stringify(result)}`);
-  return { entries: count, seconds, commands: counting.perOperation(1) };
+  const chain = { what: 'chain only (Ledger.verify)', entries: count, seconds, commands: counting.perOperation(1) };
+
+  for (let from = 1; from <= count; from += 1000) {
+    const seqs = Array.from({ length: Math.min(1000, count + 1 - from) }, (_, i) => from + i);
+    await db.collection<DisbursementDoc>(DISBURSEMENTS_COLLECTION).insertMany(
+      seqs.map((seq) => ({
+        _id: `APP-verify-${seq}`,
+        idempotencyKey: `key-${seq}`,
+        state: 'disbursed' as const,
+        amount: 100 + seq,
+        requestedBy: 'bench',
+        token: 1,
+        createdAt: at,
+        updatedAt: at,
+        ledgerSeq: seq,
+        disbursedAt: at,
+      })),
+    );
+    await db.collection(APPLICATIONS_COLLECTION).insertMany(
+      seqs.map((seq) => ({
+        _id: `APP-verify-${seq}` as never,
+        status: 'disbursed',
+        loanAmount: 100 + seq,
+        disbursement: { idempotencyKey: `key-${seq}`, amount: 100 + seq, token: 1, state: 'disbursed', ledgerSeq: seq },
+      })),
+    );
+  }
+  const disbursements = new Disbursements(db, { ledger, locks: new LockManager(db), clock: systemClock });
+  counting.reset();
+  const t1 = performance.now();
+  const crossChecked = await disbursements.verifyLedger();
+  const crossSeconds = (performance.now() - t1) / 1000;
+  if (!crossChecked.ok || crossChecked.disbursements !== count) {
+    throw new Error(`cross-check failed: ${JSON.stringify(crossChecked).slice(0, 500)}`);
+  }
+  const full = {
+    what: 'chain + cross-check (GET /api/ledger/verify)',
+    entries: count,
+    seconds: crossSeconds,
+    commands: counting.perOperation(1),
+  };
+  return [chain, full];
 }
 
 const rows = [
@@ -222,10 +274,10 @@ console.log(
     }),
   ),
 );
-console.log('\nverify (one cursor in seq order, every hash recomputed with WebCrypto):\n');
+console.log('\nverify (one cursor in seq order, every HMAC checked with WebCrypto; then records and applications):\n');
 console.log(
   markdownTable(
-    ['entries', 'seconds', 'entries/s', 'commands (whole walk)'],
-    [[verified.entries, round(verified.seconds, 2), round(verified.entries / verified.seconds, 0), verified.commands]],
+    ['verify', 'entries', 'seconds', 'entries/s', 'commands (whole walk)'],
+    verified.map((v) => [v.what, v.entries, round(v.seconds, 2), round(v.entries / v.seconds, 0), v.commands]),
   ),
 );

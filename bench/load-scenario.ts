@@ -46,6 +46,7 @@ export function loadApiEnv(mongoUrl: string, dbName: string): Record<string, str
     MONGO_DB: dbName,
     LOG_LEVEL: 'warn',
     JWT_KEYS: `l1:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
+    LEDGER_KEYS: `ledger:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
     PASSWORD_ITERATIONS: '1000',
     LOGIN_ATTEMPTS_PER_ADDRESS: '100000',
     RATE_LIMIT_PER_MINUTE: '100000',

@@ -20,6 +20,7 @@ const env = {
   MONGO_URL: server.url,
   MONGO_DB: dbName,
   JWT_KEYS: `r1:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
+  LEDGER_KEYS: `ledger:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
   LOG_LEVEL: 'silent',
   PASSWORD_ITERATIONS: '1000',
   LOGIN_ATTEMPTS_PER_ADDRESS: '100000',

@@ -37,6 +37,7 @@ const env = {
   MONGO_URL: server.url,
   MONGO_DB: dbName,
   JWT_KEYS: `bench:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
+  LEDGER_KEYS: `ledger:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`,
   PASSWORD_ITERATIONS: '1000',
   ADMIN_EMAIL: ADMIN.email,
   ADMIN_PASSWORD: ADMIN.password,

@@ -38,6 +38,13 @@ function devJwtKeys(): string {
   return readFileSync(file, 'utf8').trim();
 }
 
+/** A development ledger key, made once like the signing key: entries keyed with it verify after restarts. */
+function devLedgerKeys(): string {
+  const file = join(dataDir, 'ledger-keys');
+  if (!existsSync(file)) writeFileSync(file, `ledger1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  return readFileSync(file, 'utf8').trim();
+}
+
 let database: { url: string; description: string; stop(): Promise<void> };
 if (settings.MONGO_URL) {
   database = { url: settings.MONGO_URL, description: 'MONGO_URL', stop: async () => {} };
@@ -65,6 +72,7 @@ const env = {
   ADMIN_PASSWORD: demoAdmin.password,
   ...process.env,
   JWT_KEYS: process.env.JWT_KEYS ?? devJwtKeys(),
+  LEDGER_KEYS: process.env.LEDGER_KEYS ?? devLedgerKeys(),
   MONGO_URL: database.url,
   MONGO_URI: undefined,
   MONGO_DB: dbName,

@@ -3,6 +3,18 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 
+/** `kid:base64secret[,kid2:base64secret2]` with secrets of at least 32 bytes (an HMAC key shorter than its hash is weak). */
+const keyListPattern = /^\s*[A-Za-z0-9_-]{1,64}:[A-Za-z0-9+/=]+\s*(,\s*[A-Za-z0-9_-]{1,64}:[A-Za-z0-9+/=]+\s*)*$/;
+const keyListMessage = 'must be kid:base64secret[,kid2:base64secret2]';
+const secretsLongEnough = (list: string) =>
+  list.split(',').every((part) => {
+    try {
+      return atob(part.trim().slice(part.trim().indexOf(':') + 1)).length >= 32;
+    } catch {
+      return false;
+    }
+  });
+const secretsMessage = 'every secret must be base64 of at least 32 bytes';
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 export const configSchema = z.object({
@@ -98,6 +110,10 @@ export const configSchema = z.object({
   JWT_KEYS: z.string().min(1).optional(),
   /** The kid that signs new tokens; the others only verify (key rotation). Default: the first. */
   JWT_SIGNING_KID: z.string().min(1).optional(),
+  /** HMAC keys of the ledger's hash chain, `kid:base64secret` comma-separated (secrets >= 32 bytes); never removed while entries use them. */
+  LEDGER_KEYS: z.string().regex(keyListPattern, keyListMessage).refine(secretsLongEnough, secretsMessage).optional(),
+  /** The kid that keys new ledger entries; the others only verify older ones. Default: the first. */
+  LEDGER_SIGNING_KID: z.string().min(1).optional(),
   ACCESS_TOKEN_TTL_S: int(30, 86_400).default(900),
   REFRESH_TOKEN_TTL_S: int(300, 90 * 86_400).default(7 * 86_400),
   /** A revocation is refused on every instance within this bound (plus one round trip). */
@@ -125,9 +141,13 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
-/** The API also needs signing keys; workers and tools do not. */
+/** The API also needs signing keys (sessions and the ledger); workers and tools do not. */
 export const apiConfigSchema = configSchema.extend({
   JWT_KEYS: z.string({ error: 'is required (kid:base64secret[,kid2:base64secret2]); npm start makes one' }).min(1),
+  LEDGER_KEYS: z
+    .string({ error: 'is required (kid:base64secret[,kid2:base64secret2]); npm start makes one' })
+    .regex(keyListPattern, keyListMessage)
+    .refine(secretsLongEnough, secretsMessage),
 });
 
 export type ApiConfig = z.infer<typeof apiConfigSchema>;

@@ -22,7 +22,7 @@ import { type AuditEntry, AuditLog, auditId } from './audit.ts';
 import type { Clock } from './clock.ts';
 import type { IndexPlan } from './db.ts';
 import { ConflictError, NotFoundError, ValidationError } from './errors.ts';
-import { type Ledger, type LedgerEntry, loanLockKey } from './ledger.ts';
+import { type Ledger, type LedgerEntry, loanLockKey, type VerifyResult } from './ledger.ts';
 import type { Lease, LockManager } from './lock.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
@@ -116,6 +116,10 @@ export const disbursementQueries = {
     $set: { state: 'disbursed', ledgerSeq: entry.seq, disbursedAt: entry.at, updatedAt: at },
   }),
   application: (applicationId: string): Filter<DisbursableApplication> => ({ _id: applicationId }),
+  /** Applications the cross-check reads: disbursed, or carrying a disbursement intent. */
+  disbursedOrDisbursing: {
+    $or: [{ status: 'disbursed' }, { disbursement: { $exists: true } }],
+  } as Filter<DisbursableApplication>,
   /**
    * The intent goes on an approved application, at the version read, that carries no intent yet; with
    * four eyes, only if the disburser neither prepared nor approved it.
@@ -151,6 +155,47 @@ export const disbursementQueries = {
     $inc: { version: 1 },
   }),
 };
+
+// ---- The cross-check: ledger <-> disbursement records <-> applications ------------------------------
+
+export const mismatchCodes = [
+  'record_missing',
+  'entry_missing',
+  'entry_other_loan',
+  'duplicate_entry',
+  'amount_mismatch',
+  'seq_mismatch',
+  'status_mismatch',
+] as const;
+export type MismatchCode = (typeof mismatchCodes)[number];
+
+/** One contradiction between the ledger, a disbursement record and an application. */
+export interface Mismatch {
+  code: MismatchCode;
+  applicationId: string;
+  /** The ledger entry concerned, when there is one. */
+  seq?: number;
+  message: string;
+}
+
+/** The chain's own verification plus the cross-check; ok only when both hold. */
+export interface LedgerVerification extends VerifyResult {
+  /** Disbursement records and disbursed (or disbursing) applications cross-checked. */
+  disbursements: number;
+  applications: number;
+  /** At most MAX_MISMATCHES, in ledger then application order; `mismatchesOmitted` counts the rest. */
+  mismatches: Mismatch[];
+  mismatchesOmitted?: number;
+}
+
+const MAX_MISMATCHES = 100;
+
+interface SeenEntry {
+  seq: number;
+  loanId: string;
+  amount: number;
+  idempotencyKey?: string;
+}
 
 interface ChangeMeta {
   at: Date;
@@ -239,6 +284,192 @@ export class Disbursements {
       projection: { _id: 1 },
     });
     return found !== null;
+  }
+
+  /**
+   * The ledger's verification (Ledger.verify) and a cross-check of every disbursement entry, disbursement
+   * record and application against each other: a done record's entry exists at its seq, for its loan, with
+   * its amount; every entry has its loan's record; a disbursed application has its record and its entry, at
+   * the seq and amount it names; a done record's application is disbursed. A disbursement still in flight
+   * (record 'disbursing') is not a contradiction. Entries appended after the walk are looked up before
+   * anything is called missing, so a concurrent disbursement is not reported.
+   */
+  async verifyLedger(): Promise<LedgerVerification> {
+    const bySeq = new Map<number, SeenEntry>();
+    const byLoan = new Map<string, SeenEntry[]>();
+    const remember = (entry: SeenEntry) => {
+      bySeq.set(entry.seq, entry);
+      const list = byLoan.get(entry.loanId) ?? [];
+      list.push(entry);
+      byLoan.set(entry.loanId, list);
+    };
+    const chain = await this.ledger.verify({
+      onEntry: (e) => {
+        if (e.type === 'disbursement')
+          remember({ seq: e.seq, loanId: e.loanId, amount: e.amount, idempotencyKey: e.idempotencyKey });
+      },
+    });
+    // Entries past the walk's end (appended meanwhile): looked up once before calling them missing.
+    const lateEntry = async (applicationId: string): Promise<SeenEntry | undefined> => {
+      const known = byLoan.get(applicationId)?.[0];
+      if (known) return known;
+      const late = await this.ledger.entries.findOne({ idempotencyKey: disbursementLedgerKey(applicationId) });
+      if (!late || bySeq.has(late._id)) return undefined;
+      const entry = { seq: late._id, loanId: late.loanId, amount: late.amount, idempotencyKey: late.idempotencyKey };
+      remember(entry);
+      return entry;
+    };
+
+    const mismatches: Mismatch[] = [];
+    const seen = new Set<string>();
+    const report = (code: MismatchCode, applicationId: string, seq: number | undefined, message: string) => {
+      const id = `${code}|${applicationId}|${seq ?? ''}`;
+      if (seen.has(id)) return;
+      seen.add(id);
+      mismatches.push({ code, applicationId, ...(seq === undefined ? {} : { seq }), message });
+    };
+
+    const records = new Map<string, DisbursementDoc>();
+    for await (const record of this.collection.find({})) records.set(record._id, record);
+    const applications = new Map<string, DisbursableApplication>();
+    for await (const app of this.applications.find(disbursementQueries.disbursedOrDisbursing, {
+      projection: { _id: 1, status: 1, disbursement: 1 },
+    })) {
+      applications.set(app._id, app);
+    }
+
+    // Every entry: its loan has a record, one entry per loan, and its identity names its own loan.
+    for (const [loanId, entries] of byLoan) {
+      const first = entries[0]!;
+      if (!records.has(loanId)) {
+        // A record is inserted before its entry is appended, so a missing one was removed.
+        report(
+          'record_missing',
+          loanId,
+          first.seq,
+          `ledger entry ${first.seq} pays ${loanId}, which has no disbursement record`,
+        );
+      }
+      for (const extra of entries.slice(1)) {
+        report('duplicate_entry', loanId, extra.seq, `${loanId} has ledger entries ${first.seq} and ${extra.seq}`);
+      }
+      for (const entry of entries) {
+        if (entry.idempotencyKey !== undefined && entry.idempotencyKey !== disbursementLedgerKey(loanId)) {
+          report(
+            'entry_other_loan',
+            loanId,
+            entry.seq,
+            `ledger entry ${entry.seq} pays ${loanId} but carries the identity ${entry.idempotencyKey}`,
+          );
+        }
+      }
+    }
+
+    // Every record: a done one names its entry (there, for this loan, this amount) and a disbursed application.
+    for (const record of records.values()) {
+      const id = record._id;
+      const app = applications.get(id);
+      if (record.state === 'disbursed') {
+        const seq = record.ledgerSeq!;
+        const entry = bySeq.get(seq);
+        if (!entry) {
+          const own = await lateEntry(id);
+          if (own?.seq === seq) {
+            if (own.amount !== record.amount) {
+              report(
+                'amount_mismatch',
+                id,
+                seq,
+                `ledger entry ${seq} pays ${own.amount}, disbursement record ${id} says ${record.amount}`,
+              );
+            }
+          } else if (own) {
+            report(
+              'seq_mismatch',
+              id,
+              seq,
+              `disbursement record ${id} names ledger entry ${seq}, its entry is ${own.seq}`,
+            );
+          } else {
+            report('entry_missing', id, seq, `disbursement record ${id} names ledger entry ${seq}, which is missing`);
+          }
+        } else if (entry.loanId !== id) {
+          report(
+            'entry_other_loan',
+            id,
+            seq,
+            `disbursement record ${id} names ledger entry ${seq}, which pays ${entry.loanId}`,
+          );
+        } else if (entry.amount !== record.amount) {
+          report(
+            'amount_mismatch',
+            id,
+            seq,
+            `ledger entry ${seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
+          );
+        }
+        if (app?.status !== 'disbursed') {
+          report(
+            'status_mismatch',
+            id,
+            seq,
+            `disbursement record ${id} is done but the application is ${app ? app.status : 'not disbursed or missing'}`,
+          );
+        }
+      } else {
+        const entry = byLoan.get(id)?.[0];
+        if (entry && entry.amount !== record.amount) {
+          report(
+            'amount_mismatch',
+            id,
+            entry.seq,
+            `ledger entry ${entry.seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
+          );
+        }
+      }
+    }
+
+    // Every disbursed (or disbursing) application: its record, and once disbursed its entry at its seq.
+    for (const app of applications.values()) {
+      const id = app._id;
+      // A record claimed after the records were read (a disbursement started meanwhile) is read now.
+      const record = records.get(id) ?? (await this.get(id)) ?? undefined;
+      const seq = app.disbursement?.ledgerSeq;
+      if (!record) {
+        report('record_missing', id, seq, `application ${id} is ${app.status} without a disbursement record`);
+      } else if (app.disbursement && app.disbursement.amount !== record.amount) {
+        report(
+          'amount_mismatch',
+          id,
+          seq,
+          `application ${id} disburses ${app.disbursement.amount}, its record says ${record.amount}`,
+        );
+      }
+      if (app.status !== 'disbursed') continue;
+      const entry = await lateEntry(id);
+      if (!entry) {
+        report('entry_missing', id, seq, `application ${id} is disbursed but no ledger entry pays it`);
+      } else if (seq !== entry.seq) {
+        report('seq_mismatch', id, seq, `application ${id} names ledger entry ${seq}, its entry is ${entry.seq}`);
+      } else if (app.disbursement && entry.amount !== app.disbursement.amount) {
+        report(
+          'amount_mismatch',
+          id,
+          seq,
+          `ledger entry ${seq} pays ${entry.amount}, application ${id} says ${app.disbursement.amount}`,
+        );
+      }
+    }
+
+    const shown = mismatches.slice(0, MAX_MISMATCHES);
+    return {
+      ...chain,
+      ok: chain.ok && mismatches.length === 0,
+      disbursements: records.size,
+      applications: applications.size,
+      mismatches: shown,
+      ...(mismatches.length > shown.length ? { mismatchesOmitted: mismatches.length - shown.length } : {}),
+    };
   }
 
   /**

@@ -1,17 +1,26 @@
-// The append-only, hash-chained ledger of money movements. Each entry's _id is its seq, so two appenders
+// The append-only, keyed hash chain of money movements. Each entry's _id is its seq, so two appenders
 // that read the same tail race on one _id and exactly one insert wins: the chain cannot fork; the loser
 // reads the entry that beat it and tries the next seq. A second unique key (idempotencyKey, sparse) makes
 // an append with the same identity land once, however many racers or retries send it. No transactions: a
 // head document names the last entry and is moved forward after each insert (never backward); a crash in
 // between leaves it behind, and the next successful append moves it past the gap in the same write.
 //
-// Canonical encoding (what `hash` covers), format "loan-ledger/v1": the lowercase hex SHA-256 of the UTF-8
-// bytes of JSON.stringify of this array, in this order, with these types:
-//   ["loan-ledger/v1", seq (integer >= 1), loanId (string), type (string), amount (integer),
+// Keyed, not plain: `hash` is an HMAC-SHA-256 under a ledger key held outside the database (LEDGER_KEYS),
+// so someone who can write to the database but lacks the key cannot rehash an edited suffix. Each entry is
+// keyed (not only periodic checkpoints), so there is no unsigned window after the last checkpoint, and
+// verify names the exact entry. The entry carries the kid of its key: keys rotate, older entries verify
+// with their own kid. Canonical encoding, format "loan-ledger/v2": the lowercase hex HMAC-SHA-256, under
+// the key named by kid, of the UTF-8 bytes of JSON.stringify of this array, in this order, with these types:
+//   ["loan-ledger/v2", kid (string), seq (integer >= 1), loanId (string), type (string), amount (integer),
 //    at (ISO-8601 UTC with milliseconds, Date.prototype.toISOString), idempotencyKey (string | null),
-//    fence ([lockKey string, token integer] | null), prevHash (64 lowercase hex; 64 zeros before seq 1)]
+//    fence ([lockKey string, token integer] | null), prevHash (64 lowercase hex; 64 zeros before seq 1),
+//    rekeyedFrom (64 lowercase hex | null: the hash this entry had before Ledger.rekey rewrote it)]
 // JSON.stringify of an array of strings, integers and nulls is fully specified by ECMAScript, so any
 // runtime (or another language following the same rules) recomputes the same bytes.
+//
+// Entries written before keying ("loan-ledger/v1": plain SHA-256 of the same array without kid and
+// rekeyedFrom, no kid stored) never verify: verify names the first one (reason 'legacy'), and Ledger.rekey
+// (scripts/ledger-rekey.ts, run once with the API stopped) checks their SHA-256 chain and re-keys them.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
@@ -21,7 +30,9 @@ import { claimFence, type Lease } from './lock.ts';
 
 export const LEDGER_COLLECTION = 'ledger';
 export const LEDGER_HEADS_COLLECTION = 'ledger_heads';
-export const LEDGER_HASH_FORMAT = 'loan-ledger/v1';
+export const LEDGER_HASH_FORMAT = 'loan-ledger/v2';
+/** The plain SHA-256 format of entries written before keying; only Ledger.rekey reads it. */
+export const LEGACY_HASH_FORMAT = 'loan-ledger/v1';
 /** The prevHash of the first entry. */
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -47,8 +58,12 @@ export interface LedgerEntry {
   at: Date;
   prevHash: string;
   hash: string;
+  /** The ledger key that keyed `hash`; absent on entries written before keying. */
+  kid?: string;
   fence?: Fence;
   idempotencyKey?: string;
+  /** Set by Ledger.rekey: the hash the entry had before it was re-keyed (covered by the new hash). */
+  rekeyedFrom?: string;
 }
 
 /** Stored with _id = seq: the unique _id is what keeps the chain from forking. */
@@ -89,7 +104,19 @@ export interface AppendResult {
   created: boolean;
 }
 
-export type BrokenReason = 'hash' | 'link' | 'gap';
+export interface RekeyResult {
+  /** Entries walked. */
+  entries: number;
+  /** Entries rewritten (keyed with the signing kid, relinked). */
+  rekeyed: number;
+  /** Of the entries walked, those that were plain SHA-256. */
+  legacy: number;
+  /** The last plain SHA-256 entry's seq (what `legacyThrough` takes if a run must be resumed). */
+  lastLegacySeq?: number;
+  head: Tail | null;
+}
+
+export type BrokenReason = 'hash' | 'link' | 'gap' | 'key' | 'legacy';
 
 export interface VerifyResult {
   ok: boolean;
@@ -98,12 +125,22 @@ export interface VerifyResult {
   /** The head document as verify read it before walking (null for an empty ledger). */
   head: Tail | null;
   /**
-   * The first place the chain breaks: 'hash' = the entry's fields do not hash to its stored hash (edited);
-   * 'link' = its prevHash is not the previous entry's hash, or the head's hash is not this entry's;
-   * 'gap' = this seq is missing (deleted), including entries missing after the last one the head names.
+   * The first place the chain breaks: 'hash' = the entry's fields do not hash to its stored hash under its
+   * key (edited, or rehashed without the key); 'link' = its prevHash is not the previous entry's hash, or
+   * the head's hash is not this entry's; 'gap' = this seq is missing (deleted), including entries missing
+   * after the last one the head names; 'key' = its kid names no key in LEDGER_KEYS; 'legacy' = it has no
+   * kid (plain SHA-256: written before keying, or rewritten by someone without the key).
    */
-  firstBroken?: { seq: number; reason: BrokenReason };
+  firstBroken?: { seq: number; reason: BrokenReason; message: string };
 }
+
+const brokenMessages: Record<BrokenReason, string> = {
+  hash: 'the entry does not match its keyed hash: edited, or rehashed without the ledger key',
+  link: "the entry's prevHash is not the previous entry's hash, or the head names another hash for it",
+  gap: 'this entry is missing (deleted)',
+  key: 'the entry names a ledger key that LEDGER_KEYS does not hold',
+  legacy: 'the entry has no ledger key (plain SHA-256): written before keying or rewritten without the key',
+};
 
 // ---- Indexes, filters and updates -------------------------------------------------------------------
 
@@ -130,16 +167,94 @@ export const ledgerQueries = {
   advanceHead: (to: Tail): UpdateFilter<LedgerHeadDoc> => ({ $set: { seq: to.seq, hash: to.hash } }),
 };
 
-// ---- Hashing ------------------------------------------------------------------------------------------
+// ---- Keys and hashing ---------------------------------------------------------------------------------
 
 const hexPattern = /^[0-9a-f]{64}$/;
+const kidPattern = /^[A-Za-z0-9_-]{1,64}$/;
+const encoder = new TextEncoder();
 
 function fail(field: string, message: string): never {
   throw new ValidationError(`ledger entry ${field} ${message}`, [{ path: field, message }]);
 }
 
-/** The exact string `hash` is computed over (see the module header). Throws ValidationError on a wrong type. */
-export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
+const toHex = (bytes: ArrayBuffer) =>
+  Array.from(new Uint8Array(bytes), (byte) => byte.toString(16).padStart(2, '0')).join('');
+
+function fromHex(hex: string): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return bytes;
+}
+
+/**
+ * The ledger's HMAC keys (LEDGER_KEYS: `kid:base64secret,...`, secrets >= 32 bytes) and the kid that keys
+ * new entries (LEDGER_SIGNING_KID, default the first). Kept outside the database, like the JWT keys.
+ */
+export class LedgerKeys {
+  readonly signingKid: string;
+  private readonly secrets: Map<string, Uint8Array<ArrayBuffer>>;
+  private readonly imported = new Map<string, Promise<CryptoKey>>();
+
+  constructor(secrets: Map<string, Uint8Array<ArrayBuffer>>, signingKid?: string) {
+    if (secrets.size === 0) throw new Error('no ledger keys given');
+    const kid = signingKid ?? [...secrets.keys()][0]!;
+    if (!secrets.has(kid)) throw new Error(`LEDGER_SIGNING_KID ${kid} is not one of the LEDGER_KEYS kids`);
+    this.secrets = secrets;
+    this.signingKid = kid;
+  }
+
+  /** Parses `kid:base64secret,...`; throws an Error naming the bad part. */
+  static parse(spec: string, signingKid?: string): LedgerKeys {
+    const secrets = new Map<string, Uint8Array<ArrayBuffer>>();
+    for (const part of spec
+      .split(',')
+      .map((p) => p.trim())
+      .filter(Boolean)) {
+      const colon = part.indexOf(':');
+      const kid = part.slice(0, colon);
+      if (colon < 1 || !kidPattern.test(kid))
+        throw new Error(`ledger key "${part.slice(0, 8)}...": expected kid:base64secret`);
+      let secret: Uint8Array<ArrayBuffer>;
+      try {
+        secret = Uint8Array.from(atob(part.slice(colon + 1)), (ch) => ch.charCodeAt(0));
+      } catch {
+        throw new Error(`ledger key ${kid}: the secret is not base64`);
+      }
+      if (secret.length < 32) throw new Error(`ledger key ${kid}: the secret must be at least 32 bytes`);
+      if (secrets.has(kid)) throw new Error(`ledger key ${kid} is given twice`);
+      secrets.set(kid, secret);
+    }
+    return new LedgerKeys(secrets, signingKid);
+  }
+
+  has(kid: string): boolean {
+    return this.secrets.has(kid);
+  }
+
+  private key(kid: string): Promise<CryptoKey> {
+    const secret = this.secrets.get(kid);
+    if (!secret) throw new Error(`unknown ledger key ${kid}`);
+    let key = this.imported.get(kid);
+    if (!key) {
+      key = crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+      this.imported.set(kid, key);
+    }
+    return key;
+  }
+
+  /** HMAC-SHA-256 of the text under kid, lowercase hex. */
+  async mac(kid: string, text: string): Promise<string> {
+    return toHex(await crypto.subtle.sign('HMAC', await this.key(kid), encoder.encode(text)));
+  }
+
+  /** Whether `hex` is the HMAC of the text under kid (compared by WebCrypto in constant time). */
+  async check(kid: string, text: string, hex: string): Promise<boolean> {
+    if (!hexPattern.test(hex)) return false;
+    return crypto.subtle.verify('HMAC', await this.key(kid), fromHex(hex), encoder.encode(text));
+  }
+}
+
+function checkFields(entry: Omit<LedgerEntry, 'hash'>): void {
   if (!Number.isSafeInteger(entry.seq) || entry.seq < 1) fail('seq', 'must be an integer >= 1');
   if (typeof entry.loanId !== 'string' || entry.loanId.length === 0) fail('loanId', 'must be a non-empty string');
   if (typeof entry.type !== 'string' || entry.type.length === 0) fail('type', 'must be a non-empty string');
@@ -154,8 +269,41 @@ export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
     }
   }
   if (typeof entry.prevHash !== 'string' || !hexPattern.test(entry.prevHash)) fail('prevHash', 'must be 64 hex digits');
+}
+
+/** The exact string `hash` is the HMAC of (see the module header). Throws ValidationError on a wrong type. */
+export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
+  checkFields(entry);
+  if (typeof entry.kid !== 'string' || !kidPattern.test(entry.kid)) fail('kid', 'must be a key id');
+  if (entry.rekeyedFrom !== undefined && !hexPattern.test(entry.rekeyedFrom)) {
+    fail('rekeyedFrom', 'must be 64 hex digits when present');
+  }
   return JSON.stringify([
     LEDGER_HASH_FORMAT,
+    entry.kid,
+    entry.seq,
+    entry.loanId,
+    entry.type,
+    entry.amount,
+    entry.at.toISOString(),
+    entry.idempotencyKey ?? null,
+    entry.fence ? [entry.fence.key, entry.fence.token] : null,
+    entry.prevHash,
+    entry.rekeyedFrom ?? null,
+  ]);
+}
+
+/** The keyed hash of an entry under its kid. */
+export async function entryHash(entry: Omit<LedgerEntry, 'hash'>, keys: LedgerKeys): Promise<string> {
+  const encoding = canonicalEncoding(entry);
+  return keys.mac(entry.kid!, encoding);
+}
+
+/** The "loan-ledger/v1" encoding of entries written before keying (no kid): Ledger.rekey checks them with it. */
+export function legacyEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
+  checkFields(entry);
+  return JSON.stringify([
+    LEGACY_HASH_FORMAT,
     entry.seq,
     entry.loanId,
     entry.type,
@@ -169,17 +317,25 @@ export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
 
 /** SHA-256 through WebCrypto (Node, workerd and Deno alike), lowercase hex. */
 export async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, '0')).join('');
+  return toHex(await crypto.subtle.digest('SHA-256', encoder.encode(text)));
 }
 
-export async function entryHash(entry: Omit<LedgerEntry, 'hash'>): Promise<string> {
-  return sha256Hex(canonicalEncoding(entry));
+/** Why an entry does not hold under its own key (null when it does). Never throws. */
+async function entryFault(entry: LedgerEntry, keys: LedgerKeys): Promise<BrokenReason | null> {
+  if (entry.kid === undefined) return 'legacy';
+  if (typeof entry.kid !== 'string' || !keys.has(entry.kid)) return 'key';
+  try {
+    return (await keys.check(entry.kid, canonicalEncoding(entry), entry.hash)) ? null : 'hash';
+  } catch {
+    return 'hash';
+  }
 }
 
 // ---- The ledger ---------------------------------------------------------------------------------------
 
 export interface LedgerOptions {
+  /** The HMAC keys (LEDGER_KEYS): new entries are keyed with the signing kid, each entry verifies with its own. */
+  keys: LedgerKeys;
   /** Where `at` comes from; the API passes its ServerClock. */
   clock?: Clock;
   collection?: string;
@@ -234,9 +390,11 @@ export class Ledger {
   private readonly name: string;
   private readonly clock: Clock;
   private readonly maxAttempts: number;
+  private readonly keys: LedgerKeys;
   private pending: Promise<unknown> = Promise.resolve();
 
-  constructor(db: Db, options: LedgerOptions = {}) {
+  constructor(db: Db, options: LedgerOptions) {
+    this.keys = options.keys;
     this.db = db;
     this.name = options.collection ?? LEDGER_COLLECTION;
     this.entries = db.collection<LedgerDoc>(this.name);
@@ -279,10 +437,11 @@ export class Ledger {
         amount: input.amount,
         at: new Date(this.clock.now()),
         prevHash: tail.hash,
+        kid: this.keys.signingKid,
         ...(fence ? { fence } : {}),
         ...(input.idempotencyKey === undefined ? {} : { idempotencyKey: input.idempotencyKey }),
       };
-      const entry: LedgerEntry = { ...unhashed, hash: await entryHash(unhashed) };
+      const entry: LedgerEntry = { ...unhashed, hash: await entryHash(unhashed, this.keys) };
       const { seq, ...rest } = entry;
       try {
         await this.entries.insertOne({ _id: seq, ...rest });
@@ -323,11 +482,13 @@ export class Ledger {
   }
 
   /**
-   * Walks the whole chain in seq order on one cursor (the server streams it in batches), recomputing every
-   * hash and link; stops at the first broken place. Entries appended while it walks are checked if the
-   * cursor reaches them; the head read before the walk must name an entry the walk saw, with its hash.
+   * Walks the whole chain in seq order on one cursor (the server streams it in batches), checking every
+   * entry's keyed hash under its own kid and every link; names the first broken place. Entries appended
+   * while it walks are checked if the cursor reaches them; the head read before the walk must name an entry
+   * the walk saw, with its hash. With `onEntry`, the walk goes on to the end after a break and hands every
+   * entry read to it (the cross-check against disbursements needs them all).
    */
-  async verify(options: { batchSize?: number } = {}): Promise<VerifyResult> {
+  async verify(options: { batchSize?: number; onEntry?: (entry: LedgerEntry) => void } = {}): Promise<VerifyResult> {
     const headDoc = await this.heads.findOne(ledgerQueries.head(this.name));
     const head = headDoc ? { seq: headDoc.seq, hash: headDoc.hash } : null;
     const cursor = this.entries
@@ -336,25 +497,26 @@ export class Ledger {
       .batchSize(options.batchSize ?? 1000);
     let previous: Tail = { seq: 0, hash: GENESIS_HASH };
     let count = 0;
-    const broken = (seq: number, reason: BrokenReason): VerifyResult => ({
-      ok: false,
-      entries: count,
-      head,
-      firstBroken: { seq, reason },
-    });
+    let firstBroken: VerifyResult['firstBroken'];
+    const broken = (seq: number, reason: BrokenReason) => {
+      firstBroken = { seq, reason, message: brokenMessages[reason] };
+    };
     try {
       for await (const doc of cursor) {
         const entry = toEntry(doc);
-        if (entry.seq !== previous.seq + 1) return broken(previous.seq + 1, 'gap');
-        if (entry.prevHash !== previous.hash) return broken(entry.seq, 'link');
-        let recomputed: string;
-        try {
-          recomputed = await entryHash(entry);
-        } catch {
-          return broken(entry.seq, 'hash');
+        options.onEntry?.(entry);
+        if (firstBroken) continue;
+        if (entry.seq !== previous.seq + 1) broken(previous.seq + 1, 'gap');
+        else {
+          const fault = await entryFault(entry, this.keys);
+          if (fault) broken(entry.seq, fault);
+          else if (entry.prevHash !== previous.hash) broken(entry.seq, 'link');
+          else if (head && head.seq === entry.seq && head.hash !== entry.hash) broken(entry.seq, 'link');
         }
-        if (recomputed !== entry.hash) return broken(entry.seq, 'hash');
-        if (head && head.seq === entry.seq && head.hash !== entry.hash) return broken(entry.seq, 'link');
+        if (firstBroken) {
+          if (!options.onEntry) break;
+          continue;
+        }
         previous = { seq: entry.seq, hash: entry.hash };
         count++;
       }
@@ -362,8 +524,78 @@ export class Ledger {
       await cursor.close();
     }
     // Entries the head vouches for but the walk never met were deleted from the end.
-    if (head && head.seq > previous.seq) return broken(previous.seq + 1, 'gap');
-    return { ok: true, entries: count, head };
+    if (!firstBroken && head && head.seq > previous.seq) broken(previous.seq + 1, 'gap');
+    return firstBroken ? { ok: false, entries: count, head, firstBroken } : { ok: true, entries: count, head };
+  }
+
+  /**
+   * Re-keys the chain with the signing kid, in seq order: every entry keyed otherwise (plain SHA-256 entries
+   * written before keying, or those of a key being retired) and every entry after one it rewrote (its
+   * prevHash changes), each checked first under its own scheme. Run it with no appender (the API stopped).
+   * Plain SHA-256 entries are accepted only before the first keyed entry: a suffix rewritten without the
+   * key after keyed entries is refused, never laundered (re-keyed history included: its former hashes are
+   * public). A run that stopped halfway leaves keyed entries before plain ones; the database cannot tell
+   * that from an attack, so the operator says so from outside it: `legacyThrough` (the last plain seq the
+   * first run reported) accepts plain entries up to there, linked to their predecessor's rekeyedFrom.
+   * ConflictError names the entry that stops it.
+   */
+  async rekey(options: { legacyThrough?: number; onProgress?: (seq: number) => void } = {}): Promise<RekeyResult> {
+    const stop = (seq: number, message: string): never => {
+      throw new ConflictError(`ledger entry ${seq}: ${message}; nothing after it was re-keyed`, { seq });
+    };
+    let previous: Tail & { formerHash?: string } = { seq: 0, hash: GENESIS_HASH };
+    let keyedSeen = false;
+    const result: RekeyResult = { entries: 0, rekeyed: 0, legacy: 0, head: null };
+    const cursor = this.entries.find({}).sort(ledgerQueries.chainOrder).batchSize(1000);
+    try {
+      for await (const doc of cursor) {
+        const entry = toEntry(doc);
+        if (entry.seq !== previous.seq + 1) stop(previous.seq + 1, 'missing');
+        if (entry.kid === undefined) {
+          if (keyedSeen && !(options.legacyThrough !== undefined && entry.seq <= options.legacyThrough)) {
+            stop(entry.seq, 'plain SHA-256 after keyed entries (rewritten without the key?)');
+          }
+          let plain: string | null = null;
+          try {
+            plain = await sha256Hex(legacyEncoding(entry));
+          } catch {}
+          if (plain !== entry.hash) stop(entry.seq, 'does not match its plain SHA-256');
+          result.legacy++;
+          result.lastLegacySeq = entry.seq;
+        } else {
+          const fault = await entryFault(entry, this.keys);
+          if (fault) stop(entry.seq, brokenMessages[fault]);
+          keyedSeen = true;
+        }
+        if (entry.prevHash !== previous.hash && entry.prevHash !== previous.formerHash) {
+          stop(entry.seq, brokenMessages.link);
+        }
+        result.entries++;
+        if (entry.kid === this.keys.signingKid && entry.prevHash === previous.hash) {
+          // Rewritten by an earlier run that stopped: its successor may still link to its former hash.
+          previous = { seq: entry.seq, hash: entry.hash, formerHash: entry.rekeyedFrom };
+          continue;
+        }
+        const { hash: former, ...unhashed } = entry;
+        const rewritten = { ...unhashed, kid: this.keys.signingKid, prevHash: previous.hash, rekeyedFrom: former };
+        const hash = await entryHash(rewritten, this.keys);
+        const written = await this.entries.updateOne(
+          { _id: entry.seq, hash: former },
+          { $set: { kid: rewritten.kid, prevHash: rewritten.prevHash, rekeyedFrom: former, hash } },
+        );
+        if (written.matchedCount !== 1) stop(entry.seq, 'changed while being re-keyed');
+        result.rekeyed++;
+        previous = { seq: entry.seq, hash, formerHash: former };
+        options.onProgress?.(entry.seq);
+      }
+    } finally {
+      await cursor.close();
+    }
+    if (result.entries > 0) {
+      result.head = { seq: previous.seq, hash: previous.hash };
+      await this.heads.updateOne(ledgerQueries.head(this.name), { $set: result.head }, { upsert: true });
+    }
+    return result;
   }
 
   private idempotentHit(input: AppendInput, existing: LedgerEntry): LedgerEntry {

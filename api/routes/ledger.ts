@@ -5,9 +5,10 @@ import {
   type DisbursementResult,
   Disbursements,
   idempotencyKeyPattern,
+  mismatchCodes,
   parseIdempotencyKey,
 } from '../../shared/disbursements.ts';
-import { Ledger, type LedgerEntry, ledgerEntryTypes } from '../../shared/ledger.ts';
+import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/ledger.ts';
 import type { Permission } from '../../shared/rbac.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
@@ -47,8 +48,10 @@ const LedgerEntryJson = z
     at: z.string(),
     prevHash: z.string(),
     hash: z.string(),
+    kid: z.string().optional().openapi({ description: 'the ledger key whose HMAC `hash` is' }),
     fence: z.object({ key: z.string(), token: z.number().int() }).optional(),
     idempotencyKey: z.string().optional(),
+    rekeyedFrom: z.string().optional(),
   })
   .openapi('LedgerEntry');
 
@@ -56,13 +59,34 @@ const LoanLedgerJson = z.object({ applicationId: z.string(), entries: z.array(Le
 
 const VerifyJson = z
   .object({
-    ok: z.boolean(),
+    ok: z.boolean().openapi({ description: 'the chain holds and the cross-check found nothing' }),
     entries: z.number().int().openapi({ description: 'entries checked (up to the first broken one)' }),
     head: z.object({ seq: z.number().int(), hash: z.string() }).nullable(),
     firstBroken: z
-      .object({ seq: z.number().int(), reason: z.enum(['hash', 'link', 'gap']) })
+      .object({
+        seq: z.number().int(),
+        reason: z.enum(['hash', 'link', 'gap', 'key', 'legacy']),
+        message: z.string(),
+      })
       .optional()
-      .openapi({ description: 'hash: entry edited; link: prevHash or head does not match; gap: entry missing' }),
+      .openapi({
+        description:
+          'hash: entry edited or rehashed without the ledger key; link: prevHash or head does not match; ' +
+          'gap: entry missing; key: its kid is not in LEDGER_KEYS; legacy: no kid (plain SHA-256)',
+      }),
+    disbursements: z.number().int().openapi({ description: 'disbursement records cross-checked' }),
+    applications: z.number().int().openapi({ description: 'disbursed or disbursing applications cross-checked' }),
+    mismatches: z
+      .array(
+        z.object({
+          code: z.enum(mismatchCodes),
+          applicationId: z.string(),
+          seq: z.number().int().optional(),
+          message: z.string(),
+        }),
+      )
+      .openapi({ description: 'contradictions between ledger entries, disbursement records and applications' }),
+    mismatchesOmitted: z.number().int().optional().openapi({ description: 'mismatches beyond the first 100' }),
   })
   .openapi('LedgerVerification');
 
@@ -75,7 +99,9 @@ const toDisbursementJson = (result: DisbursementResult) => ({
 const toEntryJson = (entry: LedgerEntry) => ({ ...entry, at: entry.at.toISOString() });
 
 export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  const ledger = new Ledger(services.db, { clock: services.clock });
+  // Parsed when the app is built, so a bad key stops the process at start-up.
+  const keys = LedgerKeys.parse(services.config.LEDGER_KEYS, services.config.LEDGER_SIGNING_KID);
+  const ledger = new Ledger(services.db, { keys, clock: services.clock });
   const disbursements = new Disbursements(services.db, {
     ledger,
     locks: services.locks,
@@ -126,7 +152,11 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     method: 'get',
     path: '/api/ledger/verify',
     tags: ['disbursement'],
-    summary: 'Walk the whole chain, recomputing hashes and links; names the first broken entry',
+    summary: 'Walk the whole keyed chain and cross-check it with disbursement records and applications',
+    description:
+      "Recomputes every entry's HMAC under its own kid and every link, and names the first broken entry; " +
+      'then names every contradiction between ledger entries, disbursement records and applications ' +
+      '(amounts, application ids, seq numbers, disbursed status).',
     security,
     middleware: guard('admins:manage'),
     responses: {
@@ -160,5 +190,5 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     return c.json({ applicationId: id, entries: entries.map(toEntryJson) }, 200);
   });
 
-  app.openapi(verify, async (c) => c.json(await ledger.verify(), 200));
+  app.openapi(verify, async (c) => c.json(await disbursements.verifyLedger(), 200));
 }

@@ -2,7 +2,7 @@
 // 2.9: network access to MongoDB's hosts and to the listening address only, and the environment
 // (unrestricted: the mongodb driver probes many variables). No file, subprocess or system access.
 //
-//   MONGO_URL=mongodb://127.0.0.1:27017 JWT_KEYS=... PORT=3000 npm run start:deno
+//   MONGO_URL=mongodb://127.0.0.1:27017 JWT_KEYS=... LEDGER_KEYS=... PORT=3000 npm run start:deno
 import { join } from 'node:path';
 import { freePort } from '../mongo/offline-server.ts';
 import {

@@ -2,7 +2,7 @@
 // nothing beyond loopback (no telemetry, no error reports, no Request.cf download). The API's
 // configuration goes in as local secrets through a private --env-file that is deleted on exit.
 //
-//   MONGO_URL=mongodb://127.0.0.1:27017 JWT_KEYS=... PORT=8787 npm run start:workers
+//   MONGO_URL=mongodb://127.0.0.1:27017 JWT_KEYS=... LEDGER_KEYS=... PORT=8787 npm run start:workers
 //   DB_CLIENT_MODE=per-request npm run start:workers      (a client per request instead of Durable Objects)
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -46,6 +46,7 @@ async function crashAfter(step: DisbursementStep, applicationId: string, idempot
       MONGO_DB: database.name,
       APPLICATION_ID: applicationId,
       IDEMPOTENCY_KEY: idempotencyKey,
+      LEDGER_KEYS: services.config.LEDGER_KEYS,
       CRASH_AFTER: step,
       LEASE_TTL_MS: String(LEASE_TTL_MS),
     },

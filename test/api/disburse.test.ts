@@ -54,9 +54,9 @@ const ledgerCount = (loanId: string) => database.db.collection(LEDGER_COLLECTION
 describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
-    // Three instances on one database, sharing the signing key so a token works on each.
-    const JWT_KEYS = randomJwtKeys();
-    const instances = await Promise.all([1, 2, 3].map(() => createTestApp(database.db, { JWT_KEYS })));
+    // Three instances on one database, sharing the signing key so a token works on each, and the ledger key.
+    const keys = { JWT_KEYS: randomJwtKeys(), LEDGER_KEYS: randomJwtKeys('ledger') };
+    const instances = await Promise.all([1, 2, 3].map(() => createTestApp(database.db, keys)));
     apps = instances.map((instance) => instance.app);
     services = instances[0]!.services;
     ({ tokens } = await adminsByRole(apps[0]!, services, roles));

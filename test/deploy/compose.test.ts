@@ -31,7 +31,7 @@ const noGo = !haveGo() && !process.env.CI;
 function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
     Object.entries(process.env).filter(
-      ([name]) => !/^(JWT_KEYS|LEDGER_KEYS|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
+      ([name]) => !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
     ),
   );
   const run = spawnSync('go', ['run', '.', file], {
@@ -54,6 +54,7 @@ const envOf = (service: Service): Record<string, string> =>
 
 describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'compose.yaml', () => {
   const jwtKeys = randomJwtKeys('k1');
+  const keys = { JWT_KEYS: jwtKeys, LEDGER_KEYS: randomJwtKeys('ledger1') };
   let services: Record<string, Service>;
   // biome-ignore lint/suspicious/noExplicitAny: see Service
   let project: any;
@@ -61,8 +62,7 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
   beforeAll(() => {
     // Secrets set in the shell pass through (and win over the keys service's file).
     const loaded = loadCompose(join(root, 'compose.yaml'), {
-      JWT_KEYS: jwtKeys,
-      LEDGER_KEYS: randomJwtKeys('l1'),
+      ...keys,
       METRICS_TOKEN: 'a-metrics-token-of-32-characters',
     });
     expect(loaded.error).toBe('');
@@ -78,7 +78,7 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     const dir = mkdtempSync(join(tmpdir(), 'compose-'));
     try {
       writeFileSync(join(dir, 'compose.yaml'), read('compose.yaml').replace('replicas: 3', 'replcas: 3'));
-      const loaded = loadCompose(join(dir, 'compose.yaml'), { JWT_KEYS: jwtKeys });
+      const loaded = loadCompose(join(dir, 'compose.yaml'), keys);
       expect(loaded.ok).toBe(false);
       expect(loaded.error).toMatch(/replcas/);
     } finally {
@@ -169,6 +169,8 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     const config = apiConfigSchema.parse(env);
     expect(config.TRUST_PROXY).toBe(true); // behind nginx: the client address comes from X-Real-IP
     expect(config.JWT_KEYS).toBe(jwtKeys);
+    expect(config.LEDGER_KEYS).toBe(keys.LEDGER_KEYS);
+    expect(env.LEDGER_SIGNING_KID).toBeUndefined();
     expect(new URL(config.MONGO_URL).host).toBe('mongo:27017');
     expect(new URL(config.MONGO_URL).searchParams.get('replicaSet')).toBe('rs0');
     expect(env.ADMIN_EMAIL).toBeUndefined(); // unset stays unset (an empty string would fail the schema)

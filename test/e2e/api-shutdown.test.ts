@@ -22,6 +22,7 @@ it('finishes a request in flight on SIGTERM, refuses new connections, and exits 
     MONGO_URL: mongoUrl(),
     MONGO_DB: database.name,
     JWT_KEYS: randomJwtKeys(),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
     PASSWORD_ITERATIONS: '1000',
     ADMIN_EMAIL: 'first@example.com',
     ADMIN_PASSWORD: 'first admin password',

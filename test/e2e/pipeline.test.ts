@@ -77,6 +77,7 @@ beforeAll(async () => {
     MONGO_URL: mongoUrl(),
     MONGO_DB: database.name,
     JWT_KEYS: randomJwtKeys(),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
     PASSWORD_ITERATIONS: '1000',
     ADMIN_EMAIL: 'boss@example.com',
     ADMIN_PASSWORD: 'pipeline admin password',

@@ -1,6 +1,6 @@
 // The README's start command on a machine with no MONGO_URL: embedded database, API up, clean stop.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +62,13 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
     expect(list.status).toBe(200);
     expect(await list.json()).toMatchObject({ total: 200, limit: 5 });
     expect((await fetch(`http://127.0.0.1:${port}/docs`)).status).toBe(200);
+    // A development ledger key was made in the data folder (owner-only) and keys the chain the API verifies.
+    expect(readFileSync(join(dataDir, 'ledger-keys'), 'utf8')).toMatch(/^ledger1:[A-Za-z0-9+/]{43}=\n$/);
+    expect(statSync(join(dataDir, 'ledger-keys')).mode & 0o777).toBe(0o600);
+    const verify = await fetch(`http://127.0.0.1:${port}/api/ledger/verify`, {
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+    expect(await verify.json()).toMatchObject({ ok: true, mismatches: [] });
     // The workers run beside the API.
     for (const worker of ['approval', 'ocr']) {
       for (let i = 0; i < 200 && !output.includes(`"msg":"worker started","worker":"${worker}"`); i++) {
@@ -84,7 +91,7 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
 describe('api/node.ts with a bad configuration', () => {
   it('exits with code 2 and one message that lists every problem', async () => {
     const child = spawn(process.execPath, ['api/node.ts'], {
-      env: { ...process.env, MONGO_URL: 'localhost', PORT: 'eighty', DB_POOL_MAX: '0' },
+      env: { ...process.env, MONGO_URL: 'localhost', PORT: 'eighty', DB_POOL_MAX: '0', LEDGER_KEYS: 'no-kid' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
@@ -94,7 +101,7 @@ describe('api/node.ts with a bad configuration', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code).toBe(2);
     expect(stderr).toMatch(/^Invalid configuration:/);
-    for (const name of ['MONGO_URL', 'PORT', 'DB_POOL_MAX']) expect(stderr).toContain(`- ${name}:`);
+    for (const name of ['MONGO_URL', 'PORT', 'DB_POOL_MAX', 'LEDGER_KEYS']) expect(stderr).toContain(`- ${name}:`);
     expect(stderr).not.toMatch(/\n\s+at /);
   });
 });

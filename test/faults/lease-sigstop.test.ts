@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureIndexes } from '../../shared/db.ts';
-import { Ledger, ledgerFenceResource, ledgerIndexes, loanLockKey } from '../../shared/ledger.ts';
+import { Ledger, LedgerKeys, ledgerFenceResource, ledgerIndexes, loanLockKey } from '../../shared/ledger.ts';
 import { claimFence, FENCES_COLLECTION, fencedUpdate, LockManager } from '../../shared/lock.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
@@ -28,7 +28,9 @@ describe(`a lease holder frozen past its lease, on ${target().kind}`, () => {
     const ttlMs = 1_500;
     const loans = tdb.db.collection<{ _id: string; status: string }>('loans');
     await loans.insertOne({ _id: loanId, status: 'approved' });
-    const ledger = new Ledger(tdb.db);
+    const ledger = new Ledger(tdb.db, {
+      keys: new LedgerKeys(new Map([['k1', crypto.getRandomValues(new Uint8Array(32))]])),
+    });
 
     const child = spawn(process.execPath, [fixture, mongoUrl(), tdb.name, loanId, String(ttlMs)], { stdio: 'pipe' });
     const events: Record<string, unknown>[] = [];

@@ -79,6 +79,7 @@ beforeAll(async () => {
       PORT: String(port),
       HOST: '127.0.0.1',
       JWT_KEYS: randomJwtKeys(),
+      LEDGER_KEYS: randomJwtKeys('ledger'),
       PASSWORD_ITERATIONS: '1000',
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,

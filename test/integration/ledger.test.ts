@@ -1,7 +1,8 @@
-// The hash-chained ledger against the MongoDB target: the documented hash, contiguous seq under
-// concurrent appenders, idempotent appends, fencing, a head left behind by a crash, and verify naming
-// the first broken entry after tampering or deletion.
-import { createHash } from 'node:crypto';
+// The keyed hash chain against the MongoDB target: the documented HMAC, contiguous seq under concurrent
+// appenders, idempotent appends, fencing, a head left behind by a crash, verify naming the first broken
+// entry after tampering or deletion (with and without the key), key rotation, and re-keying plain SHA-256
+// entries written before keying without opening a downgrade.
+import { createHash, createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureIndexes } from '../../shared/db.ts';
 import { ConflictError, StaleTokenError, ValidationError } from '../../shared/errors.ts';
@@ -12,6 +13,7 @@ import {
   Ledger,
   type LedgerDoc,
   type LedgerHeadDoc,
+  LedgerKeys,
   ledgerIndexes,
   loanLockKey,
 } from '../../shared/ledger.ts';
@@ -20,10 +22,46 @@ import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts
 
 let tdb: TestDatabase;
 
+const secret = (fill: number) => Buffer.alloc(32, fill).toString('base64');
+const keys = LedgerKeys.parse(`k1:${secret(1)}`);
+
 /** Each test gets its own chain (collection + head), with the ledger's indexes. */
-async function freshLedger(name: string): Promise<Ledger> {
+async function freshLedger(name: string, withKeys = keys): Promise<Ledger> {
   await ensureIndexes(tdb.db, [{ ...ledgerIndexes, collection: name }]);
-  return new Ledger(tdb.db, { collection: name });
+  return new Ledger(tdb.db, { collection: name, keys: withKeys });
+}
+
+/** The plain SHA-256 ("loan-ledger/v1") of an entry, as entries were hashed before keying. */
+function plainHash(doc: LedgerDoc): string {
+  const encoding = JSON.stringify([
+    'loan-ledger/v1',
+    doc._id,
+    doc.loanId,
+    doc.type,
+    doc.amount,
+    doc.at.toISOString(),
+    doc.idempotencyKey ?? null,
+    doc.fence ? [doc.fence.key, doc.fence.token] : null,
+    doc.prevHash,
+  ]);
+  return createHash('sha256').update(encoding, 'utf8').digest('hex');
+}
+
+/** What a database writer without the key can do: rewrite entries from `from` on with plain SHA-256, relinked, head moved. */
+async function rehashPlain(name: string, from: number, options: { keepKid: boolean; edit?: (doc: LedgerDoc) => void }) {
+  const docs = await tdb.db.collection<LedgerDoc>(name).find({}).sort({ _id: 1 }).toArray();
+  let prevHash = docs.find((d) => d._id === from - 1)?.hash ?? GENESIS_HASH;
+  for (const doc of docs.filter((d) => d._id >= from)) {
+    if (doc._id === from) options.edit?.(doc);
+    if (!options.keepKid) delete doc.kid;
+    doc.prevHash = prevHash;
+    doc.hash = plainHash(doc);
+    prevHash = doc.hash;
+    await tdb.db.collection<LedgerDoc>(name).replaceOne({ _id: doc._id }, doc);
+  }
+  await tdb.db
+    .collection<LedgerHeadDoc>(LEDGER_HEADS_COLLECTION)
+    .updateOne({ _id: name }, { $set: { seq: docs.at(-1)!._id, hash: prevHash } });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -36,7 +74,7 @@ describe(`ledger on ${target().kind}`, () => {
     await tdb.close();
   });
 
-  it('chains entries: seq 1..n, prevHash links, and the hash is SHA-256 of the documented encoding', async () => {
+  it('chains entries: seq 1..n, prevHash links, and the hash is the HMAC-SHA-256 of the documented encoding', async () => {
     const ledger = await freshLedger('chain');
     const a = await ledger.append({ loanId: 'APP-a', type: 'disbursement', amount: 1200, idempotencyKey: 'k-a' });
     const b = await ledger.append({ loanId: 'APP-b', type: 'disbursement', amount: 35_000 });
@@ -46,10 +84,12 @@ describe(`ledger on ${target().kind}`, () => {
     expect(b.entry.seq).toBe(2);
     expect(b.entry.prevHash).toBe(a.entry.hash);
     // Recomputed here with node:crypto from the encoding the module header documents.
-    const expected = createHash('sha256')
+    expect(a.entry.kid).toBe('k1');
+    const expected = createHmac('sha256', Buffer.alloc(32, 1))
       .update(
         JSON.stringify([
-          'loan-ledger/v1',
+          'loan-ledger/v2',
+          'k1',
           1,
           'APP-a',
           'disbursement',
@@ -58,6 +98,7 @@ describe(`ledger on ${target().kind}`, () => {
           'k-a',
           null,
           GENESIS_HASH,
+          null,
         ]),
         'utf8',
       )
@@ -86,7 +127,7 @@ describe(`ledger on ${target().kind}`, () => {
 
   it('10 writers x 20 loans appending at once: 200 entries, contiguous seq, the chain verifies', async () => {
     const ledger = await freshLedger('concurrent');
-    const writers = Array.from({ length: 10 }, () => new Ledger(tdb.db, { collection: 'concurrent' }));
+    const writers = Array.from({ length: 10 }, () => new Ledger(tdb.db, { collection: 'concurrent', keys }));
     await Promise.all(
       writers.map(async (writer, w) => {
         for (let loan = 0; loan < 20; loan++) {
@@ -123,7 +164,7 @@ describe(`ledger on ${target().kind}`, () => {
     expect(again.created).toBe(false);
     expect(again.entry).toEqual(first.entry);
 
-    const racers = Array.from({ length: 20 }, () => new Ledger(tdb.db, { collection: 'idempotent' }));
+    const racers = Array.from({ length: 20 }, () => new Ledger(tdb.db, { collection: 'idempotent', keys }));
     const input2 = { ...input, loanId: 'APP-idem-2', idempotencyKey: 'disb:APP-idem-2' };
     const results = await Promise.all(racers.map((racer) => racer.append(input2)));
     expect(results.filter((r) => r.created)).toHaveLength(1);
@@ -197,25 +238,25 @@ describe(`ledger on ${target().kind}`, () => {
       expect(await ledger.verify()).toMatchObject({ ok: false, entries: 3, firstBroken: { seq: 4, reason: 'hash' } });
     });
 
-    it('an entry edited and re-hashed: the next entry no longer links (reason link)', async () => {
+    it('an entry edited and re-hashed with the key: the next entry no longer links (reason link)', async () => {
       const ledger = await seed('tamper-rehash', 6);
       const doc = (await raw('tamper-rehash').findOne({ _id: 3 }))!;
       const { _id, hash: _old, ...rest } = doc;
       const forged = { ...rest, amount: 1 };
       await raw('tamper-rehash').updateOne(
         { _id: 3 },
-        { $set: { amount: 1, hash: await entryHash({ seq: _id, ...forged }) } },
+        { $set: { amount: 1, hash: await entryHash({ seq: _id, ...forged }, keys) } },
       );
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 4, reason: 'link' } });
     });
 
-    it('the last entry edited and re-hashed: the head no longer matches it (reason link)', async () => {
+    it('the last entry edited and re-hashed with the key: the head no longer matches it (reason link)', async () => {
       const ledger = await seed('tamper-last', 4);
       const doc = (await raw('tamper-last').findOne({ _id: 4 }))!;
       const { _id, hash: _old, ...rest } = doc;
       await raw('tamper-last').updateOne(
         { _id: 4 },
-        { $set: { amount: 1, hash: await entryHash({ seq: _id, ...rest, amount: 1 }) } },
+        { $set: { amount: 1, hash: await entryHash({ seq: _id, ...rest, amount: 1 }, keys) } },
       );
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 4, reason: 'link' } });
     });
@@ -232,10 +273,108 @@ describe(`ledger on ${target().kind}`, () => {
       expect(await ledger.verify()).toMatchObject({ ok: false, entries: 4, firstBroken: { seq: 5, reason: 'gap' } });
     });
 
+    it('a suffix edited and rehashed with plain SHA-256 (no key), head moved along: reason hash at the edit', async () => {
+      const ledger = await seed('rehash-plain', 6);
+      await rehashPlain('rehash-plain', 3, { keepKid: true, edit: (doc) => (doc.amount = 1) });
+      expect(await ledger.verify()).toMatchObject({ ok: false, entries: 2, firstBroken: { seq: 3, reason: 'hash' } });
+    });
+
+    it('the whole chain rewritten as plain SHA-256 entries (a downgrade): reason legacy at seq 1', async () => {
+      const ledger = await seed('downgrade', 4);
+      await rehashPlain('downgrade', 1, { keepKid: false, edit: (doc) => (doc.amount = 1) });
+      expect(await ledger.verify()).toMatchObject({ ok: false, entries: 0, firstBroken: { seq: 1, reason: 'legacy' } });
+    });
+
     it('a field of the wrong type: reason hash', async () => {
       const ledger = await seed('tamper-type', 3);
       await raw('tamper-type').updateOne({ _id: 2 }, { $set: { amount: '200' as unknown as number } });
       expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'hash' } });
+    });
+  });
+  describe('keys: rotation and re-keying', () => {
+    const k1 = `k1:${secret(1)}`;
+    const k2 = `k2:${secret(2)}`;
+
+    it('a new signing key: older entries verify with their own kid; a chain whose key was removed names it (reason key)', async () => {
+      const before = await freshLedger('rotate', LedgerKeys.parse(k1));
+      await before.append({ loanId: 'APP-r', type: 'disbursement', amount: 1 });
+      const after = new Ledger(tdb.db, { collection: 'rotate', keys: LedgerKeys.parse(`${k2},${k1}`) });
+      await expect(after.append({ loanId: 'APP-r', type: 'disbursement', amount: 2 })).resolves.toMatchObject({
+        entry: { seq: 2, kid: 'k2' },
+      });
+      await after.append({ loanId: 'APP-r', type: 'disbursement', amount: 3 });
+      expect(await after.verify()).toMatchObject({ ok: true, entries: 3 });
+      const withoutK1 = new Ledger(tdb.db, { collection: 'rotate', keys: LedgerKeys.parse(k2) });
+      expect(await withoutK1.verify()).toMatchObject({ ok: false, entries: 0, firstBroken: { seq: 1, reason: 'key' } });
+    });
+
+    it('rekey: plain SHA-256 entries written before keying, then keyed ones; a run stopped halfway resumes only with legacyThrough', async () => {
+      const ledger = await freshLedger('legacy', LedgerKeys.parse(k1));
+      for (let i = 1; i <= 3; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
+      await rehashPlain('legacy', 1, { keepKid: false }); // as the code before keying wrote them
+      const keyed = await ledger.append({ loanId: 'APP-4', type: 'disbursement', amount: 4 });
+      expect(keyed.entry.prevHash).toBe((await ledger.entryBySeq(3))!.hash);
+      expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 1, reason: 'legacy' } });
+
+      // A crash after two rewrites: keyed entries before a plain one, which a plain rerun must refuse (it
+      // looks like a suffix rewritten without the key); the operator's legacyThrough lets it continue.
+      await expect(
+        ledger.rekey({
+          onProgress: (seq) => {
+            if (seq === 2) throw new Error('crash');
+          },
+        }),
+      ).rejects.toThrow('crash');
+      expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 3, reason: 'legacy' } });
+      await expect(ledger.rekey()).rejects.toThrow(/ledger entry 3: plain SHA-256 after keyed entries/);
+      expect(await ledger.rekey({ legacyThrough: 3 })).toMatchObject({
+        entries: 4,
+        rekeyed: 2,
+        legacy: 1,
+        lastLegacySeq: 3,
+        head: { seq: 4 },
+      });
+      expect(await ledger.verify()).toMatchObject({ ok: true, entries: 4, head: { seq: 4 } });
+      const docs = await tdb.db.collection<LedgerDoc>('legacy').find({}).sort({ _id: 1 }).toArray();
+      expect(docs.map((d) => d.kid)).toEqual(['k1', 'k1', 'k1', 'k1']);
+      expect(docs.every((d) => d.rekeyedFrom !== undefined)).toBe(true);
+      expect(await ledger.rekey()).toMatchObject({ entries: 4, rekeyed: 0 });
+    });
+
+    it('rekey refuses plain SHA-256 entries after a keyed one (a suffix rewritten without the key) and rewrites nothing', async () => {
+      const ledger = await freshLedger('no-launder', LedgerKeys.parse(k1));
+      for (let i = 1; i <= 4; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
+      await rehashPlain('no-launder', 3, { keepKid: false, edit: (doc) => (doc.amount = 999) });
+      const before = await tdb.db.collection<LedgerDoc>('no-launder').find({}).sort({ _id: 1 }).toArray();
+      await expect(ledger.rekey()).rejects.toThrow(/ledger entry 3: plain SHA-256 after keyed entries/);
+      expect(await tdb.db.collection<LedgerDoc>('no-launder').find({}).sort({ _id: 1 }).toArray()).toEqual(before);
+      expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 3, reason: 'legacy' } });
+    });
+
+    it('rekey refuses plain SHA-256 entries forged over re-keyed history (its former hashes are public)', async () => {
+      const ledger = await freshLedger('no-launder-history', LedgerKeys.parse(k1));
+      for (let i = 1; i <= 3; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
+      await rehashPlain('no-launder-history', 1, { keepKid: false });
+      expect(await ledger.rekey()).toMatchObject({ rekeyed: 3, legacy: 3 });
+      await rehashPlain('no-launder-history', 2, { keepKid: false, edit: (doc) => (doc.amount = 999) });
+      await expect(ledger.rekey()).rejects.toThrow(/ledger entry 2: plain SHA-256 after keyed entries/);
+      expect(await ledger.verify()).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'legacy' } });
+    });
+
+    it('rekey retires a key: every entry moves to the signing kid, and the chain verifies without the old key', async () => {
+      const ledger = await freshLedger('retire', LedgerKeys.parse(k1));
+      for (let i = 1; i <= 3; i++) await ledger.append({ loanId: `APP-${i}`, type: 'disbursement', amount: i });
+      const both = new Ledger(tdb.db, { collection: 'retire', keys: LedgerKeys.parse(`${k2},${k1}`) });
+      expect(await both.rekey()).toMatchObject({ entries: 3, rekeyed: 3, legacy: 0 });
+      const onlyK2 = new Ledger(tdb.db, { collection: 'retire', keys: LedgerKeys.parse(k2) });
+      expect(await onlyK2.verify()).toMatchObject({ ok: true, entries: 3 });
+    });
+
+    it('bad LEDGER_KEYS are refused with a message naming the problem', () => {
+      expect(() => LedgerKeys.parse(`k1:${Buffer.alloc(16).toString('base64')}`)).toThrow(/at least 32 bytes/);
+      expect(() => LedgerKeys.parse(`${k1},${k1}`)).toThrow(/given twice/);
+      expect(() => LedgerKeys.parse(k1, 'k9')).toThrow(/LEDGER_SIGNING_KID k9/);
+      expect(() => LedgerKeys.parse('')).toThrow(/no ledger keys/);
     });
   });
 });

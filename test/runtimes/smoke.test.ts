@@ -28,6 +28,7 @@ beforeAll(async () => {
     MONGO_URL: mongoUrl(),
     MONGO_DB: database.name,
     JWT_KEYS: randomJwtKeys('smoke'),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
     PASSWORD_ITERATIONS: '1000',
     ADMIN_EMAIL: ADMIN.email,
     ADMIN_PASSWORD: ADMIN.password,
@@ -129,6 +130,27 @@ describe.each(names)('on %s', (name) => {
     expect(one.body._id).toBe(first._id);
     expect(one.headers.get('etag')).toBe(`"${one.body.version}"`);
     expect((await call(name, 'GET', '/api/applications/APP-does-not-exist', { token })).status).toBe(404);
+  });
+
+  it('disburses a loan and verifies the whole keyed ledger, entries of every runtime included (LEDGER_KEYS reached it)', async () => {
+    const { accessToken: token } = await login(name);
+    const created = await call(name, 'POST', '/api/applications', { token, body: newApplication });
+    const id = created.body._id;
+    for (const [status, version] of [
+      ['under_review', 1],
+      ['approved', 2],
+    ] as const) {
+      expect((await call(name, 'PUT', `/api/applications/${id}`, { token, body: { status, version } })).status).toBe(
+        200,
+      );
+    }
+    const headers = { 'idempotency-key': crypto.randomUUID() };
+    const disbursed = await call(name, 'POST', `/api/applications/${id}/disburse`, { token, headers });
+    expect(disbursed.status, JSON.stringify(disbursed.body)).toBe(200);
+    const entries = await call(name, 'GET', `/api/applications/${id}/ledger`, { token });
+    expect(entries.body.entries).toMatchObject([{ seq: disbursed.body.ledgerSeq, kid: 'ledger' }]);
+    const verified = await call(name, 'GET', '/api/ledger/verify', { token });
+    expect(verified.body).toMatchObject({ ok: true, mismatches: [] });
   });
 
   it('lets exactly one of 100 concurrent PUTs of the same version win; the other 99 get 409', async () => {

@@ -26,6 +26,7 @@ describe('schemathesis against /openapi.json', () => {
       MONGO_URL: mongoUrl(),
       MONGO_DB: database.name,
       JWT_KEYS: randomJwtKeys(),
+      LEDGER_KEYS: randomJwtKeys('ledger'),
       PASSWORD_ITERATIONS: '1000',
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,

@@ -16,6 +16,7 @@ export function testConfig(overrides: Record<string, string> = {}): ApiConfig {
     {
       MONGO_URL: mongoUrl(),
       JWT_KEYS: randomJwtKeys(),
+      LEDGER_KEYS: randomJwtKeys('ledger'),
       PASSWORD_ITERATIONS: '1000',
       LOG_LEVEL: 'silent',
       REVOCATION_STALENESS_MS: '200',

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDotEnv } from '../../api/dotenv.ts';
-import { databaseNameOf, loadConfig } from '../../shared/config.ts';
+import { apiConfigSchema, databaseNameOf, loadConfig } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 
 describe('loadConfig', () => {
@@ -34,6 +34,16 @@ describe('loadConfig', () => {
 
   it('refuses a URL that is not a MongoDB URL', () => {
     expect(() => loadConfig({ MONGO_URL: 'http://example' })).toThrow(/MONGO_URL: must start with mongodb/);
+  });
+
+  it('the API needs LEDGER_KEYS: kid:base64secret pairs with secrets of at least 32 bytes', () => {
+    const base = { MONGO_URL: 'mongodb://h', JWT_KEYS: `j:${btoa('j'.repeat(32))}` };
+    const ledgerKeys = (value?: string) => () => loadConfig({ ...base, LEDGER_KEYS: value }, apiConfigSchema);
+    expect(ledgerKeys()).toThrow(/LEDGER_KEYS: is required/);
+    expect(ledgerKeys('no-kid')).toThrow(/LEDGER_KEYS: must be kid:base64secret/);
+    expect(ledgerKeys(`k1:${btoa('short')}`)).toThrow(/LEDGER_KEYS: every secret must be base64 of at least 32 bytes/);
+    const two = `k2:${btoa('b'.repeat(32))}, k1:${btoa('a'.repeat(40))}`;
+    expect(ledgerKeys(two)()).toMatchObject({ LEDGER_KEYS: two });
   });
 
   it('takes MONGO_URI as MONGO_URL, and the database named in its path when MONGO_DB is unset', () => {
