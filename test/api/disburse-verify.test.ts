@@ -23,12 +23,12 @@ const tampered = ['ledger', 'ledger_heads', 'disbursements', 'applications'];
 let snapshot: Record<string, RawDoc[]> = {};
 
 async function approvedApplication(loanAmount: number): Promise<string> {
-  const created = await call(app, tokens.admin, 'POST', '/api/applications', {
+  const created = await call(app, tokens.reviewer, 'POST', '/api/applications', {
     body: { applicantName: 'Vera Verify', monthlyIncome: 7000, loanAmount, termMonths: 24 },
   });
   const id = created.body._id as string;
-  await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
-  const approved = await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, {
+  await call(app, tokens.reviewer, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
+  const approved = await call(app, tokens.approver, 'PUT', `/api/applications/${id}`, {
     body: { status: 'approved', version: 2 },
   });
   expect(approved.status).toBe(200);
@@ -81,10 +81,11 @@ describe(`GET /api/ledger/verify against a database writer on ${target().kind}`,
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     ({ app, services } = await createTestApp(database.db, { LEDGER_KEYS: randomJwtKeys('ledger1') }));
-    ({ tokens } = await adminsByRole(app, services, ['admin']));
+    // Four eyes: one admin prepares, another approves, a third disburses.
+    ({ tokens } = await adminsByRole(app, services, ['reviewer', 'approver', 'disburser', 'admin']));
     for (const amount of [11_000, 22_000, 33_000, 44_000]) {
       const id = await approvedApplication(amount);
-      const res = await call(app, tokens.admin, 'POST', `/api/applications/${id}/disburse`, {
+      const res = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
         headers: { 'idempotency-key': crypto.randomUUID() },
       });
       expect(res.status).toBe(200);
@@ -120,7 +121,7 @@ describe(`GET /api/ledger/verify against a database writer on ${target().kind}`,
     })();
     await Promise.all(
       ids.map(async (id) => {
-        const res = await call(app, tokens.admin, 'POST', `/api/applications/${id}/disburse`, {
+        const res = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
           headers: { 'idempotency-key': crypto.randomUUID() },
         });
         expect(res.status).toBe(200);
