@@ -15,7 +15,12 @@ const FLUSH_MS = 300;
 /** A clock that moves only when told, at the start of a rate window, so no stall can pass flushMs. */
 function manualClock() {
   let now = Math.ceil(Date.now() / 60_000) * 60_000;
-  return { now: () => now, advance: (ms: number) => void (now += ms) };
+  return {
+    now: () => now,
+    advance(ms: number) {
+      now += ms;
+    },
+  };
 }
 
 const limiter = (name: string, clock = manualClock()) =>
