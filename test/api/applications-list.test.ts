@@ -171,7 +171,13 @@ describe('listing', () => {
     ]) {
       const res = await call('GET', `/api/applications?${query}`);
       expect(res.status, query).toBe(400);
+      expect(res.body.error.code, query).toBe('validation');
     }
-    expect((await call('GET', `/api/applications?cursor=${cursor}&sort=createdAt`)).status).toBe(200);
+    const next = await call('GET', `/api/applications?cursor=${cursor}&sort=createdAt`);
+    expect(next.status).toBe(200);
+    // The cursor continues after the first page: none of its items again.
+    const seen = new Set(first.body.items.map((a: { _id: string }) => a._id));
+    expect(next.body.items.length).toBeGreaterThan(0);
+    expect(next.body.items.filter((a: { _id: string }) => seen.has(a._id))).toEqual([]);
   });
 });

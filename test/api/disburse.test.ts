@@ -73,14 +73,19 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
       expect(res.status, bad).toBe(400);
       expect(res.body.error.details[0].path).toBe('idempotency-key');
     }
-    expect((await disburse(id, key(), { as: 'approver' })).status).toBe(403);
-    expect((await disburse(id, key(), { as: 'viewer' })).status).toBe(403);
+    for (const as of ['approver', 'viewer'] as const) {
+      const refused = await disburse(id, key(), { as });
+      expect(refused.status, as).toBe(403);
+      expect(refused.body.error.code).toBe('forbidden');
+    }
     expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({ _id: id as never })).toBe(0);
     expect(await ledgerCount(id)).toBe(0);
   });
 
   it('404 for an unknown application; 400 for one that is not approved, with nothing written', async () => {
-    expect((await disburse('APP-00000000-no-such-loan', key())).status).toBe(404);
+    const unknown = await disburse('APP-00000000-no-such-loan', key());
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('not_found');
     const created = await call(apps[0]!, tokens.admin, 'POST', '/api/applications', {
       body: { applicantName: 'Pending Person', monthlyIncome: 3000, loanAmount: 1000, termMonths: 12 },
     });
