@@ -317,9 +317,11 @@ describe(`shared/queue on ${target().kind}`, () => {
   it('heartbeats keep a long job with its worker past the lease length', async () => {
     const { queue, collection } = await freshQueue();
     const job = await queue.add('long', {});
-    const owner = await startWorker(collection, 'long', () => sleep(2_000).then(() => 'owner'), { leaseMs: 600 });
+    // The job runs for more than two lease lengths. The lease (1.5 s, renewed every 0.5 s) leaves a
+    // renewal 1 s of slack: with 0.6 s (0.4 s of slack) a loaded machine delayed a renewal past it.
+    const owner = await startWorker(collection, 'long', () => sleep(3_500).then(() => 'owner'), { leaseMs: 1_500 });
     await waitFor(() => owner.activeCount === 1);
-    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 600, pollMs: 100 });
+    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 1_500, pollMs: 100 });
     await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 10_000);
     const done = await queue.getJob(job.id);
     expect(done?.result).toBe('owner');
