@@ -343,7 +343,9 @@ describe(`shared/queue on ${target().kind}`, () => {
         signal.addEventListener('abort', () => {
           staleAborted = true;
         });
-        await sleep(1_500);
+        // Returns once the job was claimed again and completed, however slow the machine: a fixed
+        // sleep could end before the other worker's claim and let this completion land.
+        await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 30_000);
         staleReturned = true;
         return 'stale';
       },
@@ -351,7 +353,7 @@ describe(`shared/queue on ${target().kind}`, () => {
     );
     await waitFor(() => stale.activeCount === 1);
     const fresh = await startWorker(collection, 'contested', async () => 'fresh', { leaseMs: 5_000, pollMs: 100 });
-    await waitFor(() => staleReturned && stale.activeCount === 0, 10_000);
+    await waitFor(() => staleReturned && stale.activeCount === 0, 40_000);
     const done = await queue.getJob(job.id);
     expect(done?.state).toBe('completed');
     expect(done?.result).toBe('fresh');
