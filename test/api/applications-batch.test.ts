@@ -228,9 +228,16 @@ describe('batch-update', () => {
     for (const body of bad) {
       const res = await call('POST', '/api/applications/batch-update', { body });
       expect(res.status, JSON.stringify(body).slice(0, 80)).toBe(400);
+      expect(res.body.error.code, JSON.stringify(body).slice(0, 80)).toBe('validation');
     }
-    expect((await batchUpdate([id!], 'approved', app, 'reviewer')).status).toBe(403);
-    expect((await batchUpdate([id!], 'under_review', app, 'approver')).status).toBe(403);
+    for (const [status, role] of [
+      ['approved', 'reviewer'],
+      ['under_review', 'approver'],
+    ] as const) {
+      const refused = await batchUpdate([id!], status, app, role);
+      expect(refused.status, `${role} -> ${status}`).toBe(403);
+      expect(refused.body.error.code).toBe('forbidden');
+    }
     expect((await applications().findOne({ _id: id } as never))?.version).toBe(1);
     const full = await batchUpdate(
       Array.from({ length: 500 }, (_, i) => (i === 0 ? id! : missingId(i))),

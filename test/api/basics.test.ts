@@ -23,6 +23,15 @@ describe('health and readiness', () => {
     const res = await app.request('/health');
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ status: 'ok' });
+    // The same answer from an app whose database cannot be reached.
+    const dead = new MongoClient('mongodb://127.0.0.1:1', { serverSelectionTimeoutMS: 300 });
+    try {
+      const alone = await createApp({ ...services, db: dead.db('x') }).request('/health');
+      expect(alone.status).toBe(200);
+      expect(await alone.json()).toEqual({ status: 'ok' });
+    } finally {
+      await dead.close();
+    }
   });
 
   it('GET /ready is 200 while MongoDB answers and 503 when it does not', async () => {

@@ -3,7 +3,6 @@
 // ledger, and /api/ledger/verify naming a tampered entry.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
-import type { Services } from '../../api/services.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
 import { AUDIT_COLLECTION } from '../../shared/audit.ts';
 import { DISBURSEMENTS_COLLECTION } from '../../shared/disbursements.ts';
@@ -17,14 +16,24 @@ type App = ReturnType<typeof createApp>;
 
 let database: TestDatabase;
 let apps: App[];
-let services: Services;
 let tokens: Record<Role, string>;
 const roles: Role[] = ['viewer', 'approver', 'disburser', 'admin'];
 
 const key = () => crypto.randomUUID();
 
-async function approvedApplication(loanAmount = 25_000): Promise<string> {
-  const [app] = apps;
+/** Three instances on one database, sharing the signing key so a token works on each. */
+async function threeInstances(db: TestDatabase['db']) {
+  // Shared signing and ledger keys, so a token works on each instance and each appends to one chain.
+  const keys = { JWT_KEYS: randomJwtKeys(), LEDGER_KEYS: randomJwtKeys('ledger') };
+  const instances = await Promise.all([1, 2, 3].map(() => createTestApp(db, keys)));
+  const apps = instances.map((instance) => instance.app);
+  const { tokens } = await adminsByRole(apps[0]!, instances[0]!.services, roles);
+  return { apps, services: instances[0]!.services, tokens };
+}
+
+async function approvedApplication(loanAmount = 25_000, on = { apps, tokens }): Promise<string> {
+  const { tokens } = on;
+  const [app] = on.apps;
   const created = await call(app!, tokens.admin, 'POST', '/api/applications', {
     body: { applicantName: 'Ada Borrower', monthlyIncome: 6000, loanAmount, termMonths: 36 },
   });
@@ -42,11 +51,21 @@ async function approvedApplication(loanAmount = 25_000): Promise<string> {
   return id;
 }
 
-function disburse(id: string, idempotencyKey: string | undefined, options: { app?: App; as?: Role } = {}) {
+function disburse(
+  id: string,
+  idempotencyKey: string | undefined,
+  options: { app?: App; as?: Role; tokens?: Record<Role, string> } = {},
+) {
   const headers: Record<string, string> = idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey };
-  return call(options.app ?? apps[0]!, tokens[options.as ?? 'disburser'], 'POST', `/api/applications/${id}/disburse`, {
-    headers,
-  });
+  return call(
+    options.app ?? apps[0]!,
+    (options.tokens ?? tokens)[options.as ?? 'disburser'],
+    'POST',
+    `/api/applications/${id}/disburse`,
+    {
+      headers,
+    },
+  );
 }
 
 const ledgerCount = (loanId: string) => database.db.collection(LEDGER_COLLECTION).countDocuments({ loanId });
@@ -54,12 +73,7 @@ const ledgerCount = (loanId: string) => database.db.collection(LEDGER_COLLECTION
 describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
-    // Three instances on one database, sharing the signing key so a token works on each, and the ledger key.
-    const keys = { JWT_KEYS: randomJwtKeys(), LEDGER_KEYS: randomJwtKeys('ledger') };
-    const instances = await Promise.all([1, 2, 3].map(() => createTestApp(database.db, keys)));
-    apps = instances.map((instance) => instance.app);
-    services = instances[0]!.services;
-    ({ tokens } = await adminsByRole(apps[0]!, services, roles));
+    ({ apps, tokens } = await threeInstances(database.db));
   });
   afterAll(async () => {
     await database.close();
@@ -75,21 +89,29 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
       expect(res.status, bad).toBe(400);
       expect(res.body.error.details[0].path).toBe('idempotency-key');
     }
-    expect((await disburse(id, key(), { as: 'approver' })).status).toBe(403);
-    expect((await disburse(id, key(), { as: 'viewer' })).status).toBe(403);
+    for (const as of ['approver', 'viewer'] as const) {
+      const refused = await disburse(id, key(), { as });
+      expect(refused.status, as).toBe(403);
+      expect(refused.body.error.code).toBe('forbidden');
+    }
     expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({ _id: id as never })).toBe(0);
     expect(await ledgerCount(id)).toBe(0);
   });
 
   it('404 for an unknown application; 400 for one that is not approved, with nothing written', async () => {
-    expect((await disburse('APP-00000000-no-such-loan', key())).status).toBe(404);
+    const unknown = await disburse('APP-00000000-no-such-loan', key());
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('not_found');
     const created = await call(apps[0]!, tokens.admin, 'POST', '/api/applications', {
       body: { applicantName: 'Pending Person', monthlyIncome: 3000, loanAmount: 1000, termMonths: 12 },
     });
     const res = await disburse(created.body._id, key());
     expect(res.status).toBe(400);
     expect(res.body.error.details).toMatchObject({ reason: 'invalid_transition', from: 'pending' });
-    expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({})).toBe(0);
+    // Counted for this loan: earlier tests (in any order) disbursed others.
+    const id = created.body._id as string;
+    expect(await database.db.collection(DISBURSEMENTS_COLLECTION).countDocuments({ _id: id as never })).toBe(0);
+    expect(await ledgerCount(id)).toBe(0);
   });
 
   it('disburses once: approved -> disbursed, one fenced ledger entry, audit per version; the same key returns the same body', async () => {
@@ -191,23 +213,33 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
     expect((await call(apps[0]!, tokens.viewer, 'GET', `/api/applications/${id}/ledger`)).status).toBe(403);
   });
 
-  // Last: it breaks this database's chain on purpose.
   it('GET /api/ledger/verify is admin-only and names a tampered entry (reason hash) and a deleted one (gap)', async () => {
-    expect((await call(apps[0]!, tokens.disburser, 'GET', '/api/ledger/verify')).status).toBe(403);
-    const intact = await call(apps[0]!, tokens.admin, 'GET', '/api/ledger/verify');
-    expect(intact.body).toMatchObject({ ok: true, entries: expect.any(Number) });
-    expect(intact.body.entries).toBeGreaterThanOrEqual(3);
-    expect(intact.body.firstBroken).toBeUndefined();
+    // A database of its own with three entries of its own: the test breaks the chain on purpose, and
+    // must neither depend on nor break the other tests' ledger, whatever the order.
+    const own = await openTestDatabase(import.meta.filename);
+    try {
+      const { apps, tokens } = await threeInstances(own.db);
+      for (let i = 0; i < 3; i++) {
+        const id = await approvedApplication(25_000, { apps, tokens });
+        expect((await disburse(id, key(), { app: apps[0], tokens })).status).toBe(200);
+      }
+      expect((await call(apps[0]!, tokens.disburser, 'GET', '/api/ledger/verify')).status).toBe(403);
+      const intact = await call(apps[0]!, tokens.admin, 'GET', '/api/ledger/verify');
+      expect(intact.body).toMatchObject({ ok: true, entries: 3 });
+      expect(intact.body.firstBroken).toBeUndefined();
 
-    const entries = database.db.collection<{ _id: number; amount: number }>(LEDGER_COLLECTION);
-    await entries.updateOne({ _id: 2 }, { $inc: { amount: 1_000_000 } });
-    const tampered = await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify');
-    expect(tampered.body).toMatchObject({ ok: false, entries: 1, firstBroken: { seq: 2, reason: 'hash' } });
+      const entries = own.db.collection<{ _id: number; amount: number }>(LEDGER_COLLECTION);
+      await entries.updateOne({ _id: 2 }, { $inc: { amount: 1_000_000 } });
+      const tampered = await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify');
+      expect(tampered.body).toMatchObject({ ok: false, entries: 1, firstBroken: { seq: 2, reason: 'hash' } });
 
-    await entries.updateOne({ _id: 2 }, { $inc: { amount: -1_000_000 } });
-    expect((await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify')).body.ok).toBe(true);
-    await entries.deleteOne({ _id: 2 });
-    const deleted = await call(apps[2]!, tokens.admin, 'GET', '/api/ledger/verify');
-    expect(deleted.body).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'gap' } });
+      await entries.updateOne({ _id: 2 }, { $inc: { amount: -1_000_000 } });
+      expect((await call(apps[1]!, tokens.admin, 'GET', '/api/ledger/verify')).body.ok).toBe(true);
+      await entries.deleteOne({ _id: 2 });
+      const deleted = await call(apps[2]!, tokens.admin, 'GET', '/api/ledger/verify');
+      expect(deleted.body).toMatchObject({ ok: false, firstBroken: { seq: 2, reason: 'gap' } });
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -1,6 +1,6 @@
 // /docs renders /openapi.json offline; the spec describes the routes from the same zod schemas.
 import { runInNewContext } from 'node:vm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import { createTestApp } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
@@ -113,7 +113,8 @@ describe('/docs', () => {
     };
     runInNewContext(script, { document, fetch, Node: FakeNode });
     const ops = byId.get('ops')!;
-    for (let i = 0; i < 100 && ops.all('details').length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // The page renders once its fetch resolves: wait for that, however long a busy machine takes.
+    await vi.waitFor(() => expect(ops.all('details').length).toBeGreaterThan(0), { timeout: 30_000, interval: 10 });
 
     expect(fetched).toEqual(['/openapi.json']);
     const rendered = ops.all('details');

@@ -1,6 +1,6 @@
 // /metrics as the Node entry wires it (in-process): request counts and latency by route pattern and
 // status, queue depths as gauges collected on scrape.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../../api/app.ts';
 import { createMetrics } from '../../api/metrics.ts';
 import type { Services } from '../../api/services.ts';
@@ -11,12 +11,16 @@ const PASSWORD = 'a long enough password';
 let database: TestDatabase;
 let services: Services;
 let plain: ReturnType<typeof createApp>;
-let app: ReturnType<typeof createApp>;
-let statsCalls = 0;
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   ({ app: plain, services } = await createTestApp(database.db));
+});
+afterAll(() => database.close());
+
+/** An app with metrics of its own (fresh counters, an empty stats cache), so no test sees another's. */
+function metricsApp(queueStatsCacheMs: number) {
+  let statsCalls = 0;
   const metrics = createMetrics({
     queue: {
       stats: () => {
@@ -24,23 +28,30 @@ beforeAll(async () => {
         return services.queue.stats();
       },
     },
-    // Longer than the default 1 s so a slow machine cannot expire the cache between two scrapes.
-    queueStatsCacheMs: 2000,
+    queueStatsCacheMs,
   });
-  app = createApp(services, {
+  const app = createApp(services, {
     remoteAddress: () => '127.0.0.1',
     onResponse: metrics.onResponse,
     extraRoutes: metrics.mount,
   });
-});
-afterAll(() => database.close());
-
-async function scrape() {
-  const res = await app.request('/metrics');
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
-  return res.text();
+  return {
+    app,
+    statsCalls: () => statsCalls,
+    async scrape() {
+      const res = await app.request('/metrics');
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      return res.text();
+    },
+  };
 }
+
+/** Job names of one test's own, so its by-name counts are exact whatever ran before. */
+const jobNames = () => {
+  const tag = crypto.randomUUID().slice(0, 8);
+  return { email: `email-${tag}`, report: `report-${tag}` };
+};
 
 /** The value of one sample line, e.g. sample(text, 'http_requests_total', {route: '/health', ...}). */
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
@@ -62,6 +73,7 @@ describe('/metrics', () => {
   });
 
   it('counts requests by method, route pattern (never the raw path) and status, with a latency histogram', async () => {
+    const { app, scrape } = metricsApp(60_000);
     const admin = await services.admins.create({ email: 'root@example.com', password: PASSWORD, roles: ['admin'] });
     const viewer = await services.admins.create({ email: 'v@example.com', password: PASSWORD, roles: ['viewer'] });
     const login = await app.request('/api/auth/login', {
@@ -105,33 +117,60 @@ describe('/metrics', () => {
     expect(text).toContain('# TYPE http_request_duration_seconds histogram');
   });
 
-  it('reports queue depths as gauges, one aggregation per cache period however often it is scraped', async () => {
-    await services.queue.add('email', { to: 'a' });
-    await services.queue.add('email', { to: 'b' });
-    await services.queue.add('report', { id: 1 }, { delay: 60_000 });
-    // The previous test's scrape cached stats; wait it out so this scrape sees the new jobs.
-    await new Promise((resolve) => setTimeout(resolve, 2100));
-    const before = statsCalls;
+  it('reports queue depths as gauges, by state and by job name', async () => {
+    const { scrape } = metricsApp(60_000);
+    const names = jobNames();
+    await services.queue.add(names.email, { to: 'a' });
+    await services.queue.add(names.email, { to: 'b' });
+    await services.queue.add(names.report, { id: 1 }, { delay: 60_000 });
+    const expected = await services.queue.stats();
+    const text = await scrape();
+    for (const state of ['waiting', 'delayed', 'active'] as const) {
+      expect(sample(text, 'queue_jobs', { state }), state).toBe(expected[state]);
+    }
+    expect(sample(text, 'queue_jobs_by_name', { name: names.email, state: 'waiting' })).toBe(2);
+    expect(sample(text, 'queue_jobs_by_name', { name: names.email, state: 'delayed' })).toBe(0);
+    expect(sample(text, 'queue_jobs_by_name', { name: names.report, state: 'delayed' })).toBe(1);
+    expect(sample(text, 'queue_oldest_waiting_age_seconds', {})).toBeGreaterThanOrEqual(0);
+  });
+
+  it('runs one aggregation per cache period however often it is scraped', async () => {
+    // A cache period no busy machine outlasts between two scrapes.
+    const { scrape, statsCalls } = metricsApp(60_000);
+    const names = jobNames();
+    await services.queue.add(names.email, { to: 'a' });
     const first = await scrape();
-    expect(statsCalls - before).toBe(1);
-    expect(sample(first, 'queue_jobs', { state: 'waiting' })).toBe(2);
-    expect(sample(first, 'queue_jobs', { state: 'delayed' })).toBe(1);
-    expect(sample(first, 'queue_jobs', { state: 'active' })).toBe(0);
-    expect(sample(first, 'queue_jobs_by_name', { name: 'email', state: 'waiting' })).toBe(2);
-    expect(sample(first, 'queue_jobs_by_name', { name: 'report', state: 'delayed' })).toBe(1);
-    expect(sample(first, 'queue_oldest_waiting_age_seconds', {})).toBeGreaterThanOrEqual(0);
+    expect(statsCalls()).toBe(1);
+    expect(sample(first, 'queue_jobs_by_name', { name: names.email, state: 'waiting' })).toBe(1);
 
-    await services.queue.add('email', { to: 'c' });
-    const cached = await scrape();
-    expect(statsCalls - before).toBe(1);
-    expect(sample(cached, 'queue_jobs', { state: 'waiting' })).toBe(2);
-
-    await new Promise((resolve) => setTimeout(resolve, 2100));
-    const fresh = await scrape();
-    expect(statsCalls - before).toBe(2);
-    expect(sample(fresh, 'queue_jobs', { state: 'waiting' })).toBe(3);
+    await services.queue.add(names.email, { to: 'b' });
+    for (let i = 0; i < 3; i++) {
+      const cached = await scrape();
+      expect(sample(cached, 'queue_jobs_by_name', { name: names.email, state: 'waiting' })).toBe(1);
+    }
+    expect(statsCalls()).toBe(1);
     // The scrapes themselves are counted by route too.
-    expect(sample(fresh, 'http_requests_total', { method: 'GET', route: '/metrics', status: '200' })).toBe(3);
+    expect(sample(await scrape(), 'http_requests_total', { method: 'GET', route: '/metrics', status: '200' })).toBe(4);
+  });
+
+  it('aggregates again once the cache period has passed', async () => {
+    const { scrape, statsCalls } = metricsApp(50);
+    const names = jobNames();
+    await services.queue.add(names.email, { to: 'a' });
+    const first = await scrape();
+    expect(sample(first, 'queue_jobs_by_name', { name: names.email, state: 'waiting' })).toBe(1);
+    const callsAfterFirst = statsCalls();
+
+    await services.queue.add(names.email, { to: 'b' });
+    // However long the machine takes, some later scrape falls after the period and sees the new job.
+    await vi.waitFor(
+      async () => {
+        const fresh = await scrape();
+        expect(sample(fresh, 'queue_jobs_by_name', { name: names.email, state: 'waiting' })).toBe(2);
+      },
+      { timeout: 30_000, interval: 20 },
+    );
+    expect(statsCalls()).toBeGreaterThan(callsAfterFirst);
   });
 });
 

@@ -64,6 +64,7 @@ describe('.env in the working directory', () => {
       [
         `MONGO_URI=${uriWithDatabase()}`,
         `JWT_KEYS=${randomJwtKeys('env1')}`,
+        `LEDGER_KEYS=${randomJwtKeys('ledger1')}`,
         'HOST=127.0.0.1',
         `PORT=${apiPort}`,
         `WORKER_PROBE_PORT=${probePort}`,

@@ -70,24 +70,29 @@ describe(`token expiry across instances whose clocks disagree, on ${target().kin
   });
 
   it('instances whose local clocks are +5 s and -5 s off correct them against the server: logout-all on one refuses a token just issued by the other', async () => {
-    const fastClock = new ServerClock(t.db, offsetClock(5_000));
-    const slowClock = new ServerClock(t.db, offsetClock(-5_000));
+    const fastLocal = offsetClock(5_000);
+    const slowLocal = offsetClock(-5_000);
+    const fastClock = new ServerClock(t.db, fastLocal);
+    const slowClock = new ServerClock(t.db, slowLocal);
     await Promise.all([fastClock.sync(), slowClock.sync()]);
     expect(Math.abs(fastClock.offset + 5_000)).toBeLessThan(1_000);
     expect(Math.abs(slowClock.offset - 5_000)).toBeLessThan(1_000);
-    for (const [issuerClock, revokerClock] of [
-      [fastClock, slowClock],
-      [slowClock, fastClock],
+    for (const [issuerClock, issuerLocal, revokerClock, revokerLocal] of [
+      [fastClock, fastLocal, slowClock, slowLocal],
+      [slowClock, slowLocal, fastClock, fastLocal],
     ] as const) {
       const issuer = instance(issuerClock);
       const revoker = instance(revokerClock);
       const who = { id: `admin-${crypto.randomUUID()}`, roles: ['admin' as const] };
       const { accessToken } = await issuer.issue(who);
       await expect(revoker.verify(accessToken)).resolves.toMatchObject({ sub: who.id });
-      await sleep(20); // the logout comes after the token, as seen by a clock that both share
+      await expect(issuer.verify(accessToken)).resolves.toMatchObject({ sub: who.id }); // its cache is now synced
+      revokerLocal.offsetMs += 20; // the logout comes after the token, as seen by a clock that both share
       await revoker.logoutAll(who.id);
       await expect(revoker.verify(accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
-      await sleep(150); // the issuer's cache refreshes within its staleness bound
+      // The issuer's cache refreshes once older than its staleness bound (100 ms): move its clock past it
+      // rather than sleep, so neither a stall nor a fast machine decides what is tested.
+      issuerLocal.offsetMs += 101;
       await expect(issuer.verify(accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
     }
   });

@@ -118,8 +118,8 @@ describe(`shared/queue on ${target().kind}`, () => {
       },
       { wakeUp: 'poll', pollMs: 100 },
     );
-    await sleep(1_000);
-    expect(startedAt).toBe(0);
+    // Not early is the start time checked against the due time below; a fixed sleep followed by "not
+    // started yet" would fail whenever a stall outlasted the sleep's margin to the due time.
     expect((await queue.stats()).delayed).toBe(1);
     await waitFor(() => startedAt > 0, 10_000);
     const due = job.runAt.getTime();
@@ -317,9 +317,11 @@ describe(`shared/queue on ${target().kind}`, () => {
   it('heartbeats keep a long job with its worker past the lease length', async () => {
     const { queue, collection } = await freshQueue();
     const job = await queue.add('long', {});
-    const owner = await startWorker(collection, 'long', () => sleep(2_000).then(() => 'owner'), { leaseMs: 600 });
+    // The job runs for more than two lease lengths. The lease (1.5 s, renewed every 0.5 s) leaves a
+    // renewal 1 s of slack: with 0.6 s (0.4 s of slack) a loaded machine delayed a renewal past it.
+    const owner = await startWorker(collection, 'long', () => sleep(3_500).then(() => 'owner'), { leaseMs: 1_500 });
     await waitFor(() => owner.activeCount === 1);
-    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 600, pollMs: 100 });
+    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 1_500, pollMs: 100 });
     await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 10_000);
     const done = await queue.getJob(job.id);
     expect(done?.result).toBe('owner');
@@ -341,7 +343,9 @@ describe(`shared/queue on ${target().kind}`, () => {
         signal.addEventListener('abort', () => {
           staleAborted = true;
         });
-        await sleep(1_500);
+        // Returns once the job was claimed again and completed, however slow the machine: a fixed
+        // sleep could end before the other worker's claim and let this completion land.
+        await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 30_000);
         staleReturned = true;
         return 'stale';
       },
@@ -349,7 +353,7 @@ describe(`shared/queue on ${target().kind}`, () => {
     );
     await waitFor(() => stale.activeCount === 1);
     const fresh = await startWorker(collection, 'contested', async () => 'fresh', { leaseMs: 5_000, pollMs: 100 });
-    await waitFor(() => staleReturned && stale.activeCount === 0, 10_000);
+    await waitFor(() => staleReturned && stale.activeCount === 0, 40_000);
     const done = await queue.getJob(job.id);
     expect(done?.state).toBe('completed');
     expect(done?.result).toBe('fresh');

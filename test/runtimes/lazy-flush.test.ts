@@ -1,7 +1,6 @@
 // The shared rate limiter without a background timer (workerd): flushIfDue() flushes at most once
 // per flushMs, shares a flush in flight, and stays out of the way where start() runs (Node, Deno).
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { systemClock } from '../../shared/clock.ts';
 import { SharedRateLimiter } from '../../shared/rate-limit.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
@@ -11,8 +10,21 @@ beforeAll(async () => {
 });
 afterAll(() => database.close());
 
-const limiter = (name: string) =>
-  new SharedRateLimiter(database.db, { name, limit: 1_000, windowMs: 60_000, clock: systemClock, flushMs: 300 });
+const FLUSH_MS = 300;
+
+/** A clock that moves only when told, at the start of a rate window, so no stall can pass flushMs. */
+function manualClock() {
+  let now = Math.ceil(Date.now() / 60_000) * 60_000;
+  return {
+    now: () => now,
+    advance(ms: number) {
+      now += ms;
+    },
+  };
+}
+
+const limiter = (name: string, clock = manualClock()) =>
+  new SharedRateLimiter(database.db, { name, limit: 1_000, windowMs: 60_000, clock, flushMs: FLUSH_MS });
 
 async function stored(name: string): Promise<number> {
   const docs = await database.db
@@ -23,7 +35,8 @@ async function stored(name: string): Promise<number> {
 }
 
 it('flushes lazily: at once the first time, then not again until flushMs has passed', async () => {
-  const lazy = limiter('lazy');
+  const clock = manualClock();
+  const lazy = limiter('lazy', clock);
   lazy.hit('a');
   const first = lazy.flushIfDue();
   expect(first).not.toBeNull();
@@ -32,10 +45,13 @@ it('flushes lazily: at once the first time, then not again until flushMs has pas
   await first;
   expect(await stored('lazy')).toBe(1);
   lazy.hit('a');
+  clock.advance(FLUSH_MS - 1);
   expect(lazy.flushIfDue()).toBeNull();
   expect(lazy.flushes).toBe(1);
-  await new Promise((resolve) => setTimeout(resolve, 400));
-  await lazy.flushIfDue();
+  clock.advance(1);
+  const second = lazy.flushIfDue();
+  expect(second).not.toBeNull();
+  await second;
   expect(lazy.flushes).toBe(2);
   expect(await stored('lazy')).toBe(2);
 });

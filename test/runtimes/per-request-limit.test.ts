@@ -20,6 +20,7 @@ beforeAll(async () => {
       MONGO_URL: mongoUrl(),
       MONGO_DB: database.name,
       JWT_KEYS: randomJwtKeys('budget'),
+      LEDGER_KEYS: randomJwtKeys('ledger'),
       PASSWORD_ITERATIONS: '1000',
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,

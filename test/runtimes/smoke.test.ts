@@ -134,18 +134,26 @@ describe.each(names)('on %s', (name) => {
 
   it('disburses a loan and verifies the whole keyed ledger, entries of every runtime included (LEDGER_KEYS reached it)', async () => {
     const { accessToken: token } = await login(name);
+    // Four eyes: the admin prepares, an approver approves, a disburser pays (accounts made on this runtime).
+    const [approver, disburser] = await Promise.all(
+      (['approver', 'disburser'] as const).map(async (role) => {
+        const who = { email: `smoke-${role}-${name}@example.com`, password: `smoke ${role} password` };
+        const made = await call(name, 'POST', '/api/admins', { token, body: { ...who, roles: [role] } });
+        expect(made.status, JSON.stringify(made.body)).toBe(201);
+        return (await login(name, who)).accessToken;
+      }),
+    );
     const created = await call(name, 'POST', '/api/applications', { token, body: newApplication });
     const id = created.body._id;
-    for (const [status, version] of [
-      ['under_review', 1],
-      ['approved', 2],
+    for (const [status, version, as] of [
+      ['under_review', 1, token],
+      ['approved', 2, approver],
     ] as const) {
-      expect((await call(name, 'PUT', `/api/applications/${id}`, { token, body: { status, version } })).status).toBe(
-        200,
-      );
+      const moved = await call(name, 'PUT', `/api/applications/${id}`, { token: as, body: { status, version } });
+      expect(moved.status, JSON.stringify(moved.body)).toBe(200);
     }
     const headers = { 'idempotency-key': crypto.randomUUID() };
-    const disbursed = await call(name, 'POST', `/api/applications/${id}/disburse`, { token, headers });
+    const disbursed = await call(name, 'POST', `/api/applications/${id}/disburse`, { token: disburser, headers });
     expect(disbursed.status, JSON.stringify(disbursed.body)).toBe(200);
     const entries = await call(name, 'GET', `/api/applications/${id}/ledger`, { token });
     expect(entries.body.entries).toMatchObject([{ seq: disbursed.body.ledgerSeq, kid: 'ledger' }]);

@@ -216,24 +216,27 @@ describe('forged and misused tokens: 401 on a mutating request, nothing written'
   });
 
   it('a revoked token (after logout) and every token of an admin after logout-all', async () => {
+    // An admin of its own: logout-all ends every session of that account, which no other test may share.
+    const { ids: own } = await adminsByRole(app, services, ['reviewer'], 'logout.example.com');
+    const email = (await services.admins.get(own.reviewer))!.email;
     const login = async () =>
-      (
-        await call(app, undefined, 'POST', '/api/auth/login', {
-          body: { email: (await services.admins.get(ids.reviewer))!.email, password: TEST_PASSWORD },
-        })
-      ).body as { accessToken: string; refreshToken: string };
+      (await call(app, undefined, 'POST', '/api/auth/login', { body: { email, password: TEST_PASSWORD } })).body as {
+        accessToken: string;
+        refreshToken: string;
+      };
     const one = await login();
     const two = await login();
     expect((await call(app, one.accessToken, 'POST', '/api/auth/logout')).status).toBe(204);
     const replies = await refusedAndNothingWritten([401], async () => [await createAs(one.accessToken)]);
     expect(replies[0]!.body.error.code).toBe('token_revoked');
     expect((await call(app, two.accessToken, 'POST', '/api/auth/logout-all')).status).toBe(204);
-    await refusedAndNothingWritten([401], async () => [await createAs(two.accessToken)]);
-    tokens.reviewer = (await login()).accessToken; // the other tests go on with a fresh session
+    const all = await refusedAndNothingWritten([401], async () => [await createAs(two.accessToken)]);
+    expect(all[0]!.body.error.code).toBe('token_revoked');
   });
 
   it('refresh-token reuse: refused, and the whole family (its newest tokens included) is revoked', async () => {
-    const email = (await services.admins.get(ids.approver))!.email;
+    const { ids: own } = await adminsByRole(app, services, ['approver'], 'reuse.example.com');
+    const email = (await services.admins.get(own.approver))!.email;
     const first = (await call(app, undefined, 'POST', '/api/auth/login', { body: { email, password: TEST_PASSWORD } }))
       .body;
     const second = (
@@ -597,6 +600,10 @@ describe('role escalation through every mutating route', () => {
   }
 
   it('a viewer and a reviewer, with extra fields and forwarded or override headers: refused on every route, nothing written', async () => {
+    // The callers' sessions are live: a refusal must be about their roles, not a dead token.
+    for (const role of ['viewer', 'reviewer'] as const) {
+      expect((await call(app, tokens[role], 'GET', '/api/auth/me')).status, role).toBe(200);
+    }
     const operations = await mutatingOperations();
     const paths = operations.map((o) => `${o.method} ${o.path}`);
     // Sanity: the routes that matter are all there.
@@ -632,7 +639,11 @@ describe('role escalation through every mutating route', () => {
       return out;
     }, ['sessions', 'revocations']);
     // Each refusal is the right kind: no route let a viewer or reviewer through to a write.
-    for (const reply of replies) expect(reply.status, reply.body.operation).not.toBe(200);
+    for (const reply of replies) {
+      expect(reply.status, reply.body.operation).not.toBe(200);
+      // Outside the session routes (a login with a wrong password is a 401), a live token is never a 401.
+      if (!reply.body.operation.includes(' /api/auth/')) expect(reply.status, reply.body.operation).not.toBe(401);
+    }
     expect(replies.length).toBeGreaterThan(40);
     // The admins' roles are what they were; the viewer still is one.
     const me = await call(app, tokens.viewer, 'GET', '/api/auth/me');
@@ -641,10 +652,12 @@ describe('role escalation through every mutating route', () => {
   });
 
   it('the legitimate path is open: an admin can do what the viewer could not (the refusals were about roles)', async () => {
-    const res = await call(app, tokens.admin, 'PATCH', `/api/admins/${ids.disburser}`, {
+    const { ids: own } = await adminsByRole(app, services, ['disburser'], 'legit.example.com');
+    const res = await call(app, tokens.admin, 'PATCH', `/api/admins/${own.disburser}`, {
       body: { roles: ['disburser', 'viewer'] },
     });
     expect(res.status).toBe(200);
     expect(res.body.roles).toEqual(['disburser', 'viewer']);
+    expect((await services.admins.get(own.disburser))?.roles).toEqual(['disburser', 'viewer']);
   });
 });
