@@ -16,6 +16,8 @@ let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
 let services: Services;
 let tokens: Record<Role, string>;
+/** Other admins who prepare, approve and pay the targets, so four eyes never refuses the role under test. */
+let setup: Record<Role, string>;
 let ids: Record<Role, string>;
 let appId: string;
 
@@ -40,20 +42,20 @@ const walks: Record<Status, string[]> = {
   disbursed: ['under_review', 'approved'],
 };
 
-/** A new application (as admin) in the given state. */
+/** A new application in the given state, prepared, approved and paid by the setup admins. */
 async function applicationIn(status: Status): Promise<string> {
-  const created = await call(app, tokens.admin, 'POST', '/api/applications', { body: sample });
+  const created = await call(app, setup.admin, 'POST', '/api/applications', { body: sample });
   expect(created.status).toBe(201);
   const id = created.body._id as string;
   for (const next of walks[status]) {
-    const res = await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, {
+    const res = await call(app, next === 'approved' ? setup.approver : setup.admin, 'PUT', `/api/applications/${id}`, {
       body: { status: next },
       headers: { 'if-match': '*' },
     });
     expect(res.status).toBe(200);
   }
   if (status === 'disbursed') {
-    const res = await call(app, tokens.admin, 'POST', `/api/applications/${id}/disburse`, {
+    const res = await call(app, setup.disburser, 'POST', `/api/applications/${id}/disburse`, {
       headers: { 'idempotency-key': `rbac-${crypto.randomUUID()}` },
     });
     expect(res.status).toBe(200);
@@ -216,6 +218,7 @@ beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
   ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '100000' }));
   ({ tokens, ids } = await adminsByRole(app, services, roles));
+  ({ tokens: setup } = await adminsByRole(app, services, ['admin', 'approver', 'disburser'], 'setup.example.com'));
   appId = await applicationIn('pending');
 });
 afterAll(() => database.close());
