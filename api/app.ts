@@ -7,7 +7,7 @@ import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
 import { secureHeaders } from 'hono/secure-headers';
 import type { Db } from 'mongodb';
-import { ping } from '../shared/db.ts';
+import { ping } from '../shared/core/db.ts';
 import type { AppEnv } from './auth.ts';
 import { docsRoutes } from './docs.ts';
 import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';

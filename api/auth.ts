@@ -1,10 +1,10 @@
 // Authentication, authorisation and per-admin rate limiting, as middleware.
 import type { Context, MiddlewareHandler } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
-import { UnauthorizedError } from '../shared/errors.ts';
-import type { RateDecision } from '../shared/rate-limit.ts';
-import { can, type Permission } from '../shared/rbac.ts';
-import type { AccessClaims } from '../shared/sessions.ts';
+import type { RateDecision } from '../shared/concurrency/rate-limit.ts';
+import { UnauthorizedError } from '../shared/core/errors.ts';
+import { can, type Permission } from '../shared/identity/rbac.ts';
+import type { AccessClaims } from '../shared/identity/sessions.ts';
 import { HttpError } from './http-errors.ts';
 import type { Services } from './services.ts';
 

@@ -2,8 +2,8 @@
 // on SIGTERM/SIGINT. Run it with scripts/runtimes/deno.ts (npm run start:deno), which grants only
 // the network addresses of MongoDB and of the listener, and the environment.
 import { getConnInfo } from 'hono/deno';
-import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect } from '../shared/db.ts';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { connect } from '../shared/core/db.ts';
 import { createApp } from './app.ts';
 import { createServices, prepareDatabase, startBackground } from './services.ts';
 

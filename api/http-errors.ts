@@ -7,7 +7,7 @@ import {
   MongoServerSelectionError,
   MongoTopologyClosedError,
 } from 'mongodb';
-import { AppError, ConflictError, ForbiddenError, PreconditionFailedError } from '../shared/errors.ts';
+import { AppError, ConflictError, ForbiddenError, PreconditionFailedError } from '../shared/core/errors.ts';
 
 /** An error the HTTP layer raises itself (auth, content type, size...), with its status. */
 export class HttpError extends AppError {

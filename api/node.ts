@@ -2,8 +2,8 @@
 // stop on SIGTERM/SIGINT (stop accepting, drain in-flight requests, close the pool).
 import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect } from '../shared/db.ts';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { connect } from '../shared/core/db.ts';
 import { createApp } from './app.ts';
 import { loadDotEnv } from './dotenv.ts';
 import { createMetrics } from './metrics.ts';

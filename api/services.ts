@@ -1,25 +1,25 @@
 // Everything a request handler needs, built once per process (or per Durable Object) from the
 // database and the configuration. Runtime-neutral.
 import type { Db } from 'mongodb';
-import { Admins, adminAuditIndexes, adminIndexes } from '../shared/admins.ts';
-import { applicationIndexes } from '../shared/applications.ts';
-import { auditIndexes } from '../shared/audit.ts';
-import { type Clock, ServerClock } from '../shared/clock.ts';
-import type { ApiConfig } from '../shared/config.ts';
-import { ensureIndexes, type IndexPlan } from '../shared/db.ts';
-import { documentIndexes } from '../shared/documents.ts';
-import { ledgerIndexes } from '../shared/ledger.ts';
-import { LockManager } from '../shared/lock.ts';
-import { Queue, queueIndexes } from '../shared/queue.ts';
+import { LockManager } from '../shared/concurrency/leases.ts';
+import { Queue, queueIndexes } from '../shared/concurrency/queue/queue.ts';
 import {
   ExactRateLimiter,
   LoginDelays,
   type RequestLimiter,
   rateLimitIndexes,
   SharedRateLimiter,
-} from '../shared/rate-limit.ts';
-import { Revocations, revocationIndexes } from '../shared/revocations.ts';
-import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/sessions.ts';
+} from '../shared/concurrency/rate-limit.ts';
+import { type Clock, ServerClock } from '../shared/core/clock.ts';
+import type { ApiConfig } from '../shared/core/config.ts';
+import { ensureIndexes, type IndexPlan } from '../shared/core/db.ts';
+import { Admins, adminAuditIndexes, adminIndexes } from '../shared/identity/admins.ts';
+import { Revocations, revocationIndexes } from '../shared/identity/revocations.ts';
+import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessions.ts';
+import { applicationIndexes } from '../shared/loans/applications.ts';
+import { auditIndexes } from '../shared/loans/audit.ts';
+import { documentIndexes } from '../shared/loans/documents.ts';
+import { ledgerIndexes } from '../shared/loans/ledger.ts';
 import { createLogger, type Logger } from './log.ts';
 
 export interface Services {

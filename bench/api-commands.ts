@@ -8,8 +8,8 @@ import { createApp } from '../api/app.ts';
 import { createLogger } from '../api/log.ts';
 import { apiIndexes, createServices } from '../api/services.ts';
 import { seedApplications } from '../scripts/seed.ts';
-import { apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { ensureIndexes } from '../shared/db.ts';
+import { apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer } from './support.ts';
 
 const N = Number(process.env.BENCH_N ?? 200);

@@ -5,11 +5,11 @@
 //   npm run bench:approval        (APPROVAL_BENCH_N=1000)
 import { createLogger } from '../api/log.ts';
 import { demoApplication } from '../scripts/seed.ts';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../shared/applications.ts';
-import { ServerClock } from '../shared/clock.ts';
-import { loadConfig } from '../shared/config.ts';
-import { ensureIndexes } from '../shared/db.ts';
-import { Queue, queueIndexes, Worker } from '../shared/queue.ts';
+import { Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../shared/core/clock.ts';
+import { loadConfig } from '../shared/core/config.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
+import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../shared/loans/applications.ts';
 import { handleApproval } from '../workers/approval/handler.ts';
 import type { WorkerContext } from '../workers/runtime.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer } from './support.ts';

@@ -4,10 +4,11 @@
 // Run: npx node bench/ledger.ts   (starts the offline server unless MONGO_URL is set)
 // Knobs: LEDGER_BENCH_N (appends per scenario, 1000), LEDGER_BENCH_WRITERS (10), LEDGER_BENCH_VERIFY_N (20000).
 import { availableParallelism } from 'node:os';
-import { APPLICATIONS_COLLECTION } from '../shared/applications.ts';
-import { systemClock } from '../shared/clock.ts';
-import { ensureIndexes } from '../shared/db.ts';
-import { DISBURSEMENTS_COLLECTION, type DisbursementDoc, Disbursements } from '../shared/disbursements.ts';
+import { type Lease, LockManager } from '../shared/concurrency/leases.ts';
+import { systemClock } from '../shared/core/clock.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
+import { APPLICATIONS_COLLECTION } from '../shared/loans/applications.ts';
+import { DISBURSEMENTS_COLLECTION, type DisbursementDoc, Disbursements } from '../shared/loans/disbursements.ts';
 import {
   entryHash,
   GENESIS_HASH,
@@ -19,8 +20,7 @@ import {
   type LedgerStats,
   ledgerIndexes,
   loanLockKey,
-} from '../shared/ledger.ts';
-import { type Lease, LockManager } from '../shared/lock.ts';
+} from '../shared/loans/ledger.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer, summarize } from './support.ts';
 
 const n = Number(process.env.LEDGER_BENCH_N ?? 1000);
@@ -240,7 +240,7 @@ await counting.client.close();
 await server.stop();
 
 printPreamble(
-  'shared/ledger: appends and verify',
+  'shared/loans/ledger: appends and verify',
   `npx node bench/ledger.ts (LEDGER_BENCH_N=${n} LEDGER_BENCH_WRITERS=${writers} LEDGER_BENCH_VERIFY_N=${verifyN}; MONGO_URL=... for another server)`,
   server,
 );

@@ -5,9 +5,9 @@ import { readFileSync } from 'node:fs';
 import type { Db } from 'mongodb';
 import { apiIndexes } from '../api/services.ts';
 import { seedApplications } from '../scripts/seed.ts';
-import type { AdminDoc } from '../shared/admins.ts';
-import { ensureIndexes } from '../shared/db.ts';
-import { hashPassword } from '../shared/password.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
+import type { AdminDoc } from '../shared/identity/admins.ts';
+import { hashPassword } from '../shared/identity/password.ts';
 import type { LoadRequest, LoadResult } from './load-generator.ts';
 import { markdownTable, round } from './support.ts';
 

@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { probeFeatures } from '../scripts/mongo/targets.ts';
-import { LockManager } from '../shared/lock.ts';
+import { LockManager } from '../shared/concurrency/leases.ts';
 
 const serialN = Number(process.env.LOCK_BENCH_N ?? 2000);
 const contenders = Number(process.env.LOCK_BENCH_CONTENDERS ?? 20);
@@ -98,7 +98,7 @@ await offline?.stop();
 
 const fmt = (n: number, digits = 2) => n.toFixed(digits);
 const perPair = (row: Row, count: number | undefined) => fmt((count ?? 0) / row.pairs);
-console.log(`\n## shared/lock: acquire + release\n`);
+console.log(`\n## shared/concurrency/leases: acquire + release\n`);
 console.log(`Server: ${server}; Node ${process.versions.node}; ${availableParallelism()} cores.`);
 console.log(
   'Latency: uncontended = one acquire+release round; contended = time spent in acquire (waiting included), ' +

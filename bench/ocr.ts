@@ -5,11 +5,11 @@
 // Knobs: OCR_BENCH_N (documents of each kind, 10).
 import { availableParallelism, cpus } from 'node:os';
 import { apiIndexes } from '../api/services.ts';
-import { Applications } from '../shared/applications.ts';
-import { ServerClock } from '../shared/clock.ts';
-import { ensureIndexes } from '../shared/db.ts';
-import { Documents, type DocumentType, OCR_JOB } from '../shared/documents.ts';
-import { Queue } from '../shared/queue.ts';
+import { Queue } from '../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../shared/core/clock.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
+import { Applications } from '../shared/loans/applications.ts';
+import { Documents, type DocumentType, OCR_JOB } from '../shared/loans/documents.ts';
 import { formJpeg, formPdf, formPng } from '../test/fixtures/documents.ts';
 import { createOcrHandler } from '../workers/ocr/handler.ts';
 import { Recognizer } from '../workers/ocr/recognize.ts';

@@ -7,8 +7,8 @@ import { MongoClient } from 'mongodb';
 import { createApp } from '../api/app.ts';
 import { createLogger } from '../api/log.ts';
 import { apiIndexes, createServices } from '../api/services.ts';
-import { apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { ensureIndexes } from '../shared/db.ts';
+import { apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer, summarize } from './support.ts';
 
 const TRIALS = Number(process.env.REVOCATION_TRIALS ?? 30);

@@ -16,8 +16,8 @@ import { startNode } from '../scripts/runtimes/node.ts';
 import type { RuntimeProcess } from '../scripts/runtimes/process.ts';
 import { startWorkerd } from '../scripts/runtimes/workerd.ts';
 import { seedApplications } from '../scripts/seed.ts';
-import { apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { ensureIndexes } from '../shared/db.ts';
+import { apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { ensureIndexes } from '../shared/core/db.ts';
 import { runLoad } from './load-generator.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer } from './support.ts';
 

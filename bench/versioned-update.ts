@@ -1,4 +1,4 @@
-// Latency, throughput and MongoDB commands per successful versioned update (shared/optimistic-lock.ts):
+// Latency, throughput and MongoDB commands per successful versioned update (shared/concurrency/versions.ts):
 // uncontended (one writer, random documents) and contended (many writers, one document, updateWithRetry).
 // Starts its own offline server unless MONGO_URL is set. Commands are counted exactly with the
 // driver's command monitoring, so they do not depend on the server's speed; latencies do.
@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { type CommandStartedEvent, MongoClient, ObjectId } from 'mongodb';
 import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
 import { probeFeatures } from '../scripts/mongo/targets.ts';
-import { defaultRetryOptions, updateWithRetry, updateWithVersion } from '../shared/optimistic-lock.ts';
+import { defaultRetryOptions, updateWithRetry, updateWithVersion } from '../shared/concurrency/versions.ts';
 
 const { values } = parseArgs({
   options: {

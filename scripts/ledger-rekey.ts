@@ -7,9 +7,9 @@
 //
 //   MONGO_URL=mongodb://127.0.0.1:27017 MONGO_DB=loan_admin LEDGER_KEYS=... npx node scripts/ledger-rekey.ts
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../shared/config.ts';
-import { connect } from '../shared/db.ts';
-import { Ledger, LedgerKeys } from '../shared/ledger.ts';
+import { loadConfig } from '../shared/core/config.ts';
+import { connect } from '../shared/core/db.ts';
+import { Ledger, LedgerKeys } from '../shared/loans/ledger.ts';
 
 const config = (() => {
   try {

@@ -1,12 +1,12 @@
-// Gives every document of a collection its first `version` (shared/optimistic-lock.ts), with a
+// Gives every document of a collection its first `version` (shared/concurrency/versions.ts), with a
 // progress bar on a terminal and plain lines otherwise. Safe to stop (Ctrl-C finishes the batch)
 // or kill at any point: the next run continues from the checkpoint in `migrations`.
 //
 //   MONGO_URL=mongodb://127.0.0.1:27017 MONGO_DB=loan_admin npx node scripts/migrate-versioned.ts applications
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../shared/config.ts';
-import { connect } from '../shared/db.ts';
-import { type MigrationProgress, migrateToVersioned } from '../shared/optimistic-lock.ts';
+import { type MigrationProgress, migrateToVersioned } from '../shared/concurrency/versions.ts';
+import { loadConfig } from '../shared/core/config.ts';
+import { connect } from '../shared/core/db.ts';
 
 const usage = 'usage: node scripts/migrate-versioned.ts <collection> [--batch-size 1000] [--pause-ms 0]';
 

@@ -2,15 +2,15 @@
 // (unordered bulk inserts of 5,000), with a progress bar. Reads MONGO_URL/MONGO_DB like the API.
 import { parseArgs } from 'node:util';
 import type { Db } from 'mongodb';
+import { loadConfig } from '../shared/core/config.ts';
+import { connect, ensureIndexes } from '../shared/core/db.ts';
 import {
   APPLICATIONS_COLLECTION,
   type ApplicationDoc,
   type ApplicationStatus,
   applicationIndexes,
   newApplicationId,
-} from '../shared/applications.ts';
-import { loadConfig } from '../shared/config.ts';
-import { connect, ensureIndexes } from '../shared/db.ts';
+} from '../shared/loans/applications.ts';
 import { progress } from './progress.ts';
 
 const firstNames = ['Ada', 'Grace', 'Alan', 'Edsger', 'Barbara', 'Donald', 'Margaret', 'Ken', 'Radia', 'Tim'];

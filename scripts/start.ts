@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { loadDotEnv } from '../api/dotenv.ts';
-import { resolveEnvAliases } from '../shared/config.ts';
+import { resolveEnvAliases } from '../shared/core/config.ts';
 import { startEmbedded } from './mongo/embedded.ts';
 import { stopProcess } from './processes.ts';
 import { seedApplications } from './seed.ts';

@@ -4,10 +4,10 @@
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
 import { createLogger, type Logger } from '../api/log.ts';
-import { ServerClock } from '../shared/clock.ts';
-import { type Config, loadConfig } from '../shared/config.ts';
-import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/db.ts';
-import { type Job, Queue, queueIndexes, Worker } from '../shared/queue.ts';
+import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../shared/core/clock.ts';
+import { type Config, loadConfig } from '../shared/core/config.ts';
+import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/core/db.ts';
 
 export interface WorkerContext {
   db: Db;

@@ -1,7 +1,7 @@
 // Operations and admin management: /api/admin/queue-stats, /api/admins.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import type { PublicAdmin } from '../../shared/admins.ts';
-import { roles } from '../../shared/sessions.ts';
+import type { PublicAdmin } from '../../shared/identity/admins.ts';
+import { roles } from '../../shared/identity/sessions.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, jsonBody } from '../openapi.ts';

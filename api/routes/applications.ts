@@ -1,6 +1,7 @@
 // /api/applications: list (page or cursor), get with ETag, create, versioned PUT, batch status update.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import type { Permission } from '../../shared/identity/rbac.ts';
 import {
   type Application,
   Applications,
@@ -14,8 +15,7 @@ import {
   parseIfMatch,
   sortOptions,
   statuses,
-} from '../../shared/applications.ts';
-import type { Permission } from '../../shared/rbac.ts';
+} from '../../shared/loans/applications.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin, requirePermission } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, jsonBody } from '../openapi.ts';

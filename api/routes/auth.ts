@@ -1,9 +1,9 @@
 // /api/auth: login, refresh, logout, logout-all, me.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { normalizeEmail } from '../../shared/admins.ts';
-import { UnauthorizedError } from '../../shared/errors.ts';
-import { roles } from '../../shared/sessions.ts';
+import { UnauthorizedError } from '../../shared/core/errors.ts';
+import { normalizeEmail } from '../../shared/identity/admins.ts';
+import { roles } from '../../shared/identity/sessions.ts';
 import { type AppEnv, authenticate, rateLimitHeaders } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, jsonBody } from '../openapi.ts';

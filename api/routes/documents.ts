@@ -1,7 +1,8 @@
 // Documents of an application: upload (multipart, type by magic bytes, size cap, stored in GridFS, OCR job
 // published), download, and the list with each document's OCR state.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { Applications, applicationIdSchema } from '../../shared/applications.ts';
+import type { Permission } from '../../shared/identity/rbac.ts';
+import { Applications, applicationIdSchema } from '../../shared/loans/applications.ts';
 import {
   concatBytes,
   Documents,
@@ -15,8 +16,7 @@ import {
   oversizedImage,
   type StoredDocument,
   sniffDocumentType,
-} from '../../shared/documents.ts';
-import type { Permission } from '../../shared/rbac.ts';
+} from '../../shared/loans/documents.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses } from '../openapi.ts';

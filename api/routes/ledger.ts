@@ -1,15 +1,15 @@
 // Disbursement under the loan's lease, a loan's ledger entries, and verification of the whole chain.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { applicationIdSchema } from '../../shared/applications.ts';
+import type { Permission } from '../../shared/identity/rbac.ts';
+import { applicationIdSchema } from '../../shared/loans/applications.ts';
 import {
   type DisbursementResult,
   Disbursements,
   idempotencyKeyPattern,
   mismatchCodes,
   parseIdempotencyKey,
-} from '../../shared/disbursements.ts';
-import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/ledger.ts';
-import type { Permission } from '../../shared/rbac.ts';
+} from '../../shared/loans/disbursements.ts';
+import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/loans/ledger.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses } from '../openapi.ts';

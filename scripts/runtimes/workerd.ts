@@ -1,4 +1,4 @@
-// Starts the Workers entry (api/workers.ts) in local workerd through `wrangler dev`: no account,
+// Starts the Workers entry (api/cloudflare.ts) in local workerd through `wrangler dev`: no account,
 // nothing beyond loopback (no telemetry, no error reports, no Request.cf download). The API's
 // configuration goes in as local secrets through a private --env-file that is deleted on exit.
 //
@@ -7,7 +7,7 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { apiConfigSchema } from '../../shared/config.ts';
+import { apiConfigSchema } from '../../shared/core/config.ts';
 import { freePort } from '../mongo/offline-server.ts';
 import { projectRoot, type RuntimeOptions, type RuntimeProcess, runUntilSignal, spawnRuntime } from './process.ts';
 

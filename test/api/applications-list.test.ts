@@ -3,8 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
 import { createTestApp } from '../support/app.ts';
 import { applicationSteps } from '../support/applications.ts';
 import { adminsByRole, callerFor } from '../support/http.ts';

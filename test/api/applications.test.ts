@@ -3,10 +3,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
-import { AUDIT_COLLECTION } from '../../shared/audit.ts';
-import { JOBS_COLLECTION } from '../../shared/queue.ts';
-import type { Role } from '../../shared/sessions.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
+import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
 import { createTestApp } from '../support/app.ts';
 import { applicationSteps, sampleApplication } from '../support/applications.ts';
 import { adminsByRole, callerFor } from '../support/http.ts';

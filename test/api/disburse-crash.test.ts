@@ -6,10 +6,14 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
-import { DISBURSEMENTS_COLLECTION, type DisbursementStep, disbursementSteps } from '../../shared/disbursements.ts';
-import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
+import {
+  DISBURSEMENTS_COLLECTION,
+  type DisbursementStep,
+  disbursementSteps,
+} from '../../shared/loans/disbursements.ts';
+import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { createTestApp } from '../support/app.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { afterEach, beforeAll, afterAll as cleanup, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
 import { createTestApp, randomJwtKeys } from '../support/app.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';

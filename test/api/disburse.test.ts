@@ -3,11 +3,11 @@
 // ledger, and /api/ledger/verify naming a tampered entry.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
-import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
-import { AUDIT_COLLECTION } from '../../shared/audit.ts';
-import { DISBURSEMENTS_COLLECTION } from '../../shared/disbursements.ts';
-import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
+import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
+import { DISBURSEMENTS_COLLECTION } from '../../shared/loans/disbursements.ts';
+import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { createTestApp, randomJwtKeys } from '../support/app.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';

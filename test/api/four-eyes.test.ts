@@ -6,11 +6,16 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION } from '../../shared/applications.ts';
-import { DISBURSEMENTS_COLLECTION } from '../../shared/disbursements.ts';
-import { DOCUMENT_CHUNKS_COLLECTION, DOCUMENT_FILES_COLLECTION, Documents, OCR_JOB } from '../../shared/documents.ts';
-import { LEDGER_COLLECTION } from '../../shared/ledger.ts';
-import { JOBS_COLLECTION } from '../../shared/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
+import { DISBURSEMENTS_COLLECTION } from '../../shared/loans/disbursements.ts';
+import {
+  DOCUMENT_CHUNKS_COLLECTION,
+  DOCUMENT_FILES_COLLECTION,
+  Documents,
+  OCR_JOB,
+} from '../../shared/loans/documents.ts';
+import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { formPng } from '../fixtures/documents.ts';
 import { createTestApp } from '../support/app.ts';
 import { call, type Reply, TEST_PASSWORD } from '../support/http.ts';

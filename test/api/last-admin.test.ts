@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
 import { createTestApp } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 

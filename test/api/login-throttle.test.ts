@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../api/app.ts';
 import { createLogger } from '../../api/log.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
-import { ensureIndexes } from '../../shared/db.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
 import { testConfig } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 

@@ -6,7 +6,7 @@ import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { type RateDecision, SharedRateLimiter } from '../../shared/rate-limit.ts';
+import { type RateDecision, SharedRateLimiter } from '../../shared/concurrency/rate-limit.ts';
 import { createTestApp } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 

@@ -1,9 +1,9 @@
 // The whole authorisation matrix: every role against every protected operation, through HTTP.
-// The expected table is written out here (the specification), not derived from shared/rbac.ts.
+// The expected table is written out here (the specification), not derived from shared/identity/rbac.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
 import { createTestApp } from '../support/app.ts';
 import { adminsByRole, call, type Reply } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';

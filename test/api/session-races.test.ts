@@ -4,9 +4,9 @@ import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import type { PublicAdmin } from '../../shared/admins.ts';
-import type { ApiConfig } from '../../shared/config.ts';
-import { parseJwtKeys, type Role, Sessions } from '../../shared/sessions.ts';
+import type { ApiConfig } from '../../shared/core/config.ts';
+import type { PublicAdmin } from '../../shared/identity/admins.ts';
+import { parseJwtKeys, type Role, Sessions } from '../../shared/identity/sessions.ts';
 import { createTestApp } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 

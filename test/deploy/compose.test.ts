@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseEnv } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ensureDeploymentSecrets } from '../../scripts/deploy-keys.ts';
-import { apiConfigSchema, configSchema } from '../../shared/config.ts';
+import { apiConfigSchema, configSchema } from '../../shared/core/config.ts';
 import { randomJwtKeys } from '../support/app.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -264,10 +264,10 @@ describe('Dockerfile', () => {
         const path = join(dir, name);
         return statSync(join(root, path)).isDirectory() ? files(path) : path.endsWith('.ts') ? [path] : [];
       });
-    // api/workers.ts is bundled by wrangler for Cloudflare, not run by the image.
+    // api/cloudflare.ts is bundled by wrangler for Cloudflare, not run by the image.
     const runtimeFiles = ['api', 'shared', 'workers']
       .flatMap(files)
-      .filter((f) => !f.endsWith('.test.ts') && f !== 'api/workers.ts');
+      .filter((f) => !f.endsWith('.test.ts') && f !== 'api/cloudflare.ts');
     const missing = new Set<string>();
     for (const file of runtimeFiles) {
       const source = read(file);

@@ -1,13 +1,13 @@
-// Fault: instances whose clocks disagree by seconds. Leases are covered by test/integration/lock.test.ts
+// Fault: instances whose clocks disagree by seconds. Leases are covered by test/integration/leases.test.ts
 // ("clock skew of +5 s and -5 s between two managers"); here: access-token expiry and not-before across
 // skewed instances, logout-all across instances that correct their clocks against the server, and queue
 // backoff and delays written by a worker or producer whose local clock is off.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Clock, ServerClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { type JobDocument, Queue, queueIndexes, Worker } from '../../shared/queue.ts';
-import { Revocations, revocationIndexes } from '../../shared/revocations.ts';
-import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/sessions.ts';
+import { type JobDocument, Queue, queueIndexes, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { type Clock, ServerClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';
+import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/identity/sessions.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const secret = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));

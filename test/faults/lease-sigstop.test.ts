@@ -4,9 +4,9 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureIndexes } from '../../shared/db.ts';
-import { Ledger, LedgerKeys, ledgerFenceResource, ledgerIndexes, loanLockKey } from '../../shared/ledger.ts';
-import { claimFence, FENCES_COLLECTION, fencedUpdate, LockManager } from '../../shared/lock.ts';
+import { claimFence, FENCES_COLLECTION, fencedUpdate, LockManager } from '../../shared/concurrency/leases.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { Ledger, LedgerKeys, ledgerFenceResource, ledgerIndexes, loanLockKey } from '../../shared/loans/ledger.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const fixture = fileURLToPath(new URL('../fixtures/fault-lease-holder.ts', import.meta.url));

@@ -4,8 +4,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureIndexes } from '../../shared/db.ts';
-import { type JobDocument, Queue, queueIndexes } from '../../shared/queue.ts';
+import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const fixture = fileURLToPath(new URL('../fixtures/fault-queue-worker.ts', import.meta.url));

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../shared/config.ts';
-import { connect, type Database, ensureIndexes, ping } from '../../shared/db.ts';
+import { loadConfig } from '../../shared/core/config.ts';
+import { connect, type Database, ensureIndexes, ping } from '../../shared/core/db.ts';
 import { mongoUrl, target } from '../support/mongo.ts';
 
-describe(`shared/db on ${target().kind}`, () => {
+describe(`shared/core/db on ${target().kind}`, () => {
   let database: Database;
   const dbName = `t_db_${process.pid}`;
 

@@ -4,8 +4,9 @@
 // entries written before keying without opening a downgrade.
 import { createHash, createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureIndexes } from '../../shared/db.ts';
-import { ConflictError, StaleTokenError, ValidationError } from '../../shared/errors.ts';
+import { LockManager } from '../../shared/concurrency/leases.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { ConflictError, StaleTokenError, ValidationError } from '../../shared/core/errors.ts';
 import {
   entryHash,
   GENESIS_HASH,
@@ -16,8 +17,7 @@ import {
   LedgerKeys,
   ledgerIndexes,
   loanLockKey,
-} from '../../shared/ledger.ts';
-import { LockManager } from '../../shared/lock.ts';
+} from '../../shared/loans/ledger.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 let tdb: TestDatabase;

@@ -9,7 +9,7 @@ import {
   migrateToVersioned,
   migrationsCollection,
   readCheckpoint,
-} from '../../shared/optimistic-lock.ts';
+} from '../../shared/concurrency/versions.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

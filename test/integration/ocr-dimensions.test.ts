@@ -3,11 +3,17 @@
 // on reading real documents (before, tesseract allocated for the declared size and never answered).
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/applications.ts';
-import { ServerClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { Documents, type DocumentType, OCR_JOB, ocrJobOptions, sniffDocumentType } from '../../shared/documents.ts';
-import { Queue, Worker } from '../../shared/queue.ts';
+import { Queue, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import {
+  Documents,
+  type DocumentType,
+  OCR_JOB,
+  ocrJobOptions,
+  sniffDocumentType,
+} from '../../shared/loans/documents.ts';
 import { type ApplicationWithOcr, createOcrHandler, type OcrContext } from '../../workers/ocr/handler.ts';
 import { Recognizer } from '../../workers/ocr/recognize.ts';
 import { formPng } from '../fixtures/documents.ts';

@@ -9,12 +9,18 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/applications.ts';
-import { ServerClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { Documents, type DocumentType, OCR_JOB, ocrJobOptions, sniffDocumentType } from '../../shared/documents.ts';
-import { UnreadableDocumentError } from '../../shared/errors.ts';
-import { type Job, Queue, Worker } from '../../shared/queue.ts';
+import { type Job, Queue, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { UnreadableDocumentError } from '../../shared/core/errors.ts';
+import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import {
+  Documents,
+  type DocumentType,
+  OCR_JOB,
+  ocrJobOptions,
+  sniffDocumentType,
+} from '../../shared/loans/documents.ts';
 import { type ApplicationWithOcr, createOcrHandler, type OcrContext, scoreJobId } from '../../workers/ocr/handler.ts';
 import { Recognizer } from '../../workers/ocr/recognize.ts';
 import { formJpeg, formPdf, formPng, pdfWithoutText, unreadablePng } from '../fixtures/documents.ts';

@@ -1,9 +1,6 @@
 // The queue's semantics in one process: de-duplication, priority, delay, backoff, dead letters,
 // both wake-up paths, graceful close, stats, heartbeats and fencing of stale workers.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ServerClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { ValidationError } from '../../shared/errors.ts';
 import {
   backoffDelay,
   type Handler,
@@ -12,7 +9,10 @@ import {
   queueIndexes,
   Worker,
   type WorkerOptions,
-} from '../../shared/queue.ts';
+} from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { ValidationError } from '../../shared/core/errors.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -25,7 +25,7 @@ async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 15_0
   }
 }
 
-describe(`shared/queue on ${target().kind}`, () => {
+describe(`shared/concurrency/queue on ${target().kind}`, () => {
   let tdb: TestDatabase;
   let queue: Queue;
   let clock: ServerClock;

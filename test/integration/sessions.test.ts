@@ -2,10 +2,10 @@
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Clock, systemClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { Revocations, revocationIndexes } from '../../shared/revocations.ts';
-import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/sessions.ts';
+import { type Clock, systemClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';
+import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/identity/sessions.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 const secret = (fill: number) => btoa(String.fromCharCode(...new Uint8Array(32).fill(fill)));

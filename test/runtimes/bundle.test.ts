@@ -1,4 +1,4 @@
-// The edge bundle: `wrangler deploy --dry-run` bundles api/workers.ts offline, and nothing Node-only
+// The edge bundle: `wrangler deploy --dry-run` bundles api/cloudflare.ts offline, and nothing Node-only
 // that the Node entry uses (prom-client, @hono/node-server) ends up in it.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';

@@ -1,7 +1,7 @@
 // The shared rate limiter without a background timer (workerd): flushIfDue() flushes at most once
 // per flushMs, shares a flush in flight, and stays out of the way where start() runs (Node, Deno).
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { SharedRateLimiter } from '../../shared/rate-limit.ts';
+import { SharedRateLimiter } from '../../shared/concurrency/rate-limit.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;

@@ -1,13 +1,13 @@
 // One HTTP smoke suite against the same API on Node (api/node.ts), Cloudflare workerd (wrangler dev,
-// api/workers.ts) and Deno (api/deno.ts): one database, one signing key, real HTTP on loopback.
+// api/cloudflare.ts) and Deno (api/deno.ts): one database, one signing key, real HTTP on loopback.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDeno } from '../../scripts/runtimes/deno.ts';
 import { startNode } from '../../scripts/runtimes/node.ts';
 import type { RuntimeProcess } from '../../scripts/runtimes/process.ts';
 import { startWorkerd } from '../../scripts/runtimes/workerd.ts';
 import { seedApplications } from '../../scripts/seed.ts';
-import { Admins } from '../../shared/admins.ts';
-import { systemClock } from '../../shared/clock.ts';
+import { systemClock } from '../../shared/core/clock.ts';
+import { Admins } from '../../shared/identity/admins.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 

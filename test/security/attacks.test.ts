@@ -8,7 +8,7 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { parseJwtKeys, type Role, roles } from '../../shared/sessions.ts';
+import { parseJwtKeys, type Role, roles } from '../../shared/identity/sessions.ts';
 import { formPng } from '../fixtures/documents.ts';
 import { createTestApp } from '../support/app.ts';
 import { adminsByRole, call, type Reply, TEST_PASSWORD } from '../support/http.ts';

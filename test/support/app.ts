@@ -3,8 +3,8 @@ import type { Db } from 'mongodb';
 import { createApp } from '../../api/app.ts';
 import { createLogger } from '../../api/log.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
-import { type ApiConfig, apiConfigSchema, loadConfig } from '../../shared/config.ts';
-import { ensureIndexes } from '../../shared/db.ts';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../../shared/core/config.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl } from './mongo.ts';
 
 export function randomJwtKeys(kid = 'test'): string {

@@ -1,7 +1,7 @@
 // Calling the app as a logged-in admin of a given role, through HTTP semantics (app.request).
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import type { Role } from '../../shared/sessions.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
 
 type App = ReturnType<typeof createApp>;
 

@@ -2,9 +2,9 @@
 
 import type { Db } from 'mongodb';
 import { createLogger } from '../../api/log.ts';
-import { ServerClock } from '../../shared/clock.ts';
-import { loadConfig } from '../../shared/config.ts';
-import { Queue } from '../../shared/queue.ts';
+import { Queue } from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { loadConfig } from '../../shared/core/config.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { mongoUrl } from './mongo.ts';
 

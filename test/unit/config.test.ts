@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDotEnv } from '../../api/dotenv.ts';
-import { apiConfigSchema, databaseNameOf, loadConfig } from '../../shared/config.ts';
-import { ConfigError } from '../../shared/errors.ts';
+import { apiConfigSchema, databaseNameOf, loadConfig } from '../../shared/core/config.ts';
+import { ConfigError } from '../../shared/core/errors.ts';
 
 describe('loadConfig', () => {
   it('applies safe defaults', () => {

@@ -1,7 +1,7 @@
 // Image dimensions read from the header alone (PNG IHDR, JPEG SOFn), and the bound that refuses an
 // image before any decoder allocates what it declares.
 import { describe, expect, it } from 'vitest';
-import { imageDimensions, MAX_IMAGE_SIDE, oversizedImage } from '../../shared/documents.ts';
+import { imageDimensions, MAX_IMAGE_SIDE, oversizedImage } from '../../shared/loans/documents.ts';
 import { formJpeg, formPdf, formPng } from '../fixtures/documents.ts';
 import { jpegDeclaring, pngDeclaring } from '../fixtures/image-headers.ts';
 

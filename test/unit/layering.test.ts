@@ -1,5 +1,6 @@
-// The house rules of DESIGN.md, checked on the source: shared/ imports nothing from api/ or workers/,
-// and nothing under api/ or shared/ imports a Node-only module except behind the Node entry.
+// The house rules, checked on the source: shared/ imports nothing from api/ or workers/; inside shared/
+// each group imports only the groups below it (core <- concurrency <- identity <- loans); and nothing
+// under api/ or shared/ imports a Node-only module except behind the Node entry.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +25,27 @@ describe('layering', () => {
   it('shared/ imports nothing from api/ or workers/', () => {
     for (const file of sources('shared')) {
       for (const spec of imports(file)) expect(spec, `${file} imports ${spec}`).not.toMatch(/\/(api|workers)\//);
+    }
+  });
+
+  it('each group of shared/ imports only itself and the groups below it', () => {
+    // Lowest first: a group may import the ones before it, never one after it.
+    const groups = ['core', 'concurrency', 'identity', 'loans'];
+    const files = sources('shared');
+    expect(
+      files.filter((file) => !groups.includes(file.split('/')[1]!)),
+      'files outside the groups',
+    ).toEqual([]);
+    for (const file of files) {
+      const rank = groups.indexOf(file.split('/')[1]!);
+      for (const spec of imports(file).filter((s) => s.startsWith('.'))) {
+        const target = relative(root, join(root, file, '..', spec));
+        const targetRank = groups.indexOf(target.split('/')[1]!);
+        expect(target.startsWith('shared/') && targetRank >= 0, `${file} imports ${spec}`).toBe(true);
+        expect(targetRank, `${file} (${groups[rank]}) imports ${target} (${groups[targetRank]})`).toBeLessThanOrEqual(
+          rank,
+        );
+      }
     }
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { hashPassword, needsRehash, verifyPassword, verifyPasswordAtCost } from '../../shared/password.ts';
+import { hashPassword, needsRehash, verifyPassword, verifyPasswordAtCost } from '../../shared/identity/password.ts';
 
 describe('password hashing (PBKDF2-SHA256)', () => {
   it('verifies the right password and refuses a wrong one', async () => {

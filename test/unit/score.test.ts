@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../shared/config.ts';
+import { loadConfig } from '../../shared/core/config.ts';
 import { monthlyPayment, type ScoringInput, score } from '../../workers/approval/score.ts';
 
 const thresholds = loadConfig({ MONGO_URL: 'mongodb://x' });

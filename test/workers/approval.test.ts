@@ -1,9 +1,9 @@
 // The approval worker's handler, in-process against the test database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/applications.ts';
-import { AUDIT_COLLECTION } from '../../shared/audit.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { JOBS_COLLECTION, queueIndexes } from '../../shared/queue.ts';
+import { JOBS_COLLECTION, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
 import { APPROVAL_ACTOR, handleApproval } from '../../workers/approval/handler.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';

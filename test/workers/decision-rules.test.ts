@@ -4,10 +4,10 @@
 // keeps the evidence it was decided on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/applications.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { Documents, OCR_JOB } from '../../shared/documents.ts';
-import { JOBS_COLLECTION } from '../../shared/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import { Documents, OCR_JOB } from '../../shared/loans/documents.ts';
 import { APPROVAL_ACTOR, handleApproval } from '../../workers/approval/handler.ts';
 import { linesFromText } from '../../workers/ocr/extract.ts';
 import { createOcrHandler, SCORE_JOB } from '../../workers/ocr/handler.ts';

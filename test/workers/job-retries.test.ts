@@ -3,11 +3,18 @@
 // published the way their producers publish them; time is an injected clock that the test moves past
 // each backoff, so no test waits for one.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Applications } from '../../shared/applications.ts';
-import { ServerClock } from '../../shared/clock.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { OCR_JOB, ocrJobOptions } from '../../shared/documents.ts';
-import { JOBS_COLLECTION, type Job, type JobDocument, Queue, queueIndexes, Worker } from '../../shared/queue.ts';
+import {
+  JOBS_COLLECTION,
+  type Job,
+  type JobDocument,
+  Queue,
+  queueIndexes,
+  Worker,
+} from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { Applications } from '../../shared/loans/applications.ts';
+import { OCR_JOB, ocrJobOptions } from '../../shared/loans/documents.ts';
 import { SCORE_JOB, scoreJobOptions } from '../../workers/ocr/handler.ts';
 import { startWorker as startWorkerProcess } from '../../workers/runtime.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';

@@ -2,12 +2,12 @@
 // time between a change and the next worker run is whatever the test says, not what the machine does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../api/log.ts';
-import { Applications, REPLAY_CHECKPOINTS_COLLECTION } from '../../shared/applications.ts';
-import { AUDIT_COLLECTION } from '../../shared/audit.ts';
-import { ServerClock } from '../../shared/clock.ts';
-import { loadConfig } from '../../shared/config.ts';
-import { ensureIndexes } from '../../shared/db.ts';
-import { JOBS_COLLECTION, Queue, queueIndexes } from '../../shared/queue.ts';
+import { JOBS_COLLECTION, Queue, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { ServerClock } from '../../shared/core/clock.ts';
+import { loadConfig } from '../../shared/core/config.ts';
+import { ensureIndexes } from '../../shared/core/db.ts';
+import { Applications, REPLAY_CHECKPOINTS_COLLECTION } from '../../shared/loans/applications.ts';
+import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
 import { replayChanges } from '../../workers/approval/replay.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';

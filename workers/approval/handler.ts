@@ -6,10 +6,10 @@
 // - 'application.approved': store the repayment plan of an approved loan.
 // Every write is versioned and skipped when it would change nothing, so a re-run has no effect.
 import type { Collection } from 'mongodb';
-import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/applications.ts';
-import { ConflictError, ValidationError } from '../../shared/errors.ts';
-import { updateWithVersion } from '../../shared/optimistic-lock.ts';
-import type { Job } from '../../shared/queue.ts';
+import type { Job } from '../../shared/concurrency/queue/queue.ts';
+import { updateWithVersion } from '../../shared/concurrency/versions.ts';
+import { ConflictError, ValidationError } from '../../shared/core/errors.ts';
+import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { automaticDecision, monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
 

@@ -1,8 +1,9 @@
 // The approval worker's housekeeping: redo the audit entries and jobs of application changes whose
 // process died between the versioned write and its effects, from a checkpoint kept in MongoDB, so a
 // change is redone however long no approval worker ran. One worker at a time, under a lease.
-import { Applications, type ReplayResult } from '../../shared/applications.ts';
-import { LockManager } from '../../shared/lock.ts';
+
+import { LockManager } from '../../shared/concurrency/leases.ts';
+import { Applications, type ReplayResult } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
 
 /**

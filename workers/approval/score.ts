@@ -1,6 +1,6 @@
 // Scoring rules for a loan application: a recommendation with its reasons, from the declared
 // values, what OCR extracted from the documents, and thresholds from config. Pure: no I/O.
-import type { Config } from '../../shared/config.ts';
+import type { Config } from '../../shared/core/config.ts';
 
 export type Recommendation = 'auto_approve' | 'manual_review' | 'auto_reject';
 

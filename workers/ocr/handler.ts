@@ -5,11 +5,16 @@
 // that still take evidence: a decided application keeps the evidence it was decided on.
 import type { Collection, Filter, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc, evidenceStatuses, jobRetry } from '../../shared/applications.ts';
-import type { IndexPlan } from '../../shared/db.ts';
-import { Documents, type DocumentType, documentIndexes } from '../../shared/documents.ts';
-import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/errors.ts';
-import type { Job } from '../../shared/queue.ts';
+import type { Job } from '../../shared/concurrency/queue/queue.ts';
+import type { IndexPlan } from '../../shared/core/db.ts';
+import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/core/errors.ts';
+import {
+  APPLICATIONS_COLLECTION,
+  type ApplicationDoc,
+  evidenceStatuses,
+  jobRetry,
+} from '../../shared/loans/applications.ts';
+import { Documents, type DocumentType, documentIndexes } from '../../shared/loans/documents.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { type ExtractedFields, extractFields, fieldNames } from './extract.ts';
 import { type Recognizer, sharedRecognizer } from './recognize.ts';

@@ -1,7 +1,7 @@
 // The OCR worker process: `node workers/ocr/main.ts` (MONGO_URL, MONGO_DB, QUEUE_LEASE_MS...).
 // One tesseract thread per process, so one job at a time: scale OCR by starting more processes.
 import { loadDotEnv } from '../../api/dotenv.ts';
-import { OCR_JOB } from '../../shared/documents.ts';
+import { OCR_JOB } from '../../shared/loans/documents.ts';
 import { runWorkerProcess } from '../runtime.ts';
 import { createOcrHandler, ocrIndexes } from './handler.ts';
 import { sharedRecognizer } from './recognize.ts';

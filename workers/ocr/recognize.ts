@@ -4,9 +4,9 @@
 import { createRequire } from 'node:module';
 import { getDocument } from 'pdfjs-dist/legacy/build/pdf.mjs';
 import Tesseract from 'tesseract.js';
-import { configSchema } from '../../shared/config.ts';
-import { type DocumentType, oversizedImage } from '../../shared/documents.ts';
-import { UnreadableDocumentError } from '../../shared/errors.ts';
+import { configSchema } from '../../shared/core/config.ts';
+import { UnreadableDocumentError } from '../../shared/core/errors.ts';
+import { type DocumentType, oversizedImage } from '../../shared/loans/documents.ts';
 import { type Line, linesFromText } from './extract.ts';
 
 export interface Recognition {

@@ -2,8 +2,8 @@
 // bytes, never from what the client declared; the filename is cleaned and kept only as metadata.
 // Runtime-neutral: Web APIs only (crypto.subtle for the digest).
 import { type Db, GridFSBucket, type GridFSFile } from 'mongodb';
-import type { IndexPlan } from './db.ts';
-import { NotFoundError } from './errors.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { NotFoundError } from '../core/errors.ts';
 
 export const DOCUMENTS_BUCKET = 'documents';
 export const DOCUMENT_FILES_COLLECTION = `${DOCUMENTS_BUCKET}.files`;

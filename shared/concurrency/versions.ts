@@ -2,8 +2,8 @@
 // document still has that version (one findOneAndUpdate), so a stale writer never overwrites.
 // Plus the migration that gives existing documents their first version, resumable and idempotent.
 import type { Collection, Db, Document, Filter, UpdateFilter, WithId } from 'mongodb';
-import type { IndexPlan } from './db.ts';
-import { ConflictError, NotFoundError, ValidationError } from './errors.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 
 export interface Versioned {
   version: number;

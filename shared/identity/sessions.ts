@@ -7,9 +7,9 @@
 // (OAuth 2.0 Security BCP, refresh token rotation), access tokens of that family included.
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Collection, Db } from 'mongodb';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { UnauthorizedError } from './errors.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { UnauthorizedError } from '../core/errors.ts';
 import type { Revocations } from './revocations.ts';
 
 export const roles = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'] as const;
@@ -112,7 +112,7 @@ const encoder = new TextEncoder();
 const PREVIOUS_HASHES_KEPT = 50;
 /** Verification leeway for instance clocks: a token passes until floor(now / 1000) reaches exp + this. */
 export const VERIFY_LEEWAY_S = 5;
-/** The longest access token lifetime shared/config.ts accepts. */
+/** The longest access token lifetime shared/core/config.ts accepts. */
 const MAX_ACCESS_TOKEN_AGE_S = 86_400;
 
 async function sha256(text: string): Promise<string> {

@@ -10,9 +10,9 @@
 // Either way the app and its data layer see an ordinary `Db`.
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionContext } from 'hono';
-import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/config.ts';
-import { connect, type Database } from '../shared/db.ts';
-import { ConfigError } from '../shared/errors.ts';
+import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
+import { connect, type Database } from '../shared/core/db.ts';
+import { ConfigError } from '../shared/core/errors.ts';
 import { type AppEnv, createApp } from './app.ts';
 import { createLogger } from './log.ts';
 import { createServices, prepareDatabase, type ServiceOptions, type Services } from './services.ts';

@@ -2,9 +2,9 @@
 // the same answer whether the email is unknown or the password wrong. Role and access changes go
 // through one guard document, so none leaves the platform without an active admin (see update).
 import type { Collection, Db, Filter } from 'mongodb';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { ConflictError, LastAdminError, LockTimeoutError } from './errors.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { ConflictError, LastAdminError, LockTimeoutError } from '../core/errors.ts';
 import { hashPassword, needsRehash, verifyPasswordAtCost } from './password.ts';
 import type { AdminState, Role } from './sessions.ts';
 

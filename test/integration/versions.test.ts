@@ -1,7 +1,7 @@
 import { type Collection, type CommandStartedEvent, MongoClient, ObjectId } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConflictError, NotFoundError, ValidationError } from '../../shared/errors.ts';
-import { updateWithRetry, updateWithVersion } from '../../shared/optimistic-lock.ts';
+import { updateWithRetry, updateWithVersion } from '../../shared/concurrency/versions.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../shared/core/errors.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 interface Application {
@@ -12,7 +12,7 @@ interface Application {
   tags?: string[];
 }
 
-describe(`shared/optimistic-lock on ${target().kind}`, () => {
+describe(`shared/concurrency/versions on ${target().kind}`, () => {
   let database: TestDatabase;
   let apps: Collection<Application>;
 

@@ -1,7 +1,7 @@
 // Who may do what. Roles are sets of permissions, not a ladder: a disburser cannot approve, an
 // approver cannot disburse. Moving an application to a status needs `status:<target>`; whether the
-// move itself is legal is the state machine's business (shared/applications), not this table's.
-import { ForbiddenError } from './errors.ts';
+// move itself is legal is the state machine's business (shared/loans/applications.ts), not this table's.
+import { ForbiddenError } from '../core/errors.ts';
 import type { Role } from './sessions.ts';
 
 export const permissions = [

@@ -3,8 +3,6 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Clock } from '../../shared/clock.ts';
-import { LockLostError, LockTimeoutError, StaleTokenError } from '../../shared/errors.ts';
 import {
   claimFence,
   fencedUpdate,
@@ -13,7 +11,9 @@ import {
   LOCKS_COLLECTION,
   type LockDoc,
   LockManager,
-} from '../../shared/lock.ts';
+} from '../../shared/concurrency/leases.ts';
+import type { Clock } from '../../shared/core/clock.ts';
+import { LockLostError, LockTimeoutError, StaleTokenError } from '../../shared/core/errors.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 interface Counter {
@@ -68,7 +68,7 @@ async function freezableProxy(host: string, port: number) {
   };
 }
 
-describe(`shared/lock on ${target().kind}`, () => {
+describe(`shared/concurrency/leases on ${target().kind}`, () => {
   let t: TestDatabase;
   const extraClients: MongoClient[] = [];
 

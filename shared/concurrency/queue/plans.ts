@@ -6,7 +6,7 @@
 // completion, a retry, a release and a heartbeat all name the one lease they act on, so a worker
 // whose lease expired and was re-claimed changes nothing.
 import type { Filter, IndexDescription, Sort, UpdateFilter } from 'mongodb';
-import type { IndexPlan } from '../db.ts';
+import type { IndexPlan } from '../../core/db.ts';
 
 export const JOBS_COLLECTION = 'jobs';
 

@@ -9,8 +9,8 @@
 //
 // LoginDelays: growing waits between failed logins of one (account, address), kept in MongoDB.
 import type { AnyBulkWriteOperation, Collection, Db } from 'mongodb';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
 
 export interface RateDoc {
   _id: string;

@@ -22,11 +22,11 @@
 // rekeyedFrom, no kid stored) never verify: verify names the first one (reason 'legacy'), and Ledger.rekey
 // (scripts/ledger-rekey.ts, run once with the API stopped) checks their SHA-256 chain and re-keys them.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
-import type { Clock } from './clock.ts';
-import { systemClock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { ConflictError, ValidationError } from './errors.ts';
-import { claimFence, type Lease } from './lock.ts';
+import { claimFence, type Lease } from '../concurrency/leases.ts';
+import type { Clock } from '../core/clock.ts';
+import { systemClock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { ConflictError, ValidationError } from '../core/errors.ts';
 
 export const LEDGER_COLLECTION = 'ledger';
 export const LEDGER_HEADS_COLLECTION = 'ledger_heads';

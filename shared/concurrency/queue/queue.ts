@@ -6,8 +6,8 @@
 // Runtime-neutral: Web APIs only.
 import { type ChangeStream, type Collection, type Db, MongoServerError } from 'mongodb';
 import { z } from 'zod';
-import { ServerClock } from './clock.ts';
-import { ValidationError } from './errors.ts';
+import { ServerClock } from '../../core/clock.ts';
+import { ValidationError } from '../../core/errors.ts';
 import {
   type BackoffOptions,
   backoffDelay,
@@ -31,10 +31,10 @@ import {
   retryUpdate,
   statsPipeline,
   wakeUpPipeline,
-} from './queue/plans.ts';
+} from './plans.ts';
 
-export type { BackoffOptions, JobDocument, JobError, JobState } from './queue/plans.ts';
-export { backoffDelay, JOBS_COLLECTION, queueIndexes, queueIndexPlan } from './queue/plans.ts';
+export type { BackoffOptions, JobDocument, JobError, JobState } from './plans.ts';
+export { backoffDelay, JOBS_COLLECTION, queueIndexes, queueIndexPlan } from './plans.ts';
 
 const MAX_PRIORITY = 2_097_152; // BullMQ's limit (2^21)
 

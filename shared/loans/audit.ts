@@ -2,7 +2,7 @@
 // version of an application, keyed `<applicationId>:<version>`, so writing an entry twice (a retry, a
 // replay after a crash) is harmless: the second insert meets the first and is ignored.
 import type { Collection, Db } from 'mongodb';
-import type { IndexPlan } from './db.ts';
+import type { IndexPlan } from '../core/db.ts';
 
 export const AUDIT_COLLECTION = 'audit';
 

@@ -4,9 +4,9 @@
 // A lease is only as safe as the writes it protects: they carry lease.token through fencedUpdate or
 // claimFence, so a holder that was paused past its TTL is refused after a newer holder wrote.
 import type { Collection, Db, Document, Filter, UpdateFilter, UpdateResult } from 'mongodb';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { LockLostError, LockTimeoutError, StaleTokenError, ValidationError } from './errors.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { LockLostError, LockTimeoutError, StaleTokenError, ValidationError } from '../core/errors.ts';
 
 export const LOCKS_COLLECTION = 'locks';
 export const FENCES_COLLECTION = 'fences';

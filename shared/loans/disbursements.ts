@@ -11,6 +11,11 @@
 // stale holder slipping past its lease) cannot produce a second ledger entry, because the ledger refuses
 // a second entry with the same identity whatever the lease says.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
+import type { Lease, LockManager } from '../concurrency/leases.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
+import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
 import {
   type Actor,
   APPLICATIONS_COLLECTION,
@@ -19,12 +24,7 @@ import {
   type LastChange,
 } from './applications.ts';
 import { type AuditEntry, AuditLog, auditId } from './audit.ts';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { ConflictError, NotFoundError, ValidationError } from './errors.ts';
 import { type Ledger, type LedgerEntry, loanLockKey, type VerifyResult } from './ledger.ts';
-import type { Lease, LockManager } from './lock.ts';
-import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
 export const DISBURSEMENTS_COLLECTION = 'disbursements';
 

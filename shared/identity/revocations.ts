@@ -9,8 +9,8 @@
 // background so requests rarely wait; workerd and Deno refresh lazily on the request that finds the
 // cache stale.
 import type { Collection, Db } from 'mongodb';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
 
 export type RevocationKind = 'jti' | 'sid' | 'admin';
 

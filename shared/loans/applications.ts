@@ -5,12 +5,12 @@
 // each document carries its lastChange so replayChanges can redo them after a crash in between.
 import type { Collection, Db, Filter, Sort, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
+import type { Queue } from '../concurrency/queue/queue.ts';
+import type { Clock } from '../core/clock.ts';
+import type { IndexPlan } from '../core/db.ts';
+import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from '../core/errors.ts';
+import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
 import { type AuditAction, type AuditEntry, AuditLog, auditId } from './audit.ts';
-import type { Clock } from './clock.ts';
-import type { IndexPlan } from './db.ts';
-import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from './errors.ts';
-import type { Queue } from './queue.ts';
-import { fourEyesError, fourEyesFilter, fourEyesRefusal } from './rbac.ts';
 
 export const APPLICATIONS_COLLECTION = 'applications';
 /** How far replayChanges has got, durably: one document per replayed collection. */
@@ -130,7 +130,7 @@ export interface Application extends ApplicationInput {
   updatedAt: Date;
   createdBy: string;
   updatedBy: string;
-  /** The creator, financial-field editors and document uploaders (four eyes: see shared/rbac.ts). */
+  /** The creator, financial-field editors and document uploaders (four eyes: see shared/identity/rbac.ts). */
   preparedBy?: string[];
   approvedBy?: string;
 }
