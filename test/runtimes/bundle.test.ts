@@ -21,7 +21,7 @@ it('bundles for workerd offline, without the Node-only parts, under 4 MiB (1 MiB
       ),
     );
     expect(output).toContain('--dry-run: exiting now.');
-    const bundle = join(outdir, 'workers.js');
+    const bundle = join(outdir, 'cloudflare.js');
     const code = readFileSync(bundle);
     const size = statSync(bundle).size;
     const gzip = gzipSync(code).length;
