@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
 import { createLogger, type Logger } from '../api/log.ts';
-import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
 import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/core/db.ts';
