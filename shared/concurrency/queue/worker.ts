@@ -123,7 +123,9 @@ export class Worker<Data = unknown, Result = unknown> {
     this.onError = options.onError ?? (() => {});
     const leaseMs = Math.max(100, options.leaseMs ?? 30_000);
     this.leaseSettings = {
-      ...{ collection: this.collection, clock: this.clock, leaseMs },
+      collection: this.collection,
+      clock: this.clock,
+      leaseMs,
       heartbeatMs: Math.max(10, options.heartbeatMs ?? Math.floor(leaseMs / 3)),
       onLost: () => this.counters.leasesLost++,
       onError: (error) => this.onError(error),
@@ -135,7 +137,12 @@ export class Worker<Data = unknown, Result = unknown> {
   private newClaimer(leaseMs: number, options: WorkerOptions): Claimer {
     const { collection, clock, names, workerId, counters } = this;
     const settings = {
-      ...{ collection, clock, names, workerId, leaseMs, counters },
+      collection,
+      clock,
+      names,
+      workerId,
+      counters,
+      leaseMs,
       maxStalledCount: Math.max(0, options.maxStalledCount ?? 1),
       candidateTtlMs: Math.max(0, options.candidateTtlMs ?? 100),
     };
@@ -151,7 +158,8 @@ export class Worker<Data = unknown, Result = unknown> {
 
   private newWakeUpSource(options: WorkerOptions): WakeUpSource {
     const settings = {
-      ...{ collection: this.collection, clock: this.clock },
+      collection: this.collection,
+      clock: this.clock,
       pollMs: Math.max(10, options.pollMs ?? 1_000),
       paceMs: Math.max(1, options.changeStreamPaceMs ?? 100),
       eventDelayMs: Math.max(0, options.eventDelayMs ?? 10),
