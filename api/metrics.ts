@@ -2,7 +2,7 @@
 // runtime-neutral and reports responses through AppOptions.onResponse).
 import type { Hono } from 'hono';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { QueueStats } from '../shared/concurrency/queue/queue.ts';
+import type { QueueStats } from '../shared/concurrency/queue/index.ts';
 import type { AppEnv, ResponseInfo } from './app.ts';
 import { HttpError } from './http-errors.ts';
 

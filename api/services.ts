@@ -2,7 +2,7 @@
 // database and the configuration. Runtime-neutral.
 import type { Db } from 'mongodb';
 import { LockManager } from '../shared/concurrency/leases.ts';
-import { Queue, queueIndexes } from '../shared/concurrency/queue/queue.ts';
+import { Queue, queueIndexes } from '../shared/concurrency/queue/index.ts';
 import {
   ExactRateLimiter,
   LoginDelays,

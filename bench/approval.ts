@@ -5,7 +5,7 @@
 //   npm run bench:approval        (APPROVAL_BENCH_N=1000)
 import { createLogger } from '../api/log.ts';
 import { demoApplication } from '../scripts/seed.ts';
-import { Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { loadConfig } from '../shared/core/config.ts';
 import { ensureIndexes } from '../shared/core/db.ts';

@@ -5,7 +5,7 @@
 // Knobs: OCR_BENCH_N (documents of each kind, 10).
 import { availableParallelism, cpus } from 'node:os';
 import { apiIndexes } from '../api/services.ts';
-import { Queue } from '../shared/concurrency/queue/queue.ts';
+import { Queue } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { ensureIndexes } from '../shared/core/db.ts';
 import { Applications } from '../shared/loans/applications.ts';

@@ -1,4 +1,4 @@
-// End-to-end queue throughput: add -> claim -> complete of a no-op job, ours (shared/concurrency/queue/queue.ts)
+// End-to-end queue throughput: add -> claim -> complete of a no-op job, ours (shared/concurrency/queue)
 // beside Agenda 6 (@agendajs/mongo-backend) on the same MongoDB server, a fresh database per cell,
 // at concurrency 1, 10, 50 with 1 and 4 worker processes. Counts our MongoDB commands per job
 // exactly with the driver's command monitoring.
@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { type Db, MongoClient } from 'mongodb';
 import { startOfflineServer } from '../scripts/mongo/offline-server.ts';
-import { Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ensureIndexes } from '../shared/core/db.ts';
 
 type Engine = 'ours' | 'agenda';

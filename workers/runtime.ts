@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
 import { createLogger, type Logger } from '../api/log.ts';
-import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
+import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
 import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/core/db.ts';
@@ -57,31 +57,52 @@ export async function startWorker<Data, Result>(
 ): Promise<RunningWorker> {
   const config = loadConfig(env);
   const logger = createLogger(config.LOG_LEVEL, { worker: options.name, pid: process.pid });
-  let database: Database;
-  try {
-    database = await connect(config);
-    await ensureIndexes(database.db, [queueIndexes, ...(options.indexes ?? [])]);
-  } catch (error) {
-    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`), { exitCode: 1 });
-  }
+  const database = await openDatabase(config, options.indexes ?? []);
   const clock = new ServerClock(database.db);
   await clock.sync();
   const ctx: WorkerContext = { db: database.db, clock, queue: new Queue(database.db, { clock }), logger, config };
-  let ready = false;
-  let stopping = false;
-
-  const probe = await listenProbe(config.HOST, config.WORKER_PROBE_PORT, async (path) => {
-    if (path === '/health') return { status: 200, body: { status: 'ok', worker: options.name } };
-    if (path === '/ready') {
-      const up = ready && !stopping && (await ping(database.db));
-      return { status: up ? 200 : 503, body: { status: up ? 'ready' : 'unavailable', worker: options.name, stopping } };
-    }
-    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready' } } };
-  });
-
+  const status: ProbeStatus = { ready: false, stopping: false };
+  const probe = await listenProbe(config.HOST, config.WORKER_PROBE_PORT, probeAnswers(options.name, database, status));
   await options.prepare?.(ctx);
-  const worker = new Worker<Data, Result>(
-    database.db,
+  const worker = createQueueWorker(options, ctx);
+  await worker.run();
+  status.ready = true;
+  const housekeeping = startHousekeeping(options.every, ctx);
+  logger.info('worker started', {
+    jobs: options.jobNames,
+    concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
+    wakeUp: worker.wakeUpMode,
+    probePort: probe.port,
+  });
+  const drain = { ctx, worker, housekeeping, probe, database, dispose: options.dispose };
+  return {
+    probePort: probe.port,
+    async stop(reason: string) {
+      if (status.stopping) return;
+      status.stopping = true;
+      await drainWorker(drain, reason);
+    },
+  };
+}
+
+async function openDatabase(config: Config, indexes: IndexPlan[]): Promise<Database> {
+  try {
+    const database = await connect(config);
+    await ensureIndexes(database.db, [queueIndexes, ...indexes]);
+    return database;
+  } catch (error) {
+    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`), { exitCode: 1 });
+  }
+}
+
+/** The queue Worker that runs the handler and logs each job's outcome. */
+function createQueueWorker<Data, Result>(
+  options: WorkerProcessOptions<Data, Result>,
+  ctx: WorkerContext,
+): Worker<Data, Result> {
+  const { config, logger } = ctx;
+  return new Worker<Data, Result>(
+    ctx.db,
     options.jobNames,
     async (job, signal) => {
       const started = performance.now();
@@ -107,43 +128,58 @@ export async function startWorker<Data, Result>(
     {
       concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
       leaseMs: options.leaseMs ?? config.QUEUE_LEASE_MS,
-      clock,
+      clock: ctx.clock,
       onError: (error) => logger.error('worker error', { error: String(error) }),
     },
   );
-  await worker.run();
-  ready = true;
+}
+
+/**
+ * Housekeeping once right after start (a worker that comes back after an outage catches up at once)
+ * and every `ms`; runs never overlap, failures are logged. stop() ends the timer and awaits the last run.
+ */
+function startHousekeeping(
+  every: WorkerProcessOptions<unknown, unknown>['every'],
+  ctx: WorkerContext,
+): { stop(): Promise<unknown> } {
   let housekeeping: Promise<unknown> = Promise.resolve();
-  const everyMs = options.every?.ms(config) ?? 0;
+  const everyMs = every?.ms(ctx.config) ?? 0;
+  if (!every || everyMs <= 0) return { stop: () => housekeeping };
   const keepHouse = () => {
     housekeeping = housekeeping
-      .then(() => options.every!.run(ctx))
-      .catch((error) => logger.warn('housekeeping failed', { error: String(error) }));
+      .then(() => every.run(ctx))
+      .catch((error) => ctx.logger.warn('housekeeping failed', { error: String(error) }));
   };
-  if (options.every && everyMs > 0) keepHouse();
-  const timer = options.every && everyMs > 0 ? setInterval(keepHouse, everyMs) : undefined;
-  logger.info('worker started', {
-    jobs: options.jobNames,
-    concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
-    wakeUp: worker.wakeUpMode,
-    probePort: probe.port,
-  });
-
+  keepHouse();
+  const timer = setInterval(keepHouse, everyMs);
   return {
-    probePort: probe.port,
-    async stop(reason: string) {
-      if (stopping) return;
-      stopping = true;
+    stop() {
       clearInterval(timer);
-      await housekeeping;
-      logger.info('worker stopping', { reason, active: worker.activeCount, drainMs: config.WORKER_DRAIN_MS });
-      await worker.close(config.WORKER_DRAIN_MS);
-      await options.dispose?.();
-      await new Promise<void>((resolve) => probe.server.close(() => resolve()));
-      await database.close();
-      logger.info('worker stopped', { counters: worker.counters });
+      return housekeeping;
     },
   };
+}
+
+interface Drain {
+  ctx: WorkerContext;
+  worker: Pick<Worker, 'activeCount' | 'close' | 'counters'>;
+  housekeeping: { stop(): Promise<unknown> };
+  probe: { server: Server };
+  database: Database;
+  dispose: (() => Promise<void>) | undefined;
+}
+
+/** Graceful stop: housekeeping ends, running jobs get WORKER_DRAIN_MS, then everything closes. */
+async function drainWorker(drain: Drain, reason: string): Promise<void> {
+  const { ctx, worker } = drain;
+  const { config, logger } = ctx;
+  await drain.housekeeping.stop();
+  logger.info('worker stopping', { reason, active: worker.activeCount, drainMs: config.WORKER_DRAIN_MS });
+  await worker.close(config.WORKER_DRAIN_MS);
+  await drain.dispose?.();
+  await new Promise<void>((resolve) => drain.probe.server.close(() => resolve()));
+  await drain.database.close();
+  logger.info('worker stopped', { counters: worker.counters });
 }
 
 /** The workers' main: start, log the probe port, drain on SIGTERM/SIGINT, exit with a clear code. */
@@ -172,6 +208,27 @@ export async function runWorkerProcess<Data, Result>(options: WorkerProcessOptio
 interface ProbeAnswer {
   status: number;
   body: unknown;
+}
+
+interface ProbeStatus {
+  /** Claiming has begun. */
+  ready: boolean;
+  stopping: boolean;
+}
+
+/** /health while the process lives; /ready while it claims jobs and reaches MongoDB. */
+function probeAnswers(name: string, database: Database, status: ProbeStatus) {
+  return async (path: string): Promise<ProbeAnswer> => {
+    if (path === '/health') return { status: 200, body: { status: 'ok', worker: name } };
+    if (path === '/ready') {
+      const up = status.ready && !status.stopping && (await ping(database.db));
+      return {
+        status: up ? 200 : 503,
+        body: { status: up ? 'ready' : 'unavailable', worker: name, stopping: status.stopping },
+      };
+    }
+    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready' } } };
+  };
 }
 
 function listenProbe(

@@ -5,7 +5,7 @@
 // each document carries its lastChange so replayChanges can redo them after a crash in between.
 import type { Collection, Db, Filter, Sort, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
-import type { Queue } from '../concurrency/queue/queue.ts';
+import type { Queue } from '../concurrency/queue/index.ts';
 import type { Clock } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
 import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from '../core/errors.ts';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../api/app.ts';
 import { BATCH_LOCK_KEY } from '../../api/routes/applications.ts';
 import type { Services } from '../../api/services.ts';
-import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/index.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';

@@ -1,7 +1,7 @@
 // The upload refuses an image whose header declares more pixels than DOCUMENT_MAX_PIXELS (or a side over
 // MAX_IMAGE_SIDE) with 422 image_too_large, before storing anything or queueing OCR.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/index.ts';
 import { DOCUMENT_FILES_COLLECTION, MAX_IMAGE_SIDE } from '../../shared/loans/documents.ts';
 import { formPng } from '../fixtures/documents.ts';
 import { jpegDeclaring, pngDeclaring } from '../fixtures/image-headers.ts';

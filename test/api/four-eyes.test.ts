@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
-import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/index.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
 import { DISBURSEMENTS_COLLECTION } from '../../shared/loans/disbursements.ts';
 import {

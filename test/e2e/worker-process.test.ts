@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
-import { Queue } from '../../shared/concurrency/queue/queue.ts';
+import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { Applications } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';

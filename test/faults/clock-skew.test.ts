@@ -3,7 +3,7 @@
 // skewed instances, logout-all across instances that correct their clocks against the server, and queue
 // backoff and delays written by a worker or producer whose local clock is off.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type JobDocument, Queue, queueIndexes, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { type JobDocument, Queue, queueIndexes, Worker } from '../../shared/concurrency/queue/index.ts';
 import { type Clock, ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';

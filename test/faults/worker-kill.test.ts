@@ -4,7 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/index.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 

@@ -3,7 +3,7 @@
 // on reading real documents (before, tesseract allocated for the declared size and never answered).
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { Queue, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { Queue, Worker } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';

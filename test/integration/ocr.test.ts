@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { type Job, Queue, Worker } from '../../shared/concurrency/queue/queue.ts';
+import { type Job, Queue, Worker } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { UnreadableDocumentError } from '../../shared/core/errors.ts';

@@ -9,7 +9,7 @@ import {
   queueIndexes,
   Worker,
   type WorkerOptions,
-} from '../../shared/concurrency/queue/queue.ts';
+} from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { ValidationError } from '../../shared/core/errors.ts';

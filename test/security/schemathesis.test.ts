@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { checks, installed, run } from '../../scripts/schemathesis.ts';
-import { Queue } from '../../shared/concurrency/queue/queue.ts';
+import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';

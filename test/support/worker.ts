@@ -2,7 +2,7 @@
 
 import type { Db } from 'mongodb';
 import { createLogger } from '../../api/log.ts';
-import { Queue } from '../../shared/concurrency/queue/queue.ts';
+import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { loadConfig } from '../../shared/core/config.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';

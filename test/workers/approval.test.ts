@@ -1,6 +1,6 @@
 // The approval worker's handler, in-process against the test database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOBS_COLLECTION, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION, queueIndexes } from '../../shared/concurrency/queue/index.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';

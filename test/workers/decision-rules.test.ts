@@ -4,7 +4,7 @@
 // keeps the evidence it was decided on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
-import { JOBS_COLLECTION } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION } from '../../shared/concurrency/queue/index.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { Documents, OCR_JOB } from '../../shared/loans/documents.ts';

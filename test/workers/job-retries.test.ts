@@ -10,7 +10,7 @@ import {
   Queue,
   queueIndexes,
   Worker,
-} from '../../shared/concurrency/queue/queue.ts';
+} from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { Applications } from '../../shared/loans/applications.ts';

@@ -2,7 +2,7 @@
 // time between a change and the next worker run is whatever the test says, not what the machine does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../api/log.ts';
-import { JOBS_COLLECTION, Queue, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
+import { JOBS_COLLECTION, Queue, queueIndexes } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { loadConfig } from '../../shared/core/config.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';

@@ -6,7 +6,7 @@
 // - 'application.approved': store the repayment plan of an approved loan.
 // Every write is versioned and skipped when it would change nothing, so a re-run has no effect.
 import type { Collection } from 'mongodb';
-import type { Job } from '../../shared/concurrency/queue/queue.ts';
+import type { Job } from '../../shared/concurrency/queue/index.ts';
 import { updateWithVersion } from '../../shared/concurrency/versions.ts';
 import { ConflictError, ValidationError } from '../../shared/core/errors.ts';
 import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/loans/applications.ts';

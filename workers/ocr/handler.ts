@@ -5,7 +5,7 @@
 // that still take evidence: a decided application keeps the evidence it was decided on.
 import type { Collection, Filter, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
-import type { Job } from '../../shared/concurrency/queue/queue.ts';
+import type { Job } from '../../shared/concurrency/queue/index.ts';
 import type { IndexPlan } from '../../shared/core/db.ts';
 import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/core/errors.ts';
 import {

@@ -1,4 +1,4 @@
-// The job document and every MongoDB filter and update the queue runs, named in one place
+// Every MongoDB filter, update and index the queue runs, named in one place
 // (pg-boss keeps its SQL in plans.ts apart from the orchestration; so do we).
 //
 // One rule carries the correctness: every state transition writes a fresh lockToken, and every
@@ -7,55 +7,9 @@
 // whose lease expired and was re-claimed changes nothing.
 import type { Filter, IndexDescription, Sort, UpdateFilter } from 'mongodb';
 import type { IndexPlan } from '../../core/db.ts';
+import type { JobDocument, JobError } from './job.ts';
 
 export const JOBS_COLLECTION = 'jobs';
-
-export type JobState = 'waiting' | 'active' | 'completed' | 'failed';
-
-export interface BackoffOptions {
-  type: 'exponential' | 'fixed';
-  /** Milliseconds: the fixed delay, or the first retry's delay that doubles with each attempt. */
-  delay: number;
-  /** 0..1: the delay is drawn uniformly from [delay * (1 - jitter), delay] (BullMQ's rule). */
-  jitter?: number;
-}
-
-export interface JobError {
-  name: string;
-  message: string;
-  at: Date;
-}
-
-export interface JobDocument<Data = unknown, Result = unknown> {
-  _id: string;
-  name: string;
-  data: Data;
-  state: JobState;
-  /** Lower number first (BullMQ's convention); 0, the default, is the highest. */
-  priority: number;
-  /** Due time on the database server's clock; a waiting job with runAt in the future is delayed. */
-  runAt: Date;
-  createdAt: Date;
-  /** How many times the handler may run to a failure before the job is failed (>= 1). */
-  attempts: number;
-  /** Failed runs so far (a stalled or released run does not count). */
-  attemptsMade: number;
-  /** Claims so far, including stalled and released ones. */
-  attemptsStarted: number;
-  /** Times a lease expired under a running job and the job was claimed again. */
-  stalledCount: number;
-  backoff: BackoffOptions | null;
-  removeOnComplete: boolean;
-  /** Names the current lease (or, for a job nobody holds, its current version). */
-  lockToken: string;
-  /** Lease deadline on the server's clock while active; null otherwise. */
-  lockedUntil: Date | null;
-  lockedBy: string | null;
-  startedAt: Date | null;
-  finishedAt: Date | null;
-  result?: Result;
-  lastError: JobError | null;
-}
 
 /**
  * The jobs collection's indexes. `fenced_write` is unique on {_id, lockToken}: MongoDB would serve
@@ -186,16 +140,4 @@ export function statsPipeline(now: Date) {
       },
     },
   ];
-}
-
-/** BullMQ's delays: fixed, or delay * 2^(attempt - 1); jitter draws from [d * (1 - jitter), d]. */
-export function backoffDelay(
-  backoff: BackoffOptions | null,
-  attemptsMade: number,
-  random: () => number = Math.random,
-): number {
-  if (!backoff) return 0;
-  const raw = backoff.type === 'fixed' ? backoff.delay : backoff.delay * 2 ** Math.max(0, attemptsMade - 1);
-  const jitter = Math.min(1, Math.max(0, backoff.jitter ?? 0));
-  return Math.round(jitter > 0 ? raw * (1 - jitter) + random() * raw * jitter : raw);
 }
