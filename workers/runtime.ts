@@ -3,7 +3,7 @@
 // A bad configuration exits 2 with one message; an unreachable database at start exits 1.
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
-import { createLogger, type Logger } from '../api/log.ts';
+import { createLogger, errorFields, type Logger } from '../api/log.ts';
 import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/queue.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
@@ -62,7 +62,9 @@ export async function startWorker<Data, Result>(
     database = await connect(config);
     await ensureIndexes(database.db, [queueIndexes, ...(options.indexes ?? [])]);
   } catch (error) {
-    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`), { exitCode: 1 });
+    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`, { cause: error }), {
+      exitCode: 1,
+    });
   }
   const clock = new ServerClock(database.db);
   await clock.sync();
@@ -91,13 +93,7 @@ export async function startWorker<Data, Result>(
         return result;
       } catch (error) {
         const attempt = job.attemptsMade + 1;
-        const fields = {
-          job: job.id,
-          name: job.name,
-          attempt,
-          attempts: job.attempts,
-          error: (error as Error).message,
-        };
+        const fields = { job: job.id, name: job.name, attempt, attempts: job.attempts, ...errorFields(error) };
         if (job.attempts === undefined) logger.warn('job failed', fields);
         else if (attempt < job.attempts) logger.warn('job failed; it runs again after its backoff', fields);
         else logger.error('job failed on its last attempt; it is dead-lettered', fields);
@@ -108,7 +104,7 @@ export async function startWorker<Data, Result>(
       concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
       leaseMs: options.leaseMs ?? config.QUEUE_LEASE_MS,
       clock,
-      onError: (error) => logger.error('worker error', { error: String(error) }),
+      onError: (error) => logger.error('worker error', errorFields(error)),
     },
   );
   await worker.run();
@@ -118,7 +114,7 @@ export async function startWorker<Data, Result>(
   const keepHouse = () => {
     housekeeping = housekeeping
       .then(() => options.every!.run(ctx))
-      .catch((error) => logger.warn('housekeeping failed', { error: String(error) }));
+      .catch((error) => logger.warn('housekeeping failed', errorFields(error)));
   };
   if (options.every && everyMs > 0) keepHouse();
   const timer = options.every && everyMs > 0 ? setInterval(keepHouse, everyMs) : undefined;
