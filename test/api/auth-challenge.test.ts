@@ -53,7 +53,7 @@ async function expiredToken() {
 const me = (authorization?: string) =>
   call(app, undefined, 'GET', '/api/auth/me', { headers: authorization ? { authorization } : {} });
 
-describe('401 answers carry WWW-Authenticate', () => {
+describe('401 answers carry WWW-Authenticate: tokens', () => {
   it('no credentials, or another scheme: the bare challenge', async () => {
     for (const authorization of [undefined, 'Basic YWRhOnNlY3JldA==']) {
       const res = await me(authorization);
@@ -87,7 +87,9 @@ describe('401 answers carry WWW-Authenticate', () => {
     expect(res.body.error.code).toBe('token_revoked');
     expect(res.headers.get('www-authenticate')).toBe(invalidToken);
   });
+});
 
+describe('401 answers carry WWW-Authenticate: login, refresh, every route', () => {
   it('a failed login and a refused refresh token: the bare challenge, the same bodies as before', async () => {
     const admin = await services.admins.get(adminId);
     const login = await call(app, undefined, 'POST', '/api/auth/login', {

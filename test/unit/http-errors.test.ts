@@ -34,7 +34,9 @@ describe('the error code -> status table', () => {
       }
     }
   });
+});
 
+describe('the mapper beside the table', () => {
   it('a conflict keeps its current document; a wrapped cause stays out of the body', () => {
     const conflict = mapError(new ConflictError('stale', { version: 3 }, 'evidence_frozen'));
     expect(conflict).toMatchObject({
