@@ -11,6 +11,7 @@ import { ping } from '../shared/core/db.ts';
 import type { AppEnv } from './auth.ts';
 import { docsRoutes } from './docs.ts';
 import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';
+import { errorFields } from './log.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { applicationRoutes } from './routes/applications.ts';
@@ -181,12 +182,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     // The client went away mid-request: whatever failed because of it (the driver reports an aborted
     // operation in several shapes) is nobody's bug and nobody reads the answer.
     const mapped = mapError(c.req.raw.signal.aborted ? new ClientGoneError() : error);
-    if (mapped.bug)
-      logger.error('unhandled error', {
-        requestId: c.get('requestId'),
-        error: String(error),
-        stack: (error as Error).stack,
-      });
+    if (mapped.bug) logger.error('unhandled error', { requestId: c.get('requestId'), ...errorFields(error) });
     for (const [name, value] of Object.entries(mapped.headers)) c.header(name, value);
     return c.json(mapped.body, mapped.status as 400);
   });

@@ -16,21 +16,24 @@ export function bearerToken(c: Context): string | null {
   return match?.[1] ?? null;
 }
 
-const challenge = { 'WWW-Authenticate': 'Bearer realm="loan-admin"' };
-
 /** Verifies the access token (no database round trip while the revocation cache is fresh). */
 export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const token = bearerToken(c);
-    if (!token)
-      throw new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <accessToken>.', undefined, challenge);
+    if (!token) {
+      // A Bearer header whose token cannot even be parsed presented a bad token; none at all did not.
+      const presented = /^Bearer(\s|$)/i.test((c.req.header('authorization') ?? '').trim());
+      throw new UnauthorizedError('Send Authorization: Bearer <accessToken>.', 'unauthorized', {
+        invalidToken: presented,
+      });
+    }
     try {
       c.set('auth', await services.sessions.verify(token));
     } catch (error) {
       // Only a verdict on the token is a 401; a database that does not answer (the revocation cache
       // refresh) is the error mapper's 503, or the client would throw away a good token.
       if (error instanceof UnauthorizedError) {
-        throw new HttpError(401, error.code, error.message, undefined, challenge);
+        throw new UnauthorizedError(error.message, error.code, { invalidToken: true, cause: error });
       }
       throw error;
     }

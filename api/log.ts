@@ -21,3 +21,20 @@ export function createLogger(level: LogLevel, base: Record<string, unknown> = {}
     };
   return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
 }
+
+/**
+ * An error as log fields: its message (`error`), code, stack, and the errors it wraps (`cause`, each
+ * with its own stack), so a log line shows where a failure began and not only its last words.
+ */
+export function errorFields(error: unknown, depth = 0): Record<string, unknown> {
+  if (!(error instanceof Error)) return { error: String(error) };
+  const code = (error as { code?: unknown }).code;
+  // A cause chain is short; the bound only guards against one that loops.
+  const cause = error.cause === undefined || depth >= 5 ? undefined : errorFields(error.cause, depth + 1);
+  return {
+    error: error.message,
+    ...(code === undefined ? {} : { code }),
+    stack: error.stack,
+    ...(cause ? { cause } : {}),
+  };
+}

@@ -3,7 +3,7 @@
 // A bad configuration exits 2 with one message; an unreachable database at start exits 1.
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
-import { createLogger, type Logger } from '../api/log.ts';
+import { createLogger, errorFields, type Logger } from '../api/log.ts';
 import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
@@ -91,7 +91,9 @@ async function openDatabase(config: Config, indexes: IndexPlan[]): Promise<Datab
     await ensureIndexes(database.db, [queueIndexes, ...indexes]);
     return database;
   } catch (error) {
-    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`), { exitCode: 1 });
+    throw Object.assign(new Error(`cannot reach MongoDB at start: ${(error as Error).message}`, { cause: error }), {
+      exitCode: 1,
+    });
   }
 }
 
@@ -112,13 +114,7 @@ function createQueueWorker<Data, Result>(
         return result;
       } catch (error) {
         const attempt = job.attemptsMade + 1;
-        const fields = {
-          job: job.id,
-          name: job.name,
-          attempt,
-          attempts: job.attempts,
-          error: (error as Error).message,
-        };
+        const fields = { job: job.id, name: job.name, attempt, attempts: job.attempts, ...errorFields(error) };
         if (job.attempts === undefined) logger.warn('job failed', fields);
         else if (attempt < job.attempts) logger.warn('job failed; it runs again after its backoff', fields);
         else logger.error('job failed on its last attempt; it is dead-lettered', fields);
@@ -129,7 +125,7 @@ function createQueueWorker<Data, Result>(
       concurrency: options.concurrency ?? config.QUEUE_CONCURRENCY,
       leaseMs: options.leaseMs ?? config.QUEUE_LEASE_MS,
       clock: ctx.clock,
-      onError: (error) => logger.error('worker error', { error: String(error) }),
+      onError: (error) => logger.error('worker error', errorFields(error)),
     },
   );
 }
@@ -148,7 +144,7 @@ function startHousekeeping(
   const keepHouse = () => {
     housekeeping = housekeeping
       .then(() => every.run(ctx))
-      .catch((error) => ctx.logger.warn('housekeeping failed', { error: String(error) }));
+      .catch((error) => ctx.logger.warn('housekeeping failed', errorFields(error)));
   };
   keepHouse();
   const timer = setInterval(keepHouse, everyMs);

@@ -127,7 +127,7 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     }
     const admin = await services.admins.authenticate(account, password);
     // One answer for an unknown email and a wrong password.
-    if (!admin) throw new HttpError(401, 'invalid_credentials', 'The email or the password is wrong.');
+    if (!admin) throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials');
     await Promise.all([
       services.loginDelays.succeeded(pair),
       delay.known ? null : services.loginByAccount.undo(account),
@@ -141,19 +141,14 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     } catch (error) {
       // Disabled between the password check and the session: the answer of any disabled admin's login.
       if (error instanceof UnauthorizedError)
-        throw new HttpError(401, 'invalid_credentials', 'The email or the password is wrong.');
+        throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials', { cause: error });
       throw error;
     }
   });
 
   app.openapi(refresh, async (c) => {
     const { refreshToken } = c.req.valid('json');
-    try {
-      return c.json(await services.sessions.refresh(refreshToken), 200);
-    } catch (error) {
-      if (error instanceof UnauthorizedError) throw new HttpError(401, error.code, error.message);
-      throw error;
-    }
+    return c.json(await services.sessions.refresh(refreshToken), 200);
   });
 
   app.use('/api/auth/logout', authenticate(services));

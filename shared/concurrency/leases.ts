@@ -403,11 +403,13 @@ export async function claimFence(db: Db, resource: string, lease: Pick<Lease, 'k
     if (!isDuplicateKey(error)) throw error;
     const current = await fences.findOne({ _id: resource });
     if (current && current.key !== lease.key) {
-      throw new ValidationError(`resource "${resource}" is fenced by lock "${current.key}", not "${lease.key}"`);
+      const message = `resource "${resource}" is fenced by lock "${current.key}", not "${lease.key}"`;
+      throw new ValidationError(message, undefined, { cause: error });
     }
     throw new StaleTokenError(
       `claim refused: lock "${lease.key}" token ${lease.token} is older than ${current?.token} on "${resource}"`,
       { key: lease.key, token: lease.token, accepted: current?.token, resource },
+      { cause: error },
     );
   }
 }

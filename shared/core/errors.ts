@@ -1,10 +1,58 @@
 // Errors are values with a code; the HTTP layer maps them to statuses in one place.
 
+/**
+ * Every code an error of ours carries, closed: the HTTP layer's status table must name each one, so a
+ * typo or a code without a status fails the type check. Clients see these in `error.code`.
+ */
+export const errorCodes = [
+  // The request itself
+  'validation',
+  'page_too_deep',
+  'unsupported_media_type',
+  'payload_too_large',
+  'image_too_large',
+  'precondition_required',
+  'http_error',
+  // Who asks
+  'unauthorized',
+  'invalid_credentials',
+  'token_expired',
+  'token_revoked',
+  'session_revoked',
+  'refresh_reused',
+  'forbidden',
+  'four_eyes_preparer_cannot_approve',
+  'four_eyes_preparer_cannot_disburse',
+  'four_eyes_approver_cannot_disburse',
+  'rate_limited',
+  // The record
+  'not_found',
+  'conflict',
+  'evidence_frozen',
+  'last_admin',
+  'stale_token',
+  'precondition_failed',
+  // The service
+  'lock_timeout',
+  'lock_lost',
+  'overloaded',
+  'unavailable',
+  'client_closed_request',
+  'internal',
+  'misconfigured',
+  // Never a client's answer: a process's own failures
+  'config',
+  'unreadable_document',
+] as const;
+
+export type ErrorCode = (typeof errorCodes)[number];
+
 export class AppError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details?: unknown;
-  constructor(code: string, message: string, details?: unknown) {
-    super(message);
+  /** `options.cause`: the error this one wraps, kept for the logs (never sent to a client). */
+  constructor(code: ErrorCode, message: string, details?: unknown, options?: ErrorOptions) {
+    super(message, options);
     this.name = new.target.name;
     this.code = code;
     this.details = details;
@@ -14,8 +62,8 @@ export class AppError extends Error {
 /** A write carried a stale version; `current` is the document as it is now. */
 export class ConflictError<T = unknown> extends AppError {
   readonly current: T;
-  constructor(message: string, current: T, code = 'conflict') {
-    super(code, message);
+  constructor(message: string, current: T, code: ErrorCode = 'conflict', options?: ErrorOptions) {
+    super(code, message, undefined, options);
     this.current = current;
   }
 }
@@ -24,28 +72,28 @@ export class ConflictError<T = unknown> extends AppError {
 export class ForbiddenError extends AppError {}
 
 export class NotFoundError extends AppError {
-  constructor(message: string) {
-    super('not_found', message);
+  constructor(message: string, options?: ErrorOptions) {
+    super('not_found', message, undefined, options);
   }
 }
 
 export class ValidationError extends AppError {
-  constructor(message: string, details?: unknown) {
-    super('validation', message, details);
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super('validation', message, details, options);
   }
 }
 
 /** A lease ended (expired or was taken over) while its holder still worked under it. */
 export class LockLostError extends AppError {
-  constructor(message: string, details?: unknown) {
-    super('lock_lost', message, details);
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super('lock_lost', message, details, options);
   }
 }
 
 /** A write carried a fencing token older than one already accepted for that resource. */
 export class StaleTokenError extends AppError {
-  constructor(message: string, details?: unknown) {
-    super('stale_token', message, details);
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super('stale_token', message, details, options);
   }
 }
 
@@ -57,15 +105,24 @@ export class ConfigError extends AppError {
 
 /** A lease could not be acquired within the time the caller was willing to wait. */
 export class LockTimeoutError extends AppError {
-  constructor(message: string, details?: unknown) {
-    super('lock_timeout', message, details);
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super('lock_timeout', message, details, options);
   }
 }
 
-/** The request carries no valid credentials (missing, malformed, expired, revoked). */
+/**
+ * The request carries no valid credentials (missing, malformed, expired, revoked; a failed login).
+ * `invalidToken`: a token was presented and refused (HTTP: RFC 6750's error="invalid_token").
+ */
 export class UnauthorizedError extends AppError {
-  constructor(message: string, code = 'unauthorized') {
-    super(code, message);
+  readonly invalidToken: boolean;
+  constructor(
+    message: string,
+    code: ErrorCode = 'unauthorized',
+    options: ErrorOptions & { invalidToken?: boolean } = {},
+  ) {
+    super(code, message, undefined, options.cause === undefined ? undefined : { cause: options.cause });
+    this.invalidToken = options.invalidToken ?? false;
   }
 }
 
@@ -80,8 +137,8 @@ export class PreconditionFailedError<T = unknown> extends AppError {
 
 /** Nothing usable could be read from a document (no text, no fields, a PDF without a text layer). */
 export class UnreadableDocumentError extends AppError {
-  constructor(message: string, details?: unknown) {
-    super('unreadable_document', message, details);
+  constructor(message: string, details?: unknown, options?: ErrorOptions) {
+    super('unreadable_document', message, details, options);
   }
 }
 

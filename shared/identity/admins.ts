@@ -105,7 +105,7 @@ export class Admins {
       await this.collection.insertOne(doc);
     } catch (error) {
       if ((error as { code?: number }).code === 11000) {
-        throw new ConflictError(`an admin with email ${doc.email} exists`, null);
+        throw new ConflictError(`an admin with email ${doc.email} exists`, null, 'conflict', { cause: error });
       }
       throw error;
     }

@@ -245,8 +245,8 @@ export class Sessions {
     } catch (error) {
       if (error instanceof UnauthorizedError) throw error;
       if (error instanceof joseErrors.JWTExpired)
-        throw new UnauthorizedError('The token has expired.', 'token_expired');
-      throw new UnauthorizedError('The token is not valid.');
+        throw new UnauthorizedError('The token has expired.', 'token_expired', { cause: error });
+      throw new UnauthorizedError('The token is not valid.', 'unauthorized', { cause: error });
     }
     await this.options.revocations.ensureFresh();
     if (this.options.revocations.isRevoked(claims))

@@ -257,7 +257,7 @@ export class Documents {
       }
     } catch (error) {
       if ((error as { code?: string }).code === 'ENOENT' || /FileNotFound/i.test(String(error))) {
-        throw new NotFoundError(`document ${id} not found`);
+        throw new NotFoundError(`document ${id} not found`, { cause: error });
       }
       throw error;
     }

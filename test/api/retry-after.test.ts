@@ -80,8 +80,8 @@ describe('every 503 carries Retry-After', () => {
     await expect503(await app.request('/api/test/dead-database'), 'unavailable');
     await expect503(await app.request('/api/test/bare-503'), 'unavailable');
     // The mapper itself, for any 503 it produces; a header already set is kept.
-    expect(mapError(new HttpError(503, 'x', 'y')).headers).toEqual({ 'Retry-After': '1' });
-    expect(mapError(new HttpError(503, 'x', 'y', undefined, { 'retry-after': '7' })).headers).toEqual({
+    expect(mapError(new HttpError(503, 'overloaded', 'y')).headers).toEqual({ 'Retry-After': '1' });
+    expect(mapError(new HttpError(503, 'overloaded', 'y', undefined, { 'retry-after': '7' })).headers).toEqual({
       'retry-after': '7',
     });
   });

@@ -56,6 +56,7 @@ export async function handleApproval(
     queue: ctx.queue,
     fourEyes: ctx.config.FOUR_EYES,
   });
+  let lastConflict: ConflictError | undefined;
   for (let round = 1; round <= MAX_ROUNDS; round++) {
     let app = (await collection.findOne(
       { _id: applicationId },
@@ -91,11 +92,12 @@ export async function handleApproval(
       return { applicationId, recommendation: result.recommendation, decided: to };
     } catch (error) {
       // Someone changed it between our read and our write: read again and judge what is there now.
-      if (error instanceof ConflictError) continue;
-      throw error;
+      if (!(error instanceof ConflictError)) throw error;
+      lastConflict = error;
     }
   }
-  throw new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null);
+  const message = `application ${applicationId} kept changing over ${MAX_ROUNDS} reads`;
+  throw new ConflictError(message, null, 'conflict', { cause: lastConflict });
 }
 
 async function storeRepaymentPlan(
@@ -103,6 +105,7 @@ async function storeRepaymentPlan(
   applicationId: string,
   ctx: WorkerContext,
 ): Promise<ApprovalResult> {
+  let lastConflict: ConflictError | undefined;
   for (let round = 1; round <= MAX_ROUNDS; round++) {
     const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
     if (!app) return { applicationId, skipped: 'not found' };
@@ -121,9 +124,10 @@ async function storeRepaymentPlan(
       await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
       return { applicationId };
     } catch (error) {
-      if (error instanceof ConflictError) continue;
-      throw error;
+      if (!(error instanceof ConflictError)) throw error;
+      lastConflict = error;
     }
   }
-  throw new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null);
+  const message = `application ${applicationId} kept changing over ${MAX_ROUNDS} reads`;
+  throw new ConflictError(message, null, 'conflict', { cause: lastConflict });
 }

@@ -69,7 +69,7 @@ export class Recognizer {
       ({ data: page } = await worker.recognize(Buffer.from(bytes), {}, { text: true, blocks: true }));
     } catch (error) {
       // tesseract rejects with a string when the image cannot be decoded.
-      throw new UnreadableDocumentError(`the image could not be read: ${String(error)}`);
+      throw new UnreadableDocumentError(`the image could not be read: ${String(error)}`, undefined, { cause: error });
     }
     const lines: Line[] = [];
     for (const block of page.blocks ?? []) {
@@ -109,7 +109,8 @@ export async function readPdfText(bytes: Uint8Array): Promise<Recognition> {
     try {
       pdf = await task.promise;
     } catch (error) {
-      throw new UnreadableDocumentError(`the PDF could not be opened: ${(error as Error).message ?? String(error)}`);
+      const reason = (error as Error).message ?? String(error);
+      throw new UnreadableDocumentError(`the PDF could not be opened: ${reason}`, undefined, { cause: error });
     }
     const pages = Math.min(pdf.numPages, MAX_PDF_PAGES);
     const lines: string[] = [];
