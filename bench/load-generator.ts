@@ -1,7 +1,7 @@
 // A closed-loop HTTP load generator: N connections, each one virtual user sending its next request
 // when the previous answer arrives. Each connection is its own undici Client (one socket); a
 // request that times out destroys that client and opens a new one, so a late answer can never be
-// read as the next request's (the autocannon failure mode DESIGN.md describes). Loopback only.
+// read as the next request's (autocannon 7.15 and 8.0 do not reset their parser on reconnect, and garble the next answer). Loopback only.
 import { Client } from 'undici';
 import { round, summarize } from './support.ts';
 

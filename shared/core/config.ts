@@ -27,7 +27,7 @@ export const configSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -')
     .default('loan_admin'),
-  /** Connections per process; the seed's 50. */
+  /** Connections per process. */
   DB_POOL_MAX: int(1, 1000).default(50),
   /** How long an operation waits for a usable server before failing (ms). */
   DB_TIMEOUT_MS: int(100, 120_000).default(5_000),
@@ -65,7 +65,7 @@ export const configSchema = z.object({
   DOCUMENT_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Largest image area (width x height, by its header) uploaded or read by OCR: 40 MP holds A4 at 600 dpi. */
   DOCUMENT_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
-  /** Default lease length for withLock (ms); the seed's 15 s. */
+  /** Default lease length for withLock (ms). */
   LEASE_TTL_MS: int(100, 3_600_000).default(15_000),
   /** How long a claimed job stays with its worker without a heartbeat (ms). */
   QUEUE_LEASE_MS: int(500, 3_600_000).default(30_000),
