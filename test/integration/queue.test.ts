@@ -317,12 +317,13 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
   it('heartbeats keep a long job with its worker past the lease length', async () => {
     const { queue, collection } = await freshQueue();
     const job = await queue.add('long', {});
-    // The job runs for more than two lease lengths. The lease (1.5 s, renewed every 0.5 s) leaves a
-    // renewal 1 s of slack: with 0.6 s (0.4 s of slack) a loaded machine delayed a renewal past it.
-    const owner = await startWorker(collection, 'long', () => sleep(3_500).then(() => 'owner'), { leaseMs: 1_500 });
+    // The job runs for more than two lease lengths. The lease (4 s, renewed every 1.3 s) leaves a
+    // renewal 2.7 s of slack, round trip included: 0.6 s, then 1.5 s, were lost on a machine running
+    // the suite beside stress-ng and other suites (load average 25 on 2 cores) in the flake hunt.
+    const owner = await startWorker(collection, 'long', () => sleep(9_000).then(() => 'owner'), { leaseMs: 4_000 });
     await waitFor(() => owner.activeCount === 1);
-    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 1_500, pollMs: 100 });
-    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 10_000);
+    const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 4_000, pollMs: 100 });
+    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 30_000);
     const done = await queue.getJob(job.id);
     expect(done?.result).toBe('owner');
     expect(done?.stalledCount).toBe(0);
