@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../../shared/core/clock.ts';
 
 export const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -103,7 +104,7 @@ export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
     );
     await res?.body?.cancel();
     if (res?.status === 200) return handle;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
   }
 }
 

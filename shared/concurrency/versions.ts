@@ -2,6 +2,7 @@
 // document still has that version (one findOneAndUpdate), so a stale writer never overwrites.
 // Plus the migration that gives existing documents their first version, resumable and idempotent.
 import type { Collection, Db, Document, Filter, UpdateFilter, WithId } from 'mongodb';
+import { backoffDelay, sleep } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 
@@ -130,8 +131,6 @@ export function toUpdateDocument(mutation: unknown): Document | null {
   });
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /**
  * Reads the document, applies the pure `mutate` to it and writes the result with updateWithVersion.
  * On a conflict it re-applies `mutate` to the conflict's `current` (no extra read) after a short
@@ -160,7 +159,7 @@ export async function updateWithRetry<T extends Document>(
     } catch (error) {
       if (!(error instanceof ConflictError) || attempt >= attempts) throw error;
       current = error.current as WithId<T>;
-      await sleep(Math.random() * Math.min(maxDelay, delay * 2 ** (attempt - 1)));
+      await sleep(backoffDelay(attempt, { base: delay, cap: maxDelay }));
     }
   }
 }

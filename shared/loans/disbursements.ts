@@ -13,7 +13,7 @@
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import type { Lease, LockManager } from '../concurrency/leases.ts';
 import type { Clock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
 import {
@@ -240,10 +240,6 @@ function resultOf(doc: DisbursementDoc): DisbursementResult {
     disbursedAt: doc.disbursedAt!,
     status: 'disbursed',
   };
-}
-
-function isDuplicateKey(error: unknown): boolean {
-  return (error as { code?: unknown })?.code === 11000;
 }
 
 function otherKeyConflict(doc: DisbursementDoc): ConflictError<DisbursementView> {
@@ -564,7 +560,7 @@ export class Disbursements {
     try {
       await this.collection.insertOne(record);
     } catch (error) {
-      if (!isDuplicateKey(error)) throw error;
+      if (!isDuplicateKeyError(error)) throw error;
       // Someone claimed it between our read and our insert (only possible past a lost lease).
       const winner = await this.get(applicationId);
       if (winner && winner.idempotencyKey !== key) throw otherKeyConflict(winner);
