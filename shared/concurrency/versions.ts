@@ -131,6 +131,28 @@ export function toUpdateDocument(mutation: unknown): Document | null {
   });
 }
 
+/** What a round of retryOnConflict returns when its conditional write missed: read and decide again. */
+export const writeMissed: unique symbol = Symbol('writeMissed');
+
+/**
+ * Runs `round` (read, check, conditional write) up to `attempts` times, until it returns something other
+ * than writeMissed; errors it throws end the loop. After the last miss, throws what `giveUp` returns.
+ * `pause` waits between rounds (a backoff), never after the last one.
+ */
+export async function retryOnConflict<R>(
+  attempts: number,
+  round: (attempt: number) => Promise<R | typeof writeMissed>,
+  giveUp: () => Error | Promise<Error>,
+  pause?: (attempt: number) => Promise<void>,
+): Promise<R> {
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const result = await round(attempt);
+    if (result !== writeMissed) return result;
+    if (pause && attempt < attempts) await pause(attempt);
+  }
+  throw await giveUp();
+}
+
 /**
  * Reads the document, applies the pure `mutate` to it and writes the result with updateWithVersion.
  * On a conflict it re-applies `mutate` to the conflict's `current` (no extra read) after a short
@@ -144,24 +166,34 @@ export async function updateWithRetry<T extends Document>(
   options: RetryOptions = {},
 ): Promise<WithId<T>> {
   const attempts = options.attempts ?? defaultRetryOptions.attempts;
-  const delay = options.backoff?.delay ?? defaultRetryOptions.backoff.delay;
-  const maxDelay = options.backoff?.maxDelay ?? defaultRetryOptions.backoff.maxDelay;
+  const backoff = {
+    base: options.backoff?.delay ?? defaultRetryOptions.backoff.delay,
+    cap: options.backoff?.maxDelay ?? defaultRetryOptions.backoff.maxDelay,
+  };
   if (!Number.isInteger(attempts) || attempts < 1) throw new ValidationError('attempts must be a positive integer');
   let current = await collection.findOne(versionQueries.byId(id) as Filter<T>);
   if (!current) throw new NotFoundError(`document ${String(id)} not found in ${collection.collectionName}`);
-  for (let attempt = 1; ; attempt++) {
-    // An unversioned document cannot be written safely: the collection needs migrateToVersioned first.
-    assertVersion(current.version, id);
-    const update = toUpdateDocument(await mutate(current));
-    if (!update) return current;
-    try {
-      return await updateWithVersion(collection, id, current.version, update as UpdateFilter<T>);
-    } catch (error) {
-      if (!(error instanceof ConflictError) || attempt >= attempts) throw error;
-      current = error.current as WithId<T>;
-      await sleep(backoffDelay(attempt, { base: delay, cap: maxDelay }));
-    }
-  }
+  let lastConflict: ConflictError | undefined;
+  return retryOnConflict(
+    attempts,
+    async () => {
+      const read = current as WithId<T>;
+      // An unversioned document cannot be written safely: the collection needs migrateToVersioned first.
+      assertVersion(read.version, id);
+      const update = toUpdateDocument(await mutate(read));
+      if (!update) return read;
+      try {
+        return await updateWithVersion(collection, id, read.version, update as UpdateFilter<T>);
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+        lastConflict = error;
+        current = error.current as WithId<T>;
+        return writeMissed;
+      }
+    },
+    () => lastConflict as ConflictError,
+    (attempt) => sleep(backoffDelay(attempt, backoff)),
+  );
 }
 
 // ---- Migration: give every document of a collection its first version ----

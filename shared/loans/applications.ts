@@ -6,6 +6,7 @@
 import type { Collection, Db, Filter, Sort, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
 import type { Queue } from '../concurrency/queue/queue.ts';
+import { retryOnConflict, writeMissed } from '../concurrency/versions.ts';
 import type { Clock } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
 import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from '../core/errors.ts';
@@ -566,45 +567,49 @@ export class Applications {
    * evidence_frozen once it is decided (approved, rejected, disbursed).
    */
   async recordUploader(id: string, actor: Actor): Promise<Application> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const current = await this.assertOpenToEvidence(id);
-      const at = this.now();
-      const lastChange = withoutUndefined<LastChange>({
-        version: current.version + 1,
-        at,
-        actor: actor.id,
-        action: 'update',
-        fields: ['documents'],
-        requestId: actor.requestId,
-      });
-      const written = await this.collection.updateOne(
-        { ...applicationQueries.openToEvidence(id), version: current.version },
-        applicationQueries.prepare({ updatedAt: at, updatedBy: actor.id, lastChange }, actor.id, false),
-      );
-      if (written.matchedCount === 1) {
-        const app: Application = {
-          ...current,
+    return retryOnConflict(
+      5,
+      async () => {
+        const current = await this.assertOpenToEvidence(id);
+        const at = this.now();
+        const lastChange = withoutUndefined<LastChange>({
           version: current.version + 1,
-          updatedAt: at,
-          updatedBy: actor.id,
-          preparedBy: [...new Set([...(current.preparedBy ?? []), actor.id])],
-        };
-        await this.afterChange([
-          {
-            app,
-            from: current.status,
-            at,
-            actor: actor.id,
-            action: 'update',
-            fields: lastChange.fields,
-            requestId: actor.requestId,
-          },
-        ]);
-        return app;
-      }
-      // Changed since the read: read again, and refuse if it was decided meanwhile.
-    }
-    throw new ConflictError(`application ${id} kept changing; retry`, await this.get(id));
+          at,
+          actor: actor.id,
+          action: 'update',
+          fields: ['documents'],
+          requestId: actor.requestId,
+        });
+        const written = await this.collection.updateOne(
+          { ...applicationQueries.openToEvidence(id), version: current.version },
+          applicationQueries.prepare({ updatedAt: at, updatedBy: actor.id, lastChange }, actor.id, false),
+        );
+        if (written.matchedCount === 1) {
+          const app: Application = {
+            ...current,
+            version: current.version + 1,
+            updatedAt: at,
+            updatedBy: actor.id,
+            preparedBy: [...new Set([...(current.preparedBy ?? []), actor.id])],
+          };
+          await this.afterChange([
+            {
+              app,
+              from: current.status,
+              at,
+              actor: actor.id,
+              action: 'update',
+              fields: lastChange.fields,
+              requestId: actor.requestId,
+            },
+          ]);
+          return app;
+        }
+        // Changed since the read: read again, and refuse if it was decided meanwhile.
+        return writeMissed;
+      },
+      async () => new ConflictError(`application ${id} kept changing; retry`, await this.get(id)),
+    );
   }
 
   /** The application, if evidence may still be added to it; otherwise NotFoundError or ConflictError (evidence_frozen). */

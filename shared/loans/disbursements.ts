@@ -12,6 +12,7 @@
 // a second entry with the same identity whatever the lease says.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import type { Lease, LockManager } from '../concurrency/leases.ts';
+import { retryOnConflict, writeMissed } from '../concurrency/versions.ts';
 import type { Clock } from '../core/clock.ts';
 import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
@@ -600,42 +601,54 @@ export class Disbursements {
     actor: Actor,
     lease: Lease,
   ): Promise<DisbursableApplication> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const app = await this.applications.findOne(disbursementQueries.application(applicationId));
-      if (!app) throw new NotFoundError(`application ${applicationId} not found`);
-      // On the version this loop writes (its filter repeats the rule).
-      this.assertFourEyes(app, actor);
-      if (app.disbursement) {
-        if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
-          throw new ConflictError(`application ${applicationId} records another disbursement`, publicApplication(app));
+    return retryOnConflict(
+      3,
+      async () => {
+        const app = await this.applications.findOne(disbursementQueries.application(applicationId));
+        if (!app) throw new NotFoundError(`application ${applicationId} not found`);
+        // On the version this loop writes (its filter repeats the rule).
+        this.assertFourEyes(app, actor);
+        if (app.disbursement) {
+          if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
+            throw new ConflictError(
+              `application ${applicationId} records another disbursement`,
+              publicApplication(app),
+            );
+          }
+          // Resuming: the intent is there; redo its audit entry in case the crash came before it.
+          await this.recordAudit(app);
+          return app;
         }
-        // Resuming: the intent is there; redo its audit entry in case the crash came before it.
-        await this.recordAudit(app);
-        return app;
-      }
-      this.assertDisbursable(app);
-      const at = new Date(this.clock.now());
-      const intent: DisbursementIntent = {
-        idempotencyKey: record.idempotencyKey,
-        amount: record.amount,
-        token: lease.token,
-        state: 'disbursing',
-        startedAt: at,
-      };
-      const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
-      const updated = await this.applications.findOneAndUpdate(
-        disbursementQueries.intentWritable(applicationId, app.version, this.fourEyes ? actor.id : undefined),
-        disbursementQueries.recordIntent(intent, meta),
-        { returnDocument: 'after' },
-      );
-      if (updated) {
-        await this.recordAudit(updated);
-        return updated;
-      }
-      // Changed between our read and write: read again and decide again.
-    }
-    const current = await this.applications.findOne(disbursementQueries.application(applicationId));
-    throw new ConflictError(`application ${applicationId} kept changing; retry`, current && publicApplication(current));
+        this.assertDisbursable(app);
+        const at = new Date(this.clock.now());
+        const intent: DisbursementIntent = {
+          idempotencyKey: record.idempotencyKey,
+          amount: record.amount,
+          token: lease.token,
+          state: 'disbursing',
+          startedAt: at,
+        };
+        const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
+        const updated = await this.applications.findOneAndUpdate(
+          disbursementQueries.intentWritable(applicationId, app.version, this.fourEyes ? actor.id : undefined),
+          disbursementQueries.recordIntent(intent, meta),
+          { returnDocument: 'after' },
+        );
+        if (updated) {
+          await this.recordAudit(updated);
+          return updated;
+        }
+        // Changed between our read and write: read again and decide again.
+        return writeMissed;
+      },
+      async () => {
+        const current = await this.applications.findOne(disbursementQueries.application(applicationId));
+        return new ConflictError(
+          `application ${applicationId} kept changing; retry`,
+          current && publicApplication(current),
+        );
+      },
+    );
   }
 
   /** Step application: approved -> disbursed at the version read, or already done (resume). */
@@ -646,28 +659,32 @@ export class Disbursements {
     actor: Actor,
   ): Promise<DisbursableApplication> {
     let app: DisbursableApplication | null = read;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (!app) throw new NotFoundError(`application ${read._id} not found`);
-      if (app.status === 'disbursed' && app.disbursement?.idempotencyKey === record.idempotencyKey) {
-        await this.recordAudit(app);
-        return app;
-      }
-      if (app.status !== 'approved' || app.disbursement?.idempotencyKey !== record.idempotencyKey) {
-        throw new ConflictError(`application ${app._id} moved away from its disbursement`, publicApplication(app));
-      }
-      const at = new Date(this.clock.now());
-      const updated = await this.applications.findOneAndUpdate(
-        disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
-        disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved', app.version + 1)),
-        { returnDocument: 'after' },
-      );
-      if (updated) {
-        await this.recordAudit(updated);
-        return updated;
-      }
-      app = await this.applications.findOne(disbursementQueries.application(read._id));
-    }
-    throw new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app));
+    return retryOnConflict(
+      3,
+      async () => {
+        if (!app) throw new NotFoundError(`application ${read._id} not found`);
+        if (app.status === 'disbursed' && app.disbursement?.idempotencyKey === record.idempotencyKey) {
+          await this.recordAudit(app);
+          return app;
+        }
+        if (app.status !== 'approved' || app.disbursement?.idempotencyKey !== record.idempotencyKey) {
+          throw new ConflictError(`application ${app._id} moved away from its disbursement`, publicApplication(app));
+        }
+        const at = new Date(this.clock.now());
+        const updated = await this.applications.findOneAndUpdate(
+          disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
+          disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved', app.version + 1)),
+          { returnDocument: 'after' },
+        );
+        if (updated) {
+          await this.recordAudit(updated);
+          return updated;
+        }
+        app = await this.applications.findOne(disbursementQueries.application(read._id));
+        return writeMissed;
+      },
+      () => new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app)),
+    );
   }
 
   private changeMeta(at: Date, actor: Actor, from: ApplicationStatus, version: number): ChangeMeta {
