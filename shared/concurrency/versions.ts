@@ -258,6 +258,26 @@ export async function readCheckpoint(db: Db, collection: string): Promise<Versio
     .findOne({ _id: checkpointId(collection) }) as Promise<VersionMigrationCheckpoint | null>;
 }
 
+/** Where a migration starts: an unfinished run's checkpoint, or a fresh one written now. */
+async function openCheckpoint(
+  db: Db,
+  collection: string,
+): Promise<{ lastId: unknown; scanned: number; versioned: number; resumed: boolean }> {
+  const previous = await readCheckpoint(db, collection);
+  if (previous !== null && previous.finishedAt === undefined) {
+    return { lastId: previous.lastId, scanned: previous.scanned, versioned: previous.versioned, resumed: true };
+  }
+  const now = new Date();
+  await db
+    .collection<VersionMigrationCheckpoint>(migrationsCollection)
+    .replaceOne(
+      { _id: checkpointId(collection) },
+      { collection, scanned: 0, versioned: 0, startedAt: now, updatedAt: now },
+      { upsert: true },
+    );
+  return { lastId: undefined, scanned: 0, versioned: 0, resumed: false };
+}
+
 /**
  * Adds `version: 1` to every document of `collection` that lacks a version, walking by ascending
  * _id in batches and checkpointing the last _id done in `migrations`. Resumes an unfinished run;
@@ -275,19 +295,7 @@ export async function migrateToVersioned(
   const target = db.collection(collection);
   const checkpoints = db.collection<VersionMigrationCheckpoint>(migrationsCollection);
   const key = checkpointId(collection);
-  const previous = await readCheckpoint(db, collection);
-  const resumed = previous !== null && previous.finishedAt === undefined;
-  let lastId: unknown = resumed ? previous.lastId : undefined;
-  let scanned = resumed ? previous.scanned : 0;
-  let versioned = resumed ? previous.versioned : 0;
-  if (!resumed) {
-    const now = new Date();
-    await checkpoints.replaceOne(
-      { _id: key },
-      { collection, scanned: 0, versioned: 0, startedAt: now, updatedAt: now },
-      { upsert: true },
-    );
-  }
+  let { lastId, scanned, versioned, resumed } = await openCheckpoint(db, collection);
   const estimatedTotal = await target.estimatedDocumentCount();
   // One cursor for the whole walk: the server sorts once, and each batch is one getMore.
   const cursor = target
