@@ -67,7 +67,7 @@ export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
     }),
   );
 
-  const handle: RuntimeProcess = {
+  const runtime: RuntimeProcess = {
     name: spec.name,
     origin: spec.origin,
     pid: child.pid!,
@@ -88,27 +88,27 @@ export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
     },
   };
 
-  await waitUntilReady(spec, handle, () => exitCode);
-  return handle;
+  await waitUntilReady(spec, runtime, () => exitCode);
+  return runtime;
 }
 
 /** Polls readyPath until it answers 200; throws (and stops the runtime) when it exits or the deadline passes. */
 async function waitUntilReady(
   spec: SpawnSpec,
-  handle: RuntimeProcess,
+  runtime: RuntimeProcess,
   exitCode: () => number | null | undefined,
 ): Promise<void> {
   const deadline = Date.now() + spec.deadlineMs;
   while (true) {
     if (exitCode() !== undefined) {
       throw new Error(
-        `${spec.name} exited (${exitCode()}) before it was ready; its output:\n${handle.output().slice(-8_000)}`,
+        `${spec.name} exited (${exitCode()}) before it was ready; its output:\n${runtime.output().slice(-8_000)}`,
       );
     }
     if (Date.now() > deadline) {
-      await handle.stop(1_000);
+      await runtime.stop(1_000);
       throw new Error(
-        `${spec.name} was not ready at ${spec.origin}${spec.readyPath} within ${spec.deadlineMs} ms; its output:\n${handle.output().slice(-8_000)}`,
+        `${spec.name} was not ready at ${spec.origin}${spec.readyPath} within ${spec.deadlineMs} ms; its output:\n${runtime.output().slice(-8_000)}`,
       );
     }
     const res = await fetch(`${spec.origin}${spec.readyPath}`, { signal: AbortSignal.timeout(5_000) }).catch(

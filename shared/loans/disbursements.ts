@@ -524,7 +524,7 @@ export class Disbursements {
     if (known?.state === 'disbursed') return resultOf(known);
     return this.locks.withLock(
       loanLockKey(applicationId),
-      (lease) => this.run(applicationId, idempotencyKey, actor, lease),
+      (lease) => this.disburseUnderLease(applicationId, idempotencyKey, actor, lease),
       {
         waitMs: this.lockWaitMs,
         ...(this.lockTtlMs ? { ttlMs: this.lockTtlMs } : {}),
@@ -532,7 +532,12 @@ export class Disbursements {
     );
   }
 
-  private async run(applicationId: string, key: string, actor: Actor, lease: Lease): Promise<DisbursementResult> {
+  private async disburseUnderLease(
+    applicationId: string,
+    key: string,
+    actor: Actor,
+    lease: Lease,
+  ): Promise<DisbursementResult> {
     const record = await this.claim(applicationId, key, actor, lease);
     if (record.state === 'disbursed') return resultOf(record);
 

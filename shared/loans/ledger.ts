@@ -415,9 +415,9 @@ export class Ledger {
   async append(input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
     validateInput(input);
     // One at a time per instance (FIFO): appenders in one process would only race each other for the tail.
-    const run = this.pending.then(() => this.appendNow(input, options));
-    this.pending = run.catch(() => {});
-    return run;
+    const appended = this.pending.then(() => this.appendNow(input, options));
+    this.pending = appended.catch(() => {});
+    return appended;
   }
 
   private async appendNow(input: AppendInput, options: AppendOptions): Promise<AppendResult> {
