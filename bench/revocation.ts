@@ -7,6 +7,7 @@ import { MongoClient } from 'mongodb';
 import { createApp } from '../api/app.ts';
 import { createLogger } from '../api/log.ts';
 import { apiIndexes, createServices } from '../api/services.ts';
+import { sleep } from '../shared/core/clock.ts';
 import { apiConfigSchema, loadConfig } from '../shared/core/config.ts';
 import { ensureIndexes } from '../shared/core/db.ts';
 import { countingClient, markdownTable, printPreamble, round, startBenchServer, summarize } from './support.ts';
@@ -50,17 +51,17 @@ for (let i = 0; i < TRIALS; i++) {
   const auth = { headers: { authorization: `Bearer ${accessToken}` } };
   if ((await appB.request('/api/auth/me', auth)).status !== 200) throw new Error('B refused a fresh token');
   // Start at a random point of B's refresh cycle.
-  await new Promise((r) => setTimeout(r, Math.random() * config.REVOCATION_STALENESS_MS));
+  await sleep(Math.random() * config.REVOCATION_STALENESS_MS);
   const logout = await appA.request('/api/auth/logout', { method: 'POST', ...auth });
   if (logout.status !== 204) throw new Error(`logout: ${logout.status}`);
   const t0 = performance.now();
-  while ((await appB.request('/api/auth/me', auth)).status === 200) await new Promise((r) => setTimeout(r, 5));
+  while ((await appB.request('/api/auth/me', auth)).status === 200) await sleep(5);
   delays.push(performance.now() - t0);
 }
 
 // The cost of freshness: B's database commands over 5 idle seconds, and per authenticated request.
 counted.reset();
-await new Promise((r) => setTimeout(r, 5000));
+await sleep(5000);
 const idlePerSecond = counted.total() / 5;
 const { accessToken } = await (
   await appA.request('/api/auth/login', {

@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../shared/core/clock.ts';
 import { freePort } from './mongo/offline-server.ts';
 import { stopProcess } from './processes.ts';
 
@@ -66,6 +67,6 @@ async function waitReady(instance: ApiInstance, timeoutMs = 60_000) {
     if (instance.process.exitCode !== null)
       throw new Error(`API on ${instance.port} exited (${instance.process.exitCode})`);
     if (Date.now() > deadline) throw new Error(`API on ${instance.port} not ready within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }

@@ -38,17 +38,17 @@ export function install(log: (line: string) => void = console.log): void {
   log(`schemathesis: installed (${schemathesisBin})`);
 }
 
-export interface RunResult {
+export interface SchemathesisResult {
   code: number | null;
   output: string;
 }
 
 /** Runs schemathesis against `${baseUrl}/openapi.json` with a bearer token; bounded by maxExamples and a timeout. */
-export function run(
+export function runSchemathesis(
   baseUrl: string,
   token: string,
   options: { maxExamples?: number; timeoutMs?: number; seed?: number; extraArgs?: string[] } = {},
-): Promise<RunResult> {
+): Promise<SchemathesisResult> {
   const args = [
     'run',
     `${baseUrl}/openapi.json`,
@@ -107,7 +107,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [mode, baseUrl, token, examples] = process.argv.slice(2);
   if (mode === 'install') install();
   else if (mode === 'run' && baseUrl && token) {
-    const result = await run(baseUrl, token, { maxExamples: Number(examples ?? 20) });
+    const result = await runSchemathesis(baseUrl, token, { maxExamples: Number(examples ?? 20) });
     process.stdout.write(result.output);
     process.exit(result.code ?? 1);
   } else {

@@ -80,7 +80,7 @@ const env = {
 };
 const children: ChildProcess[] = [];
 
-function run(name: string, file: string) {
+function startChild(name: string, file: string) {
   const child = spawn(process.execPath, [join(root, file)], { env, stdio: 'inherit' });
   child.on('exit', (code, signal) => {
     if (!stopping) {
@@ -102,9 +102,9 @@ async function shutdown(code: number) {
 process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
 
-run('api', 'api/node.ts');
-run('approval worker', 'workers/approval/main.ts');
-run('OCR worker', 'workers/ocr/main.ts');
+startChild('api', 'api/node.ts');
+startChild('approval worker', 'workers/approval/main.ts');
+startChild('OCR worker', 'workers/ocr/main.ts');
 log(`API: http://localhost:${port}  (docs: http://localhost:${port}/docs)`);
 if (!process.env.ADMIN_EMAIL)
   log(`login: ${demoAdmin.email} / ${demoAdmin.password} (demo admin, made if no admin exists)`);

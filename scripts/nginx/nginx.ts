@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../../shared/core/clock.ts';
 
 export const nginxConfPath = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'nginx.conf');
 
@@ -115,7 +116,7 @@ async function waitForPort(port: number, timeoutMs: number, exited: () => boolea
     if (open) return;
     if (exited()) throw new Error('nginx exited before listening');
     if (Date.now() > deadline) throw new Error(`nginx did not listen on ${port} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 

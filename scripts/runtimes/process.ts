@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../../shared/core/clock.ts';
 
 export const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -66,7 +67,7 @@ export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
     }),
   );
 
-  const handle: RuntimeProcess = {
+  const runtime: RuntimeProcess = {
     name: spec.name,
     origin: spec.origin,
     pid: child.pid!,
@@ -87,23 +88,35 @@ export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
     },
   };
 
+  await waitUntilReady(spec, runtime, () => exitCode);
+  return runtime;
+}
+
+/** Polls readyPath until it answers 200; throws (and stops the runtime) when it exits or the deadline passes. */
+async function waitUntilReady(
+  spec: SpawnSpec,
+  runtime: RuntimeProcess,
+  exitCode: () => number | null | undefined,
+): Promise<void> {
   const deadline = Date.now() + spec.deadlineMs;
   while (true) {
-    if (exitCode !== undefined) {
-      throw new Error(`${spec.name} exited (${exitCode}) before it was ready; its output:\n${output.slice(-8_000)}`);
+    if (exitCode() !== undefined) {
+      throw new Error(
+        `${spec.name} exited (${exitCode()}) before it was ready; its output:\n${runtime.output().slice(-8_000)}`,
+      );
     }
     if (Date.now() > deadline) {
-      await handle.stop(1_000);
+      await runtime.stop(1_000);
       throw new Error(
-        `${spec.name} was not ready at ${spec.origin}${spec.readyPath} within ${spec.deadlineMs} ms; its output:\n${output.slice(-8_000)}`,
+        `${spec.name} was not ready at ${spec.origin}${spec.readyPath} within ${spec.deadlineMs} ms; its output:\n${runtime.output().slice(-8_000)}`,
       );
     }
     const res = await fetch(`${spec.origin}${spec.readyPath}`, { signal: AbortSignal.timeout(5_000) }).catch(
       () => null,
     );
     await res?.body?.cancel();
-    if (res?.status === 200) return handle;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    if (res?.status === 200) return;
+    await sleep(200);
   }
 }
 

@@ -4,8 +4,8 @@
 // A lease is only as safe as the writes it protects: they carry lease.token through fencedUpdate or
 // claimFence, so a holder that was paused past its TTL is refused after a newer holder wrote.
 import type { Collection, Db, Document, Filter, UpdateFilter, UpdateResult } from 'mongodb';
-import type { Clock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { backoffDelay, type Clock, sleep } from '../core/clock.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { LockLostError, LockTimeoutError, StaleTokenError, ValidationError } from '../core/errors.ts';
 
 export const LOCKS_COLLECTION = 'locks';
@@ -95,16 +95,10 @@ function holderFilter(lease: Lease): Filter<LockDoc> {
 /** Marks the lease free; the document (and its token) stays. */
 const releaseUpdate: UpdateFilter<LockDoc> = { $set: { ttlMs: 0 } };
 
-function isDuplicateKey(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000;
-}
-
 function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
   // Node only: a lease's timers alone should not keep a process alive. Other runtimes lack unref.
   (timer as { unref?: () => void }).unref?.();
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function positiveInt(name: string, value: number, allowZero = false): number {
   if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
@@ -210,7 +204,7 @@ export class LockManager {
       });
     } catch (error) {
       // The filter missed (held), so the upsert tried to insert an existing _id.
-      if (isDuplicateKey(error)) return null;
+      if (isDuplicateKeyError(error)) return null;
       throw error;
     }
   }
@@ -227,8 +221,7 @@ export class LockManager {
       if (doc) return new HeldLease(doc, sentAt, this.clock);
       const remaining = giveUpAt - this.clock.now();
       if (remaining <= 0) return null;
-      const ceiling = Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(attempt, 16));
-      await sleep(Math.min(remaining, Math.random() * ceiling));
+      await sleep(Math.min(remaining, backoffDelay(attempt + 1, { base: this.retryMinMs, cap: this.retryMaxMs })));
     }
   }
 
@@ -400,7 +393,7 @@ export async function claimFence(db: Db, resource: string, lease: Pick<Lease, 'k
       { upsert: true },
     );
   } catch (error) {
-    if (!isDuplicateKey(error)) throw error;
+    if (!isDuplicateKeyError(error)) throw error;
     const current = await fences.findOne({ _id: resource });
     if (current && current.key !== lease.key) {
       const message = `resource "${resource}" is fenced by lock "${current.key}", not "${lease.key}"`;

@@ -9,8 +9,8 @@
 //
 // LoginDelays: growing waits between failed logins of one (account, address), kept in MongoDB.
 import type { AnyBulkWriteOperation, Collection, Db } from 'mongodb';
-import type { Clock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { backoffDelay, type Clock } from '../core/clock.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 
 export interface RateDoc {
   _id: string;
@@ -164,7 +164,7 @@ export class LoginDelays {
   delayAfter(failures: number): number {
     const { freeFailures, baseDelayMs, maxDelayMs } = this.options;
     if (failures < freeFailures) return 0;
-    return Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - freeFailures, 40));
+    return backoffDelay(failures - freeFailures + 1, { base: baseDelayMs, cap: maxDelayMs, jitter: 0 });
   }
 
   /** Counts an attempt for `key` as a failure if its turn has come; refuses it otherwise. */
@@ -190,7 +190,7 @@ export class LoginDelays {
           await this.collection.insertOne({ _id, version: 1, knownUntil: 0, ...fields });
           return { allowed: true, retryAfterS: 0, known };
         } catch (error) {
-          if ((error as { code?: number }).code !== 11000) throw error;
+          if (!isDuplicateKeyError(error)) throw error;
           continue;
         }
       }

@@ -2,6 +2,7 @@
 // document still has that version (one findOneAndUpdate), so a stale writer never overwrites.
 // Plus the migration that gives existing documents their first version, resumable and idempotent.
 import type { Collection, Db, Document, Filter, UpdateFilter, WithId } from 'mongodb';
+import { backoffDelay, sleep } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 
@@ -130,7 +131,27 @@ export function toUpdateDocument(mutation: unknown): Document | null {
   });
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** What a round of retryOnConflict returns when its conditional write missed: read and decide again. */
+export const writeMissed: unique symbol = Symbol('writeMissed');
+
+/**
+ * Runs `round` (read, check, conditional write) up to `attempts` times, until it returns something other
+ * than writeMissed; errors it throws end the loop. After the last miss, throws what `giveUp` returns.
+ * `pause` waits between rounds (a backoff), never after the last one.
+ */
+export async function retryOnConflict<R>(
+  attempts: number,
+  round: (attempt: number) => Promise<R | typeof writeMissed>,
+  giveUp: () => Error | Promise<Error>,
+  pause?: (attempt: number) => Promise<void>,
+): Promise<R> {
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const result = await round(attempt);
+    if (result !== writeMissed) return result;
+    if (pause && attempt < attempts) await pause(attempt);
+  }
+  throw await giveUp();
+}
 
 /**
  * Reads the document, applies the pure `mutate` to it and writes the result with updateWithVersion.
@@ -145,24 +166,34 @@ export async function updateWithRetry<T extends Document>(
   options: RetryOptions = {},
 ): Promise<WithId<T>> {
   const attempts = options.attempts ?? defaultRetryOptions.attempts;
-  const delay = options.backoff?.delay ?? defaultRetryOptions.backoff.delay;
-  const maxDelay = options.backoff?.maxDelay ?? defaultRetryOptions.backoff.maxDelay;
+  const backoff = {
+    base: options.backoff?.delay ?? defaultRetryOptions.backoff.delay,
+    cap: options.backoff?.maxDelay ?? defaultRetryOptions.backoff.maxDelay,
+  };
   if (!Number.isInteger(attempts) || attempts < 1) throw new ValidationError('attempts must be a positive integer');
   let current = await collection.findOne(versionQueries.byId(id) as Filter<T>);
   if (!current) throw new NotFoundError(`document ${String(id)} not found in ${collection.collectionName}`);
-  for (let attempt = 1; ; attempt++) {
-    // An unversioned document cannot be written safely: the collection needs migrateToVersioned first.
-    assertVersion(current.version, id);
-    const update = toUpdateDocument(await mutate(current));
-    if (!update) return current;
-    try {
-      return await updateWithVersion(collection, id, current.version, update as UpdateFilter<T>);
-    } catch (error) {
-      if (!(error instanceof ConflictError) || attempt >= attempts) throw error;
-      current = error.current as WithId<T>;
-      await sleep(Math.random() * Math.min(maxDelay, delay * 2 ** (attempt - 1)));
-    }
-  }
+  let lastConflict: ConflictError | undefined;
+  return retryOnConflict(
+    attempts,
+    async () => {
+      const read = current as WithId<T>;
+      // An unversioned document cannot be written safely: the collection needs migrateToVersioned first.
+      assertVersion(read.version, id);
+      const update = toUpdateDocument(await mutate(read));
+      if (!update) return read;
+      try {
+        return await updateWithVersion(collection, id, read.version, update as UpdateFilter<T>);
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+        lastConflict = error;
+        current = error.current as WithId<T>;
+        return writeMissed;
+      }
+    },
+    () => lastConflict as ConflictError,
+    (attempt) => sleep(backoffDelay(attempt, backoff)),
+  );
 }
 
 // ---- Migration: give every document of a collection its first version ----
@@ -227,6 +258,26 @@ export async function readCheckpoint(db: Db, collection: string): Promise<Versio
     .findOne({ _id: checkpointId(collection) }) as Promise<VersionMigrationCheckpoint | null>;
 }
 
+/** Where a migration starts: an unfinished run's checkpoint, or a fresh one written now. */
+async function openCheckpoint(
+  db: Db,
+  collection: string,
+): Promise<{ lastId: unknown; scanned: number; versioned: number; resumed: boolean }> {
+  const previous = await readCheckpoint(db, collection);
+  if (previous !== null && previous.finishedAt === undefined) {
+    return { lastId: previous.lastId, scanned: previous.scanned, versioned: previous.versioned, resumed: true };
+  }
+  const now = new Date();
+  await db
+    .collection<VersionMigrationCheckpoint>(migrationsCollection)
+    .replaceOne(
+      { _id: checkpointId(collection) },
+      { collection, scanned: 0, versioned: 0, startedAt: now, updatedAt: now },
+      { upsert: true },
+    );
+  return { lastId: undefined, scanned: 0, versioned: 0, resumed: false };
+}
+
 /**
  * Adds `version: 1` to every document of `collection` that lacks a version, walking by ascending
  * _id in batches and checkpointing the last _id done in `migrations`. Resumes an unfinished run;
@@ -244,19 +295,7 @@ export async function migrateToVersioned(
   const target = db.collection(collection);
   const checkpoints = db.collection<VersionMigrationCheckpoint>(migrationsCollection);
   const key = checkpointId(collection);
-  const previous = await readCheckpoint(db, collection);
-  const resumed = previous !== null && previous.finishedAt === undefined;
-  let lastId: unknown = resumed ? previous.lastId : undefined;
-  let scanned = resumed ? previous.scanned : 0;
-  let versioned = resumed ? previous.versioned : 0;
-  if (!resumed) {
-    const now = new Date();
-    await checkpoints.replaceOne(
-      { _id: key },
-      { collection, scanned: 0, versioned: 0, startedAt: now, updatedAt: now },
-      { upsert: true },
-    );
-  }
+  let { lastId, scanned, versioned, resumed } = await openCheckpoint(db, collection);
   const estimatedTotal = await target.estimatedDocumentCount();
   // One cursor for the whole walk: the server sorts once, and each batch is one getMore.
   const cursor = target

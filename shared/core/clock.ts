@@ -48,3 +48,24 @@ export class ServerClock implements Clock {
     if (this.local.now() - this.syncedAt > this.resyncMs) await this.sync();
   }
 }
+
+/** Waits `ms`; setTimeout is global on Node, workerd and Deno alike. */
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export interface BackoffOptions {
+  /** The first retry's ceiling, doubling with each further retry. */
+  base: number;
+  cap: number;
+  /** 1 (default): full jitter, uniform in 0..ceiling; 0: exactly the ceiling. */
+  jitter?: number;
+  random?: () => number;
+}
+
+/** The wait before retry `retry` (1 for the first): min(cap, base * 2^(retry - 1)), jittered. */
+export function backoffDelay(retry: number, options: BackoffOptions): number {
+  // The exponent stops at 40: past it any sane cap is reached, and 2 ** 1024 would be Infinity.
+  const ceiling = Math.min(options.cap, options.base * 2 ** Math.min(Math.max(0, retry - 1), 40));
+  const jitter = options.jitter ?? 1;
+  if (jitter <= 0) return ceiling;
+  return ceiling * (1 - jitter) + (options.random ?? Math.random)() * ceiling * jitter;
+}

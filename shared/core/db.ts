@@ -52,3 +52,16 @@ export async function ensureIndexes(db: Db, plans: IndexPlan[]): Promise<void> {
     await db.collection(plan.collection).createIndexes(plan.indexes);
   }
 }
+
+/** E11000: a unique index refused the write because another one holds that key. */
+export function isDuplicateKeyError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000;
+}
+
+/** An unordered bulk write whose every failure was a duplicate key (the rest were written). */
+export function onlyDuplicateKeyErrors(error: unknown): boolean {
+  const writeErrors = (error as { writeErrors?: unknown } | null)?.writeErrors;
+  if (writeErrors === undefined) return isDuplicateKeyError(error);
+  const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+  return list.length > 0 && list.every(isDuplicateKeyError);
+}

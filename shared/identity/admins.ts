@@ -2,8 +2,8 @@
 // the same answer whether the email is unknown or the password wrong. Role and access changes go
 // through one guard document, so none leaves the platform without an active admin (see update).
 import type { Collection, Db, Filter } from 'mongodb';
-import type { Clock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { backoffDelay, type Clock, sleep } from '../core/clock.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, LastAdminError, LockTimeoutError } from '../core/errors.ts';
 import { hashPassword, needsRehash, verifyPasswordAtCost } from './password.ts';
 import type { AdminState, Role } from './sessions.ts';
@@ -41,7 +41,6 @@ interface AdminChangeGuard {
 
 const GUARD_ID = 'changes';
 const GUARD_ATTEMPTS = 50;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Enabled and holding the 'admin' role: what the platform must always keep at least one of. */
 export function isActiveAdmin(admin: { roles: Role[]; disabled: boolean }): boolean {
@@ -104,7 +103,7 @@ export class Admins {
     try {
       await this.collection.insertOne(doc);
     } catch (error) {
-      if ((error as { code?: number }).code === 11000) {
+      if (isDuplicateKeyError(error)) {
         throw new ConflictError(`an admin with email ${doc.email} exists`, null, 'conflict', { cause: error });
       }
       throw error;
@@ -219,7 +218,7 @@ export class Admins {
         return this.get(id);
       }
       // Another change was claimed since the read: decide again on what it left.
-      await sleep(Math.random() * Math.min(50, 2 * attempt));
+      await sleep(backoffDelay(attempt, { base: 2, cap: 50 }));
     }
     throw new LockTimeoutError('Too many admin changes at once; try again.');
   }
@@ -233,9 +232,9 @@ export class Admins {
     if (found) return found;
     await this.guards
       .updateOne({ _id: GUARD_ID }, { $setOnInsert: { version: 0, pending: null } }, { upsert: true })
-      .catch((error: { code?: number }) => {
+      .catch((error: unknown) => {
         // Two first changes at once: the other upsert created it.
-        if (error.code !== 11000) throw error;
+        if (!isDuplicateKeyError(error)) throw error;
       });
     return (await this.guards.findOne({ _id: GUARD_ID }))!;
   }

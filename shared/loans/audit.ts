@@ -2,7 +2,7 @@
 // version of an application, keyed `<applicationId>:<version>`, so writing an entry twice (a retry, a
 // replay after a crash) is harmless: the second insert meets the first and is ignored.
 import type { Collection, Db } from 'mongodb';
-import type { IndexPlan } from '../core/db.ts';
+import { type IndexPlan, onlyDuplicateKeyErrors } from '../core/db.ts';
 
 export const AUDIT_COLLECTION = 'audit';
 
@@ -43,13 +43,6 @@ export const auditQueries = {
   historyOrder: { version: 1 } as const,
 };
 
-function onlyDuplicateKeys(error: unknown): boolean {
-  const e = error as { code?: unknown; writeErrors?: unknown };
-  if (e.code === 11000 && e.writeErrors === undefined) return true;
-  const list = Array.isArray(e.writeErrors) ? e.writeErrors : e.writeErrors ? [e.writeErrors] : [];
-  return list.length > 0 && list.every((w: { code?: unknown }) => w.code === 11000);
-}
-
 export class AuditLog {
   readonly collection: Collection<AuditEntry>;
 
@@ -63,7 +56,7 @@ export class AuditLog {
     try {
       await this.collection.insertMany(entries, { ordered: false });
     } catch (error) {
-      if (!onlyDuplicateKeys(error)) throw error;
+      if (!onlyDuplicateKeyErrors(error)) throw error;
     }
   }
 

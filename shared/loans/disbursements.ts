@@ -12,8 +12,9 @@
 // a second entry with the same identity whatever the lease says.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import type { Lease, LockManager } from '../concurrency/leases.ts';
+import { retryOnConflict, writeMissed } from '../concurrency/versions.ts';
 import type { Clock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
 import {
@@ -242,12 +243,187 @@ function resultOf(doc: DisbursementDoc): DisbursementResult {
   };
 }
 
-function isDuplicateKey(error: unknown): boolean {
-  return (error as { code?: unknown })?.code === 11000;
-}
-
 function otherKeyConflict(doc: DisbursementDoc): ConflictError<DisbursementView> {
   return new ConflictError(`application ${doc._id} is already ${doc.state} under another Idempotency-Key`, viewOf(doc));
+}
+
+/** verifyLedger's cross-check: the ledger entries it has seen, and its mismatches, each reported once. */
+class LedgerCrossCheck {
+  readonly bySeq = new Map<number, SeenEntry>();
+  readonly byLoan = new Map<string, SeenEntry[]>();
+  readonly mismatches: Mismatch[] = [];
+  private readonly seen = new Set<string>();
+  private readonly ledger: Ledger;
+  private readonly readRecord: (applicationId: string) => Promise<DisbursementDoc | null>;
+
+  constructor(ledger: Ledger, readRecord: (applicationId: string) => Promise<DisbursementDoc | null>) {
+    this.ledger = ledger;
+    this.readRecord = readRecord;
+  }
+
+  remember(entry: SeenEntry): void {
+    this.bySeq.set(entry.seq, entry);
+    const list = this.byLoan.get(entry.loanId) ?? [];
+    list.push(entry);
+    this.byLoan.set(entry.loanId, list);
+  }
+
+  /** Entries past the walk's end (appended meanwhile): looked up once before calling them missing. */
+  async lateEntry(applicationId: string): Promise<SeenEntry | undefined> {
+    const known = this.byLoan.get(applicationId)?.[0];
+    if (known) return known;
+    const late = await this.ledger.entries.findOne({ idempotencyKey: disbursementLedgerKey(applicationId) });
+    if (!late || this.bySeq.has(late._id)) return undefined;
+    const entry = { seq: late._id, loanId: late.loanId, amount: late.amount, idempotencyKey: late.idempotencyKey };
+    this.remember(entry);
+    return entry;
+  }
+
+  report(code: MismatchCode, applicationId: string, seq: number | undefined, message: string): void {
+    const id = `${code}|${applicationId}|${seq ?? ''}`;
+    if (this.seen.has(id)) return;
+    this.seen.add(id);
+    this.mismatches.push({ code, applicationId, ...(seq === undefined ? {} : { seq }), message });
+  }
+
+  checkEntries(records: Map<string, DisbursementDoc>): void {
+    // Every entry: its loan has a record, one entry per loan, and its identity names its own loan.
+    for (const [loanId, entries] of this.byLoan) {
+      const first = entries[0]!;
+      if (!records.has(loanId)) {
+        // A record is inserted before its entry is appended, so a missing one was removed.
+        this.report(
+          'record_missing',
+          loanId,
+          first.seq,
+          `ledger entry ${first.seq} pays ${loanId}, which has no disbursement record`,
+        );
+      }
+      for (const extra of entries.slice(1)) {
+        this.report('duplicate_entry', loanId, extra.seq, `${loanId} has ledger entries ${first.seq} and ${extra.seq}`);
+      }
+      for (const entry of entries) {
+        if (entry.idempotencyKey !== undefined && entry.idempotencyKey !== disbursementLedgerKey(loanId)) {
+          this.report(
+            'entry_other_loan',
+            loanId,
+            entry.seq,
+            `ledger entry ${entry.seq} pays ${loanId} but carries the identity ${entry.idempotencyKey}`,
+          );
+        }
+      }
+    }
+  }
+
+  async checkRecords(
+    records: Map<string, DisbursementDoc>,
+    applications: Map<string, DisbursableApplication>,
+  ): Promise<void> {
+    // Every record: a done one names its entry (there, for this loan, this amount) and a disbursed application.
+    for (const record of records.values()) {
+      const id = record._id;
+      if (record.state === 'disbursed') {
+        await this.checkDoneRecord(record, applications.get(id));
+        continue;
+      }
+      const entry = this.byLoan.get(id)?.[0];
+      if (entry && entry.amount !== record.amount) {
+        this.report(
+          'amount_mismatch',
+          id,
+          entry.seq,
+          `ledger entry ${entry.seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
+        );
+      }
+    }
+  }
+
+  private async checkDoneRecord(record: DisbursementDoc, app: DisbursableApplication | undefined): Promise<void> {
+    const id = record._id;
+    const seq = record.ledgerSeq!;
+    const entry = this.bySeq.get(seq);
+    if (!entry) {
+      const own = await this.lateEntry(id);
+      if (own?.seq === seq) {
+        if (own.amount !== record.amount) {
+          this.report(
+            'amount_mismatch',
+            id,
+            seq,
+            `ledger entry ${seq} pays ${own.amount}, disbursement record ${id} says ${record.amount}`,
+          );
+        }
+      } else if (own) {
+        this.report(
+          'seq_mismatch',
+          id,
+          seq,
+          `disbursement record ${id} names ledger entry ${seq}, its entry is ${own.seq}`,
+        );
+      } else {
+        this.report('entry_missing', id, seq, `disbursement record ${id} names ledger entry ${seq}, which is missing`);
+      }
+    } else if (entry.loanId !== id) {
+      this.report(
+        'entry_other_loan',
+        id,
+        seq,
+        `disbursement record ${id} names ledger entry ${seq}, which pays ${entry.loanId}`,
+      );
+    } else if (entry.amount !== record.amount) {
+      this.report(
+        'amount_mismatch',
+        id,
+        seq,
+        `ledger entry ${seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
+      );
+    }
+    if (app?.status !== 'disbursed') {
+      this.report(
+        'status_mismatch',
+        id,
+        seq,
+        `disbursement record ${id} is done but the application is ${app ? app.status : 'not disbursed or missing'}`,
+      );
+    }
+  }
+
+  async checkApplications(
+    applications: Map<string, DisbursableApplication>,
+    records: Map<string, DisbursementDoc>,
+  ): Promise<void> {
+    // Every disbursed (or disbursing) application: its record, and once disbursed its entry at its seq.
+    for (const app of applications.values()) {
+      const id = app._id;
+      // A record claimed after the records were read (a disbursement started meanwhile) is read now.
+      const record = records.get(id) ?? (await this.readRecord(id)) ?? undefined;
+      const seq = app.disbursement?.ledgerSeq;
+      if (!record) {
+        this.report('record_missing', id, seq, `application ${id} is ${app.status} without a disbursement record`);
+      } else if (app.disbursement && app.disbursement.amount !== record.amount) {
+        this.report(
+          'amount_mismatch',
+          id,
+          seq,
+          `application ${id} disburses ${app.disbursement.amount}, its record says ${record.amount}`,
+        );
+      }
+      if (app.status !== 'disbursed') continue;
+      const entry = await this.lateEntry(id);
+      if (!entry) {
+        this.report('entry_missing', id, seq, `application ${id} is disbursed but no ledger entry pays it`);
+      } else if (seq !== entry.seq) {
+        this.report('seq_mismatch', id, seq, `application ${id} names ledger entry ${seq}, its entry is ${entry.seq}`);
+      } else if (app.disbursement && entry.amount !== app.disbursement.amount) {
+        this.report(
+          'amount_mismatch',
+          id,
+          seq,
+          `ledger entry ${seq} pays ${entry.amount}, application ${id} says ${app.disbursement.amount}`,
+        );
+      }
+    }
+  }
 }
 
 export class Disbursements {
@@ -295,40 +471,13 @@ export class Disbursements {
    * anything is called missing, so a concurrent disbursement is not reported.
    */
   async verifyLedger(): Promise<LedgerVerification> {
-    const bySeq = new Map<number, SeenEntry>();
-    const byLoan = new Map<string, SeenEntry[]>();
-    const remember = (entry: SeenEntry) => {
-      bySeq.set(entry.seq, entry);
-      const list = byLoan.get(entry.loanId) ?? [];
-      list.push(entry);
-      byLoan.set(entry.loanId, list);
-    };
+    const check = new LedgerCrossCheck(this.ledger, (id) => this.get(id));
     const chain = await this.ledger.verify({
       onEntry: (e) => {
         if (e.type === 'disbursement')
-          remember({ seq: e.seq, loanId: e.loanId, amount: e.amount, idempotencyKey: e.idempotencyKey });
+          check.remember({ seq: e.seq, loanId: e.loanId, amount: e.amount, idempotencyKey: e.idempotencyKey });
       },
     });
-    // Entries past the walk's end (appended meanwhile): looked up once before calling them missing.
-    const lateEntry = async (applicationId: string): Promise<SeenEntry | undefined> => {
-      const known = byLoan.get(applicationId)?.[0];
-      if (known) return known;
-      const late = await this.ledger.entries.findOne({ idempotencyKey: disbursementLedgerKey(applicationId) });
-      if (!late || bySeq.has(late._id)) return undefined;
-      const entry = { seq: late._id, loanId: late.loanId, amount: late.amount, idempotencyKey: late.idempotencyKey };
-      remember(entry);
-      return entry;
-    };
-
-    const mismatches: Mismatch[] = [];
-    const seen = new Set<string>();
-    const report = (code: MismatchCode, applicationId: string, seq: number | undefined, message: string) => {
-      const id = `${code}|${applicationId}|${seq ?? ''}`;
-      if (seen.has(id)) return;
-      seen.add(id);
-      mismatches.push({ code, applicationId, ...(seq === undefined ? {} : { seq }), message });
-    };
-
     const records = new Map<string, DisbursementDoc>();
     for await (const record of this.collection.find({})) records.set(record._id, record);
     const applications = new Map<string, DisbursableApplication>();
@@ -337,130 +486,10 @@ export class Disbursements {
     })) {
       applications.set(app._id, app);
     }
-
-    // Every entry: its loan has a record, one entry per loan, and its identity names its own loan.
-    for (const [loanId, entries] of byLoan) {
-      const first = entries[0]!;
-      if (!records.has(loanId)) {
-        // A record is inserted before its entry is appended, so a missing one was removed.
-        report(
-          'record_missing',
-          loanId,
-          first.seq,
-          `ledger entry ${first.seq} pays ${loanId}, which has no disbursement record`,
-        );
-      }
-      for (const extra of entries.slice(1)) {
-        report('duplicate_entry', loanId, extra.seq, `${loanId} has ledger entries ${first.seq} and ${extra.seq}`);
-      }
-      for (const entry of entries) {
-        if (entry.idempotencyKey !== undefined && entry.idempotencyKey !== disbursementLedgerKey(loanId)) {
-          report(
-            'entry_other_loan',
-            loanId,
-            entry.seq,
-            `ledger entry ${entry.seq} pays ${loanId} but carries the identity ${entry.idempotencyKey}`,
-          );
-        }
-      }
-    }
-
-    // Every record: a done one names its entry (there, for this loan, this amount) and a disbursed application.
-    for (const record of records.values()) {
-      const id = record._id;
-      const app = applications.get(id);
-      if (record.state === 'disbursed') {
-        const seq = record.ledgerSeq!;
-        const entry = bySeq.get(seq);
-        if (!entry) {
-          const own = await lateEntry(id);
-          if (own?.seq === seq) {
-            if (own.amount !== record.amount) {
-              report(
-                'amount_mismatch',
-                id,
-                seq,
-                `ledger entry ${seq} pays ${own.amount}, disbursement record ${id} says ${record.amount}`,
-              );
-            }
-          } else if (own) {
-            report(
-              'seq_mismatch',
-              id,
-              seq,
-              `disbursement record ${id} names ledger entry ${seq}, its entry is ${own.seq}`,
-            );
-          } else {
-            report('entry_missing', id, seq, `disbursement record ${id} names ledger entry ${seq}, which is missing`);
-          }
-        } else if (entry.loanId !== id) {
-          report(
-            'entry_other_loan',
-            id,
-            seq,
-            `disbursement record ${id} names ledger entry ${seq}, which pays ${entry.loanId}`,
-          );
-        } else if (entry.amount !== record.amount) {
-          report(
-            'amount_mismatch',
-            id,
-            seq,
-            `ledger entry ${seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
-          );
-        }
-        if (app?.status !== 'disbursed') {
-          report(
-            'status_mismatch',
-            id,
-            seq,
-            `disbursement record ${id} is done but the application is ${app ? app.status : 'not disbursed or missing'}`,
-          );
-        }
-      } else {
-        const entry = byLoan.get(id)?.[0];
-        if (entry && entry.amount !== record.amount) {
-          report(
-            'amount_mismatch',
-            id,
-            entry.seq,
-            `ledger entry ${entry.seq} pays ${entry.amount}, disbursement record ${id} says ${record.amount}`,
-          );
-        }
-      }
-    }
-
-    // Every disbursed (or disbursing) application: its record, and once disbursed its entry at its seq.
-    for (const app of applications.values()) {
-      const id = app._id;
-      // A record claimed after the records were read (a disbursement started meanwhile) is read now.
-      const record = records.get(id) ?? (await this.get(id)) ?? undefined;
-      const seq = app.disbursement?.ledgerSeq;
-      if (!record) {
-        report('record_missing', id, seq, `application ${id} is ${app.status} without a disbursement record`);
-      } else if (app.disbursement && app.disbursement.amount !== record.amount) {
-        report(
-          'amount_mismatch',
-          id,
-          seq,
-          `application ${id} disburses ${app.disbursement.amount}, its record says ${record.amount}`,
-        );
-      }
-      if (app.status !== 'disbursed') continue;
-      const entry = await lateEntry(id);
-      if (!entry) {
-        report('entry_missing', id, seq, `application ${id} is disbursed but no ledger entry pays it`);
-      } else if (seq !== entry.seq) {
-        report('seq_mismatch', id, seq, `application ${id} names ledger entry ${seq}, its entry is ${entry.seq}`);
-      } else if (app.disbursement && entry.amount !== app.disbursement.amount) {
-        report(
-          'amount_mismatch',
-          id,
-          seq,
-          `ledger entry ${seq} pays ${entry.amount}, application ${id} says ${app.disbursement.amount}`,
-        );
-      }
-    }
-
+    check.checkEntries(records);
+    await check.checkRecords(records, applications);
+    await check.checkApplications(applications, records);
+    const { mismatches } = check;
     const shown = mismatches.slice(0, MAX_MISMATCHES);
     return {
       ...chain,
@@ -495,7 +524,7 @@ export class Disbursements {
     if (known?.state === 'disbursed') return resultOf(known);
     return this.locks.withLock(
       loanLockKey(applicationId),
-      (lease) => this.run(applicationId, idempotencyKey, actor, lease),
+      (lease) => this.disburseUnderLease(applicationId, idempotencyKey, actor, lease),
       {
         waitMs: this.lockWaitMs,
         ...(this.lockTtlMs ? { ttlMs: this.lockTtlMs } : {}),
@@ -503,7 +532,12 @@ export class Disbursements {
     );
   }
 
-  private async run(applicationId: string, key: string, actor: Actor, lease: Lease): Promise<DisbursementResult> {
+  private async disburseUnderLease(
+    applicationId: string,
+    key: string,
+    actor: Actor,
+    lease: Lease,
+  ): Promise<DisbursementResult> {
     const record = await this.claim(applicationId, key, actor, lease);
     if (record.state === 'disbursed') return resultOf(record);
 
@@ -564,7 +598,7 @@ export class Disbursements {
     try {
       await this.collection.insertOne(record);
     } catch (error) {
-      if (!isDuplicateKey(error)) throw error;
+      if (!isDuplicateKeyError(error)) throw error;
       // Someone claimed it between our read and our insert (only possible past a lost lease).
       const winner = await this.get(applicationId);
       if (winner && winner.idempotencyKey !== key) throw otherKeyConflict(winner);
@@ -604,42 +638,54 @@ export class Disbursements {
     actor: Actor,
     lease: Lease,
   ): Promise<DisbursableApplication> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const app = await this.applications.findOne(disbursementQueries.application(applicationId));
-      if (!app) throw new NotFoundError(`application ${applicationId} not found`);
-      // On the version this loop writes (its filter repeats the rule).
-      this.assertFourEyes(app, actor);
-      if (app.disbursement) {
-        if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
-          throw new ConflictError(`application ${applicationId} records another disbursement`, publicApplication(app));
+    return retryOnConflict(
+      3,
+      async () => {
+        const app = await this.applications.findOne(disbursementQueries.application(applicationId));
+        if (!app) throw new NotFoundError(`application ${applicationId} not found`);
+        // On the version this loop writes (its filter repeats the rule).
+        this.assertFourEyes(app, actor);
+        if (app.disbursement) {
+          if (app.disbursement.idempotencyKey !== record.idempotencyKey) {
+            throw new ConflictError(
+              `application ${applicationId} records another disbursement`,
+              publicApplication(app),
+            );
+          }
+          // Resuming: the intent is there; redo its audit entry in case the crash came before it.
+          await this.recordAudit(app);
+          return app;
         }
-        // Resuming: the intent is there; redo its audit entry in case the crash came before it.
-        await this.recordAudit(app);
-        return app;
-      }
-      this.assertDisbursable(app);
-      const at = new Date(this.clock.now());
-      const intent: DisbursementIntent = {
-        idempotencyKey: record.idempotencyKey,
-        amount: record.amount,
-        token: lease.token,
-        state: 'disbursing',
-        startedAt: at,
-      };
-      const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
-      const updated = await this.applications.findOneAndUpdate(
-        disbursementQueries.intentWritable(applicationId, app.version, this.fourEyes ? actor.id : undefined),
-        disbursementQueries.recordIntent(intent, meta),
-        { returnDocument: 'after' },
-      );
-      if (updated) {
-        await this.recordAudit(updated);
-        return updated;
-      }
-      // Changed between our read and write: read again and decide again.
-    }
-    const current = await this.applications.findOne(disbursementQueries.application(applicationId));
-    throw new ConflictError(`application ${applicationId} kept changing; retry`, current && publicApplication(current));
+        this.assertDisbursable(app);
+        const at = new Date(this.clock.now());
+        const intent: DisbursementIntent = {
+          idempotencyKey: record.idempotencyKey,
+          amount: record.amount,
+          token: lease.token,
+          state: 'disbursing',
+          startedAt: at,
+        };
+        const meta = this.changeMeta(at, actor, 'approved', app.version + 1);
+        const updated = await this.applications.findOneAndUpdate(
+          disbursementQueries.intentWritable(applicationId, app.version, this.fourEyes ? actor.id : undefined),
+          disbursementQueries.recordIntent(intent, meta),
+          { returnDocument: 'after' },
+        );
+        if (updated) {
+          await this.recordAudit(updated);
+          return updated;
+        }
+        // Changed between our read and write: read again and decide again.
+        return writeMissed;
+      },
+      async () => {
+        const current = await this.applications.findOne(disbursementQueries.application(applicationId));
+        return new ConflictError(
+          `application ${applicationId} kept changing; retry`,
+          current && publicApplication(current),
+        );
+      },
+    );
   }
 
   /** Step application: approved -> disbursed at the version read, or already done (resume). */
@@ -650,28 +696,32 @@ export class Disbursements {
     actor: Actor,
   ): Promise<DisbursableApplication> {
     let app: DisbursableApplication | null = read;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (!app) throw new NotFoundError(`application ${read._id} not found`);
-      if (app.status === 'disbursed' && app.disbursement?.idempotencyKey === record.idempotencyKey) {
-        await this.recordAudit(app);
-        return app;
-      }
-      if (app.status !== 'approved' || app.disbursement?.idempotencyKey !== record.idempotencyKey) {
-        throw new ConflictError(`application ${app._id} moved away from its disbursement`, publicApplication(app));
-      }
-      const at = new Date(this.clock.now());
-      const updated = await this.applications.findOneAndUpdate(
-        disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
-        disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved', app.version + 1)),
-        { returnDocument: 'after' },
-      );
-      if (updated) {
-        await this.recordAudit(updated);
-        return updated;
-      }
-      app = await this.applications.findOne(disbursementQueries.application(read._id));
-    }
-    throw new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app));
+    return retryOnConflict(
+      3,
+      async () => {
+        if (!app) throw new NotFoundError(`application ${read._id} not found`);
+        if (app.status === 'disbursed' && app.disbursement?.idempotencyKey === record.idempotencyKey) {
+          await this.recordAudit(app);
+          return app;
+        }
+        if (app.status !== 'approved' || app.disbursement?.idempotencyKey !== record.idempotencyKey) {
+          throw new ConflictError(`application ${app._id} moved away from its disbursement`, publicApplication(app));
+        }
+        const at = new Date(this.clock.now());
+        const updated = await this.applications.findOneAndUpdate(
+          disbursementQueries.finalWritable(app._id, app.version, record.idempotencyKey),
+          disbursementQueries.markDisbursed(entry, this.changeMeta(at, actor, 'approved', app.version + 1)),
+          { returnDocument: 'after' },
+        );
+        if (updated) {
+          await this.recordAudit(updated);
+          return updated;
+        }
+        app = await this.applications.findOne(disbursementQueries.application(read._id));
+        return writeMissed;
+      },
+      () => new ConflictError(`application ${read._id} kept changing; retry`, app && publicApplication(app)),
+    );
   }
 
   private changeMeta(at: Date, actor: Actor, from: ApplicationStatus, version: number): ChangeMeta {

@@ -23,9 +23,8 @@
 // (scripts/ledger-rekey.ts, run once with the API stopped) checks their SHA-256 chain and re-keys them.
 import type { Collection, Db, Filter, UpdateFilter } from 'mongodb';
 import { claimFence, type Lease } from '../concurrency/leases.ts';
-import type { Clock } from '../core/clock.ts';
-import { systemClock } from '../core/clock.ts';
-import type { IndexPlan } from '../core/db.ts';
+import { type Clock, sleep, systemClock } from '../core/clock.ts';
+import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, ValidationError } from '../core/errors.ts';
 
 export const LEDGER_COLLECTION = 'ledger';
@@ -353,15 +352,13 @@ export interface LedgerStats {
 }
 
 function duplicateKeyIndex(error: unknown): 'seq' | 'other' | null {
-  const e = error as { code?: unknown; keyPattern?: Record<string, unknown>; errmsg?: unknown; message?: unknown };
-  if (e?.code !== 11000) return null;
+  if (!isDuplicateKeyError(error)) return null;
+  const e = error as { keyPattern?: Record<string, unknown>; errmsg?: unknown; message?: unknown };
   if (e.keyPattern) return '_id' in e.keyPattern ? 'seq' : 'other';
   // Servers that omit keyPattern name the index in the message ("... index: _id_ dup key: ...").
   const message = String(e.errmsg ?? e.message ?? '');
   return /index: _id_ /.test(message) ? 'seq' : 'other';
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function toEntry(doc: LedgerDoc): LedgerEntry {
   const { _id, ...rest } = doc;
@@ -418,9 +415,9 @@ export class Ledger {
   async append(input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
     validateInput(input);
     // One at a time per instance (FIFO): appenders in one process would only race each other for the tail.
-    const run = this.pending.then(() => this.appendNow(input, options));
-    this.pending = run.catch(() => {});
-    return run;
+    const appended = this.pending.then(() => this.appendNow(input, options));
+    this.pending = appended.catch(() => {});
+    return appended;
   }
 
   private async appendNow(input: AppendInput, options: AppendOptions): Promise<AppendResult> {

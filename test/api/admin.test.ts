@@ -60,7 +60,7 @@ describe('GET /api/admin/queue-stats', () => {
     expect((await res.json()).error.code).toBe('forbidden');
   });
 
-  it("answers pending, processing, completed and failed plus delayed, the oldest wait and counts per job name", async () => {
+  it('answers pending, processing, completed and failed plus delayed, the oldest wait and counts per job name', async () => {
     await services.queue.add('email', { to: 'a' });
     await services.queue.add('email', { to: 'b' });
     await services.queue.add('report', { id: 1 }, { delay: 60_000 });

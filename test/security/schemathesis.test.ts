@@ -4,7 +4,7 @@
 // Skipped by name when schemathesis is not installed: `node scripts/schemathesis.ts install` (npm run setup).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
-import { checks, installed, run } from '../../scripts/schemathesis.ts';
+import { checks, installed, runSchemathesis } from '../../scripts/schemathesis.ts';
 import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
 import { randomJwtKeys } from '../support/app.ts';
@@ -64,7 +64,7 @@ describe('schemathesis against /openapi.json', () => {
       ];
       const outcomes: { code: number | null; output: string }[] = [];
       for (const selection of runs) {
-        const result = await run(origin, await login(), {
+        const result = await runSchemathesis(origin, await login(), {
           maxExamples: MAX_EXAMPLES,
           timeoutMs: 150_000,
           extraArgs: [...selection, ...(process.env.SCHEMATHESIS_ARGS?.split(' ').filter(Boolean) ?? [])],

@@ -7,7 +7,7 @@
 // Every write is versioned and skipped when it would change nothing, so a re-run has no effect.
 import type { Collection } from 'mongodb';
 import type { Job } from '../../shared/concurrency/queue/index.ts';
-import { updateWithVersion } from '../../shared/concurrency/versions.ts';
+import { retryOnConflict, updateWithVersion, writeMissed } from '../../shared/concurrency/versions.ts';
 import { ConflictError, ValidationError } from '../../shared/core/errors.ts';
 import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
@@ -57,47 +57,55 @@ export async function handleApproval(
     fourEyes: ctx.config.FOUR_EYES,
   });
   let lastConflict: ConflictError | undefined;
-  for (let round = 1; round <= MAX_ROUNDS; round++) {
-    let app = (await collection.findOne(
-      { _id: applicationId },
-      { projection: { lastChange: 0 } },
-    )) as ScoredApplication | null;
-    if (!app) return { applicationId, skipped: 'not found' };
-    // Once decided, by an admin or by us, there is nothing left to recommend.
-    if (app.status !== 'pending' && app.status !== 'under_review')
-      return { applicationId, skipped: `status ${app.status}` };
-    const result = score(app, ctx.config);
-    try {
-      if (!sameScore(app.recommendation, result)) {
-        app = (await updateWithVersion(collection, applicationId, app.version, {
-          $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
-        })) as ScoredApplication;
+  return retryOnConflict(
+    MAX_ROUNDS,
+    async () => {
+      let app = (await collection.findOne(
+        { _id: applicationId },
+        { projection: { lastChange: 0 } },
+      )) as ScoredApplication | null;
+      if (!app) return { applicationId, skipped: 'not found' };
+      // Once decided, by an admin or by us, there is nothing left to recommend.
+      if (app.status !== 'pending' && app.status !== 'under_review')
+        return { applicationId, skipped: `status ${app.status}` };
+      const result = score(app, ctx.config);
+      try {
+        if (!sameScore(app.recommendation, result)) {
+          app = (await updateWithVersion(collection, applicationId, app.version, {
+            $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
+          })) as ScoredApplication;
+        }
+        const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
+        if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
+          return { applicationId, recommendation: result.recommendation };
+        }
+        if ('held' in decision) {
+          ctx.logger.info('approval left to an approver', { applicationId, reason: decision.held });
+          return { applicationId, recommendation: result.recommendation, held: decision.held };
+        }
+        const to = decision.decide;
+        await applications.update(
+          applicationId,
+          { status: to, fields: {} },
+          { version: app.version },
+          { id: APPROVAL_ACTOR },
+        );
+        ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
+        return { applicationId, recommendation: result.recommendation, decided: to };
+      } catch (error) {
+        // Someone changed it between our read and our write: read again and judge what is there now.
+        if (error instanceof ConflictError) {
+          lastConflict = error;
+          return writeMissed;
+        }
+        throw error;
       }
-      const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
-      if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
-        return { applicationId, recommendation: result.recommendation };
-      }
-      if ('held' in decision) {
-        ctx.logger.info('approval left to an approver', { applicationId, reason: decision.held });
-        return { applicationId, recommendation: result.recommendation, held: decision.held };
-      }
-      const to = decision.decide;
-      await applications.update(
-        applicationId,
-        { status: to, fields: {} },
-        { version: app.version },
-        { id: APPROVAL_ACTOR },
-      );
-      ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
-      return { applicationId, recommendation: result.recommendation, decided: to };
-    } catch (error) {
-      // Someone changed it between our read and our write: read again and judge what is there now.
-      if (!(error instanceof ConflictError)) throw error;
-      lastConflict = error;
-    }
-  }
-  const message = `application ${applicationId} kept changing over ${MAX_ROUNDS} reads`;
-  throw new ConflictError(message, null, 'conflict', { cause: lastConflict });
+    },
+    () =>
+      new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null, 'conflict', {
+        cause: lastConflict,
+      }),
+  );
 }
 
 async function storeRepaymentPlan(
@@ -106,28 +114,36 @@ async function storeRepaymentPlan(
   ctx: WorkerContext,
 ): Promise<ApprovalResult> {
   let lastConflict: ConflictError | undefined;
-  for (let round = 1; round <= MAX_ROUNDS; round++) {
-    const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
-    if (!app) return { applicationId, skipped: 'not found' };
-    if (app.status !== 'approved' && app.status !== 'disbursed')
-      return { applicationId, skipped: `status ${app.status}` };
-    const payment = monthlyPayment(app.loanAmount, app.termMonths, ctx.config.APPROVAL_ANNUAL_RATE);
-    const plan = {
-      monthlyPayment: payment,
-      termMonths: app.termMonths,
-      annualRate: ctx.config.APPROVAL_ANNUAL_RATE,
-      total: payment * app.termMonths,
-    };
-    if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
-      return { applicationId, skipped: 'plan already stored' };
-    try {
-      await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
-      return { applicationId };
-    } catch (error) {
-      if (!(error instanceof ConflictError)) throw error;
-      lastConflict = error;
-    }
-  }
-  const message = `application ${applicationId} kept changing over ${MAX_ROUNDS} reads`;
-  throw new ConflictError(message, null, 'conflict', { cause: lastConflict });
+  return retryOnConflict(
+    MAX_ROUNDS,
+    async () => {
+      const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
+      if (!app) return { applicationId, skipped: 'not found' };
+      if (app.status !== 'approved' && app.status !== 'disbursed')
+        return { applicationId, skipped: `status ${app.status}` };
+      const payment = monthlyPayment(app.loanAmount, app.termMonths, ctx.config.APPROVAL_ANNUAL_RATE);
+      const plan = {
+        monthlyPayment: payment,
+        termMonths: app.termMonths,
+        annualRate: ctx.config.APPROVAL_ANNUAL_RATE,
+        total: payment * app.termMonths,
+      };
+      if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
+        return { applicationId, skipped: 'plan already stored' };
+      try {
+        await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
+        return { applicationId };
+      } catch (error) {
+        if (error instanceof ConflictError) {
+          lastConflict = error;
+          return writeMissed;
+        }
+        throw error;
+      }
+    },
+    () =>
+      new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null, 'conflict', {
+        cause: lastConflict,
+      }),
+  );
 }

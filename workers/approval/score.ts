@@ -52,6 +52,36 @@ const normalizeName = (name: string) => name.toLowerCase().replace(/[^a-z]/g, ''
 const relativeGap = (a: number, b: number) => Math.abs(a - b) / Math.max(1, Math.abs(a), Math.abs(b));
 const round = (value: number) => Math.round(value * 1000) / 1000;
 
+/** What the document read by OCR says against the declared figures: reasons to reject or to look. */
+function checkDocument(
+  input: ScoringInput,
+  fields: NonNullable<ScoringInput['ocr']>['fields'],
+  t: Thresholds,
+  rejects: string[],
+  reviews: string[],
+): void {
+  for (const name of ['applicantName', 'monthlyIncome', 'loanAmount', 'identityNumber'] as const) {
+    const field = fields[name];
+    if (!field) reviews.push(`${name} was not found in the document`);
+    else if (field.confidence < t.APPROVAL_MIN_OCR_CONFIDENCE) {
+      reviews.push(`${name} was read with confidence ${round(field.confidence)} (< ${t.APPROVAL_MIN_OCR_CONFIDENCE})`);
+    }
+  }
+  if (fields.monthlyIncome && relativeGap(fields.monthlyIncome.value, input.monthlyIncome) > t.APPROVAL_MAX_MISMATCH) {
+    const gap = relativeGap(fields.monthlyIncome.value, input.monthlyIncome);
+    // Declaring much more income than the document shows is a reason to refuse, not only to look.
+    (fields.monthlyIncome.value < input.monthlyIncome && gap > 0.5 ? rejects : reviews).push(
+      `declared income ${input.monthlyIncome} differs from the document's ${fields.monthlyIncome.value}`,
+    );
+  }
+  if (fields.loanAmount && relativeGap(fields.loanAmount.value, input.loanAmount) > t.APPROVAL_MAX_MISMATCH) {
+    reviews.push(`declared amount ${input.loanAmount} differs from the document's ${fields.loanAmount.value}`);
+  }
+  if (fields.applicantName && normalizeName(fields.applicantName.value) !== normalizeName(input.applicantName)) {
+    reviews.push(`declared name "${input.applicantName}" differs from the document's "${fields.applicantName.value}"`);
+  }
+}
+
 export function score(input: ScoringInput, t: Thresholds): Score {
   const payment = monthlyPayment(input.loanAmount, input.termMonths, t.APPROVAL_ANNUAL_RATE);
   const dti = input.monthlyIncome > 0 ? payment / input.monthlyIncome : Number.POSITIVE_INFINITY;
@@ -71,37 +101,8 @@ export function score(input: ScoringInput, t: Thresholds): Score {
   if (amountRatio > t.APPROVAL_MAX_AMOUNT_TO_ANNUAL_INCOME) {
     reviews.push(`amount is ${round(amountRatio)} x yearly income (at most ${t.APPROVAL_MAX_AMOUNT_TO_ANNUAL_INCOME})`);
   }
-  if (!input.ocr) {
-    reviews.push('no document has been read yet');
-  } else {
-    for (const name of ['applicantName', 'monthlyIncome', 'loanAmount', 'identityNumber'] as const) {
-      const field = fields[name];
-      if (!field) reviews.push(`${name} was not found in the document`);
-      else if (field.confidence < t.APPROVAL_MIN_OCR_CONFIDENCE) {
-        reviews.push(
-          `${name} was read with confidence ${round(field.confidence)} (< ${t.APPROVAL_MIN_OCR_CONFIDENCE})`,
-        );
-      }
-    }
-    if (
-      fields.monthlyIncome &&
-      relativeGap(fields.monthlyIncome.value, input.monthlyIncome) > t.APPROVAL_MAX_MISMATCH
-    ) {
-      const gap = relativeGap(fields.monthlyIncome.value, input.monthlyIncome);
-      // Declaring much more income than the document shows is a reason to refuse, not only to look.
-      (fields.monthlyIncome.value < input.monthlyIncome && gap > 0.5 ? rejects : reviews).push(
-        `declared income ${input.monthlyIncome} differs from the document's ${fields.monthlyIncome.value}`,
-      );
-    }
-    if (fields.loanAmount && relativeGap(fields.loanAmount.value, input.loanAmount) > t.APPROVAL_MAX_MISMATCH) {
-      reviews.push(`declared amount ${input.loanAmount} differs from the document's ${fields.loanAmount.value}`);
-    }
-    if (fields.applicantName && normalizeName(fields.applicantName.value) !== normalizeName(input.applicantName)) {
-      reviews.push(
-        `declared name "${input.applicantName}" differs from the document's "${fields.applicantName.value}"`,
-      );
-    }
-  }
+  if (!input.ocr) reviews.push('no document has been read yet');
+  else checkDocument(input, fields, t, rejects, reviews);
 
   const recommendation: Recommendation =
     rejects.length > 0 ? 'auto_reject' : reviews.length > 0 ? 'manual_review' : 'auto_approve';

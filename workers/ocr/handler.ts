@@ -6,6 +6,7 @@
 import type { Collection, Filter, UpdateFilter } from 'mongodb';
 import { z } from 'zod';
 import type { Job } from '../../shared/concurrency/queue/index.ts';
+import { retryOnConflict, writeMissed } from '../../shared/concurrency/versions.ts';
 import type { IndexPlan } from '../../shared/core/db.ts';
 import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError } from '../../shared/core/errors.ts';
 import {
@@ -150,23 +151,27 @@ async function storeRecord(
   applicationId: string,
   record: OcrRecord,
 ): Promise<{ outcome: OcrResult['outcome']; version: number }> {
-  for (let attempt = 1; attempt <= MAX_WRITE_ATTEMPTS; attempt++) {
-    const current = await applications.findOne(ocrQueries.byId(applicationId));
-    if (!current) throw new NotFoundError(`application ${applicationId} not found`);
-    const stored = current.ocr;
-    let outcome: OcrResult['outcome'] | null = null;
-    if (!evidenceStatuses.includes(current.status)) outcome = 'frozen';
-    else if (stored?.documentId === record.documentId && sameFields(stored.fields, record.fields))
-      outcome = 'unchanged';
-    else if (stored && stored.documentId !== record.documentId && isNewer(stored, record)) outcome = 'superseded';
-    if (outcome) return { outcome, version: current.version };
-    const written = await applications.findOneAndUpdate(
-      ocrQueries.writable(applicationId, current.version),
-      ocrQueries.store(record),
-      { returnDocument: 'after', projection: { version: 1 } },
-    );
-    if (written) return { outcome: 'written', version: written.version };
-    // Changed (or decided) since the read: judge what is there now.
-  }
-  throw new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null);
+  return retryOnConflict(
+    MAX_WRITE_ATTEMPTS,
+    async () => {
+      const current = await applications.findOne(ocrQueries.byId(applicationId));
+      if (!current) throw new NotFoundError(`application ${applicationId} not found`);
+      const stored = current.ocr;
+      let outcome: OcrResult['outcome'] | null = null;
+      if (!evidenceStatuses.includes(current.status)) outcome = 'frozen';
+      else if (stored?.documentId === record.documentId && sameFields(stored.fields, record.fields))
+        outcome = 'unchanged';
+      else if (stored && stored.documentId !== record.documentId && isNewer(stored, record)) outcome = 'superseded';
+      if (outcome) return { outcome, version: current.version };
+      const written = await applications.findOneAndUpdate(
+        ocrQueries.writable(applicationId, current.version),
+        ocrQueries.store(record),
+        { returnDocument: 'after', projection: { version: 1 } },
+      );
+      if (written) return { outcome: 'written', version: written.version };
+      // Changed (or decided) since the read: judge what is there now.
+      return writeMissed;
+    },
+    () => new ConflictError(`application ${applicationId} kept changing; the job will be retried`, null),
+  );
 }

@@ -57,9 +57,9 @@ export class Recognizer {
     // 100000x100000 would have it try to allocate 10^10 pixels in the one thread every image waits for.
     const oversized = oversizedImage(bytes, type, this.maxImagePixels);
     if (oversized) throw new UnreadableDocumentError(oversized);
-    const run = this.queue.then(() => this.recognizeImage(bytes));
-    this.queue = run.catch(() => {});
-    return run;
+    const recognition = this.queue.then(() => this.recognizeImage(bytes));
+    this.queue = recognition.catch(() => {});
+    return recognition;
   }
 
   private async recognizeImage(bytes: Uint8Array): Promise<Recognition> {
