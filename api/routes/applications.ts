@@ -10,13 +10,12 @@ import {
   applicationInputSchema,
   applicationUpdateSchema,
   editableFields,
-  etagOf,
   type Precondition,
-  parseIfMatch,
   sortOptions,
   statuses,
 } from '../../shared/loans/applications.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin, requirePermission } from '../auth.ts';
+import { etagOf, parseIfMatch } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, jsonBody } from '../openapi.ts';
 import type { Services } from '../services.ts';

@@ -7,10 +7,10 @@ import {
   Disbursements,
   idempotencyKeyPattern,
   mismatchCodes,
-  parseIdempotencyKey,
 } from '../../shared/loans/disbursements.ts';
 import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/loans/ledger.ts';
 import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import { parseIdempotencyKey } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses } from '../openapi.ts';
 import type { Services } from '../services.ts';
