@@ -1,17 +1,19 @@
 // The Hono app: runtime-neutral. Each runtime's entry wires config and the database, then calls createApp.
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { requestId } from 'hono/request-id';
-import { routePath } from 'hono/route';
+import { matchedRoutes, routePath } from 'hono/route';
 import { secureHeaders } from 'hono/secure-headers';
 import type { Db } from 'mongodb';
+import type { ApiConfig } from '../shared/core/config.ts';
 import { ping } from '../shared/core/db.ts';
-import type { AppEnv } from './auth.ts';
+import { type AppEnv, authenticate, rateLimitPerAdmin } from './auth.ts';
 import { docsRoutes } from './docs.ts';
 import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';
-import { errorFields } from './log.ts';
+import { errorFields, type Logger } from './log.ts';
+import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { applicationRoutes } from './routes/applications.ts';
@@ -69,22 +71,37 @@ async function pingWithin(db: Db, timeoutMs: number): Promise<boolean> {
   }
 }
 
-export function createApp(services: Services, options: AppOptions = {}): OpenAPIHono<AppEnv> {
-  const { config, logger, db } = services;
-  const app = new OpenAPIHono<AppEnv>({
-    // Validation failures answer 400 with every failing field's path.
-    defaultHook: (result) => {
-      if (!result.success) {
-        throw new HttpError(
-          400,
-          'validation',
-          'The request is not valid.',
-          result.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
-        );
-      }
-    },
-  });
+/** Path groups whose every route needs a session and counts against the admin's request budget. */
+const sessionGroups = ['/api/applications/*', '/api/documents/*', '/api/admin/*', '/api/admins/*', '/api/ledger/*'];
+/** Routes that need a session but are not counted against the budget (so an admin can always log out). */
+const sessionOnly = ['/api/auth/logout', '/api/auth/logout-all', '/api/auth/me'];
 
+/** The pattern of the route that answers this request, if any (middleware is registered for all methods). */
+const answeringRoute = (c: Context) => matchedRoutes(c).findLast((route) => route.method !== 'ALL')?.path;
+
+/**
+ * The metrics label: the pattern that answered. A group's session check refusing is counted under the route
+ * it guards, and an unknown path under the catch-all, as when the check ran as the route's own middleware.
+ */
+function routeLabel(c: Context): string {
+  const at = routePath(c);
+  return sessionGroups.includes(at) ? (answeringRoute(c) ?? '/*') : at;
+}
+
+/** Runs `middleware` only when some route answers: an unknown path stays a 404, not a 401, and costs no budget. */
+function routedOnly(middleware: MiddlewareHandler<AppEnv>): MiddlewareHandler<AppEnv> {
+  return (c, next) => (answeringRoute(c) === undefined ? next() : middleware(c, next));
+}
+
+/** Sessions are checked once per path group, before each route's own permission check and validation. */
+function mountSessions(app: OpenAPIHono<AppEnv>, services: Services): void {
+  const session = authenticate(services);
+  const budget = rateLimitPerAdmin(services);
+  for (const group of sessionGroups) app.use(group, routedOnly(session), routedOnly(budget));
+  for (const path of sessionOnly) app.use(path, session);
+}
+
+function mountLogging(app: OpenAPIHono<AppEnv>, logger: Logger, onResponse: AppOptions['onResponse']): void {
   app.use(requestId({ limitLength: 128 }));
   app.use(async (c, next) => {
     const started = performance.now();
@@ -97,17 +114,12 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
       status: c.res.status,
       ms: Math.round(ms * 10) / 10,
     });
-    options.onResponse?.({ method: c.req.method, route: routePath(c), status: c.res.status, ms });
+    onResponse?.({ method: c.req.method, route: routeLabel(c), status: c.res.status, ms });
   });
-  // Only the API sheds load; /health and /ready must answer a busy instance's probes.
-  const shedding = loadShedding({
-    maxInFlight: config.MAX_IN_FLIGHT,
-    maxQueued: config.MAX_QUEUED,
-    queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
-  });
-  app.use('/api/*', shedding.middleware);
-  app.use(secureHeaders());
-  app.use(cors({ origin: config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
+}
+
+/** JSON bodies only (but for the document upload), within BODY_LIMIT_BYTES, and valid UTF-8. */
+function mountBodyChecks(app: OpenAPIHono<AppEnv>, config: ApiConfig): void {
   app.use(async (c, next) => {
     // The document upload is multipart; its route checks its own content type and size.
     if (isDocumentUpload(c.req.method, c.req.path)) return next();
@@ -139,7 +151,9 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     }
     await next();
   });
+}
 
+function mountProbes(app: OpenAPIHono<AppEnv>, db: Db, config: ApiConfig): void {
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // Readiness: 503 while MongoDB does not answer a ping, so a load balancer routes elsewhere.
   // A frozen server holds a plain ping until the driver's monitor gives up (10 s and more): bound it.
@@ -149,32 +163,9 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
       ? c.json({ status: 'ready' })
       : c.json({ status: 'unavailable', db: 'down' }, 503, { 'Retry-After': RETRY_AFTER_S }),
   );
+}
 
-  const clientAddress = (c: Context) => {
-    if (config.TRUST_PROXY) {
-      const forwarded = c.req.header('x-real-ip') ?? c.req.header('x-forwarded-for')?.split(',').at(-1)?.trim();
-      if (forwarded) return forwarded;
-    }
-    return options.remoteAddress?.(c) ?? 'unknown';
-  };
-  authRoutes(app, services, clientAddress);
-  applicationRoutes(app, services);
-  documentRoutes(app, services);
-  adminRoutes(app, services);
-  ledgerRoutes(app, services);
-  docsRoutes(app);
-  options.extraRoutes?.(app);
-
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
-    type: 'http',
-    scheme: 'bearer',
-    bearerFormat: 'JWT',
-  });
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: { title: 'loan-admin API', version: '0.1.0' },
-  });
-
+function mountErrors(app: OpenAPIHono<AppEnv>, logger: Logger): void {
   app.notFound((c) =>
     c.json({ error: { code: 'not_found', message: `No route for ${c.req.method} ${c.req.path}` } }, 404),
   );
@@ -186,5 +177,60 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     for (const [name, value] of Object.entries(mapped.headers)) c.header(name, value);
     return c.json(mapped.body, mapped.status as 400);
   });
+}
+
+/** Validation failures answer 400 with every failing field's path. */
+const validationHook = (result: {
+  success: boolean;
+  error?: { issues: { path: PropertyKey[]; message: string }[] };
+}) => {
+  if (!result.success) {
+    throw new HttpError(
+      400,
+      'validation',
+      'The request is not valid.',
+      result.error?.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+    );
+  }
+};
+
+export function createApp(services: Services, options: AppOptions = {}): OpenAPIHono<AppEnv> {
+  const { config, logger, db } = services;
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  mountLogging(app, logger, options.onResponse);
+  // Only the API sheds load; /health and /ready must answer a busy instance's probes.
+  const shedding = loadShedding({
+    maxInFlight: config.MAX_IN_FLIGHT,
+    maxQueued: config.MAX_QUEUED,
+    queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
+  });
+  app.use('/api/*', shedding.middleware);
+  app.use(secureHeaders());
+  app.use(cors({ origin: config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
+  mountBodyChecks(app, config);
+  mountProbes(app, db, config);
+
+  const clientAddress = (c: Context) => {
+    if (config.TRUST_PROXY) {
+      const forwarded = c.req.header('x-real-ip') ?? c.req.header('x-forwarded-for')?.split(',').at(-1)?.trim();
+      if (forwarded) return forwarded;
+    }
+    return options.remoteAddress?.(c) ?? 'unknown';
+  };
+  mountSessions(app, services);
+  authRoutes(app, services, clientAddress);
+  applicationRoutes(app, services);
+  documentRoutes(app, services);
+  adminRoutes(app, services);
+  ledgerRoutes(app, services);
+  docsRoutes(app);
+  options.extraRoutes?.(app);
+
+  registerBearerAuth(app);
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'loan-admin API', version: '0.1.0' },
+  });
+  mountErrors(app, logger);
   return app;
 }

@@ -25,36 +25,21 @@ export interface Metrics {
 
 const queueStates = ['waiting', 'delayed', 'active', 'completed', 'failed'] as const;
 
-export function createMetrics(options: MetricsOptions): Metrics {
-  const registry = new Registry();
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
-  const labelNames = ['method', 'route', 'status'] as const;
-  const requests = new Counter({
-    name: 'http_requests_total',
-    help: 'HTTP requests by method, route pattern and status',
-    labelNames,
-    registers: [registry],
-  });
-  const duration = new Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'HTTP request latency by method, route pattern and status',
-    labelNames,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-
-  const cacheMs = options.queueStatsCacheMs ?? 1000;
+/** Single-flight and cached, so several gauges and frequent scrapes cost one aggregation per `cacheMs`. */
+function cachedQueueStats(queue: MetricsOptions['queue'], cacheMs: number): () => Promise<QueueStats | null> {
   let cached: { at: number; stats: Promise<QueueStats | null> } | null = null;
-  // Single-flight and cached, so several gauges and frequent scrapes cost one aggregation a second.
   // A failed query yields null: the gauges keep their last values rather than failing the scrape.
-  const queueStats = () => {
+  return () => {
     const now = performance.now();
     if (!cached || now - cached.at > cacheMs) {
-      cached = { at: now, stats: options.queue.stats().catch(() => null) };
+      cached = { at: now, stats: queue.stats().catch(() => null) };
     }
     return cached.stats;
   };
+}
 
+/** The queue gauges, read at scrape time; returns what a scrape calls first to count a failed query. */
+function registerQueueGauges(registry: Registry, queueStats: () => Promise<QueueStats | null>) {
   new Gauge({
     name: 'queue_jobs',
     help: 'Jobs in the queue by state (waiting = due, delayed = not yet due)',
@@ -93,9 +78,32 @@ export function createMetrics(options: MetricsOptions): Metrics {
     help: 'Scrapes whose queue statistics query failed (the queue gauges then keep their last values)',
     registers: [registry],
   });
-  const queueStatsOrCount = async () => {
+  return async () => {
     if ((await queueStats()) === null) scrapeFailures.inc();
   };
+}
+
+export function createMetrics(options: MetricsOptions): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const labelNames = ['method', 'route', 'status'] as const;
+  const requests = new Counter({
+    name: 'http_requests_total',
+    help: 'HTTP requests by method, route pattern and status',
+    labelNames,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request latency by method, route pattern and status',
+    labelNames,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const queueStatsOrCount = registerQueueGauges(
+    registry,
+    cachedQueueStats(options.queue, options.queueStatsCacheMs ?? 1000),
+  );
 
   return {
     registry,

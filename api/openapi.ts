@@ -1,5 +1,9 @@
-// Shared pieces of the OpenAPI description: the error body and request bodies.
-import { z } from '@hono/zod-openapi';
+// Shared pieces of the OpenAPI description: the error body, request bodies, the id parameter, and the
+// Bearer scheme every signed-in route declares.
+import { type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Permission } from '../shared/identity/rbac.ts';
+import { applicationIdSchema } from '../shared/loans/applications.ts';
+import { type AppEnv, authorize } from './auth.ts';
 
 export const ErrorBody = z
   .object({
@@ -39,3 +43,27 @@ export function errorResponses(...statuses: number[]) {
 export function jsonBody<T extends z.ZodType>(schema: T) {
   return { required: true, content: { 'application/json': { schema } } };
 }
+
+/** The `{id}` of every /api/applications/{id}/... route. */
+export const ApplicationIdParam = z.object({ id: applicationIdSchema });
+
+/** Registers the Bearer scheme that `signedIn` routes name. */
+export function registerBearerAuth(app: OpenAPIHono<AppEnv>): void {
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+  });
+}
+
+/**
+ * Spread into a route that needs a session: it is documented as Bearer-secured and checks `permission`.
+ * The session itself and the per-admin budget are checked once per path group (app.ts, mountSessions).
+ */
+export const signedIn = (permission: Permission) => ({
+  security: [{ bearerAuth: [] }],
+  middleware: authorize(permission),
+});
+
+/** A route documented as Bearer-secured whose session is checked by the path's own middleware. */
+export const bearerSecurity = [{ bearerAuth: [] }];

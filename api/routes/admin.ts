@@ -1,10 +1,10 @@
 // Operations and admin management: /api/admin/queue-stats, /api/admins.
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
 import type { PublicAdmin } from '../../shared/identity/admins.ts';
 import { roles } from '../../shared/identity/sessions.ts';
-import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import type { AppEnv } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
-import { errorResponses, jsonBody } from '../openapi.ts';
+import { errorResponses, jsonBody, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
 
 const count = z.number().int().nonnegative();
@@ -80,8 +80,6 @@ const IdParam = z.object({
     .openapi({ param: { name: 'id', in: 'path' } }),
 });
 
-const security = [{ bearerAuth: [] }];
-
 function toBody(admin: PublicAdmin): z.infer<typeof Admin> {
   return {
     id: admin._id,
@@ -93,73 +91,71 @@ function toBody(admin: PublicAdmin): z.infer<typeof Admin> {
   };
 }
 
-export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  // Authenticate, then count against the admin's budget (403s too), then check the permission.
-  const guard = (permission: 'queue:stats' | 'admins:manage') => [
-    authenticate(services),
-    rateLimitPerAdmin(services),
-    authorize(permission),
+const queueStatsRoute = createRoute({
+  method: 'get',
+  path: '/api/admin/queue-stats',
+  tags: ['operations'],
+  summary: 'Job counts per state and per job name',
+  ...signedIn('queue:stats'),
+  responses: {
+    200: { description: 'Queue statistics', content: { 'application/json': { schema: QueueStats } } },
+    ...errorResponses(401, 403, 429, 503),
+  },
+});
+
+const createAdminRoute = createRoute({
+  method: 'post',
+  path: '/api/admins',
+  tags: ['admins'],
+  summary: 'Create an admin',
+  ...signedIn('admins:manage'),
+  request: { body: jsonBody(NewAdmin) },
+  responses: {
+    201: { description: 'Created', content: { 'application/json': { schema: Admin } } },
+    ...errorResponses(400, 401, 403, 409, 415, 429),
+  },
+});
+
+const listAdminsRoute = createRoute({
+  method: 'get',
+  path: '/api/admins',
+  tags: ['admins'],
+  summary: 'List admins by email',
+  ...signedIn('admins:manage'),
+  request: { query: ListQuery },
+  responses: {
+    200: { description: 'A page of admins', content: { 'application/json': { schema: AdminList } } },
+    ...errorResponses(400, 401, 403, 429),
+  },
+});
+
+const updateAdminRoute = createRoute({
+  method: 'patch',
+  path: '/api/admins/{id}',
+  tags: ['admins'],
+  summary: "Change an admin's roles or disable them (ends their sessions everywhere)",
+  description: 'A change that would leave no enabled admin with the admin role is refused: 409 last_admin.',
+  ...signedIn('admins:manage'),
+  request: { params: IdParam, body: jsonBody(AdminChanges) },
+  responses: {
+    200: { description: 'The admin after the change', content: { 'application/json': { schema: Admin } } },
+    ...errorResponses(400, 401, 403, 404, 409, 415, 429, 503),
+  },
+});
+
+/** 400 when an admin would take their own 'admin' role away or disable themselves. */
+function refuseSelfLockout(changes: z.infer<typeof AdminChanges>): void {
+  const problems = [
+    ...(changes.roles && !changes.roles.includes('admin')
+      ? [{ path: 'roles', message: "you may not remove your own 'admin' role" }]
+      : []),
+    ...(changes.disabled ? [{ path: 'disabled', message: 'you may not disable yourself' }] : []),
   ];
+  if (problems.length > 0) throw new HttpError(400, 'validation', 'You may not lock yourself out.', problems);
+}
 
-  const queueStats = createRoute({
-    method: 'get',
-    path: '/api/admin/queue-stats',
-    tags: ['operations'],
-    summary: 'Job counts per state and per job name',
-    security,
-    middleware: guard('queue:stats'),
-    responses: {
-      200: { description: 'Queue statistics', content: { 'application/json': { schema: QueueStats } } },
-      ...errorResponses(401, 403, 429, 503),
-    },
-  });
-
-  const createAdmin = createRoute({
-    method: 'post',
-    path: '/api/admins',
-    tags: ['admins'],
-    summary: 'Create an admin',
-    security,
-    middleware: guard('admins:manage'),
-    request: { body: jsonBody(NewAdmin) },
-    responses: {
-      201: { description: 'Created', content: { 'application/json': { schema: Admin } } },
-      ...errorResponses(400, 401, 403, 409, 415, 429),
-    },
-  });
-
-  const listAdmins = createRoute({
-    method: 'get',
-    path: '/api/admins',
-    tags: ['admins'],
-    summary: 'List admins by email',
-    security,
-    middleware: guard('admins:manage'),
-    request: { query: ListQuery },
-    responses: {
-      200: { description: 'A page of admins', content: { 'application/json': { schema: AdminList } } },
-      ...errorResponses(400, 401, 403, 429),
-    },
-  });
-
-  const updateAdmin = createRoute({
-    method: 'patch',
-    path: '/api/admins/{id}',
-    tags: ['admins'],
-    summary: "Change an admin's roles or disable them (ends their sessions everywhere)",
-    description: 'A change that would leave no enabled admin with the admin role is refused: 409 last_admin.',
-    security,
-    middleware: guard('admins:manage'),
-    request: { params: IdParam, body: jsonBody(AdminChanges) },
-    responses: {
-      200: { description: 'The admin after the change', content: { 'application/json': { schema: Admin } } },
-      ...errorResponses(400, 401, 403, 404, 409, 415, 429, 503),
-    },
-  });
-
-  app.openapi(queueStats, async (c) => c.json(await services.queue.stats(), 200));
-
-  app.openapi(createAdmin, async (c) => {
+function createAdminHandler(services: Services): RouteHandler<typeof createAdminRoute, AppEnv> {
+  return async (c) => {
     const body = c.req.valid('json');
     // A duplicate email is a ConflictError, answered 409 by the error mapper.
     const admin = await services.admins.create(body);
@@ -172,27 +168,14 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     });
     c.header('Location', `/api/admins/${encodeURIComponent(admin._id)}`);
     return c.json(toBody(admin), 201);
-  });
+  };
+}
 
-  app.openapi(listAdmins, async (c) => {
-    const { limit, after } = c.req.valid('query');
-    const admins = await services.admins.list({ limit, afterEmail: after });
-    const next = admins.length === limit ? (admins.at(-1)?.email ?? null) : null;
-    return c.json({ items: admins.map(toBody), next }, 200);
-  });
-
-  app.openapi(updateAdmin, async (c) => {
+function updateAdminHandler(services: Services): RouteHandler<typeof updateAdminRoute, AppEnv> {
+  return async (c) => {
     const { id } = c.req.valid('param');
     const changes = c.req.valid('json');
-    if (id === c.get('auth').sub) {
-      const problems = [
-        ...(changes.roles && !changes.roles.includes('admin')
-          ? [{ path: 'roles', message: "you may not remove your own 'admin' role" }]
-          : []),
-        ...(changes.disabled ? [{ path: 'disabled', message: 'you may not disable yourself' }] : []),
-      ];
-      if (problems.length > 0) throw new HttpError(400, 'validation', 'You may not lock yourself out.', problems);
-    }
+    if (id === c.get('auth').sub) refuseSelfLockout(changes);
     // The last active admin is refused with a LastAdminError (409 last_admin) by the error mapper. A change
     // another request left half done is finished on the way, and that admin's sessions ended too.
     const admin = await services.admins.update(id, changes, (otherId) => services.sessions.logoutAll(otherId));
@@ -209,5 +192,17 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     // when nothing changed, so a retry after a failure here still ends them.
     if (changes.roles !== undefined || changes.disabled === true) await services.sessions.logoutAll(id);
     return c.json(toBody(admin), 200);
+  };
+}
+
+export function adminRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  app.openapi(queueStatsRoute, async (c) => c.json(await services.queue.stats(), 200));
+  app.openapi(createAdminRoute, createAdminHandler(services));
+  app.openapi(listAdminsRoute, async (c) => {
+    const { limit, after } = c.req.valid('query');
+    const admins = await services.admins.list({ limit, afterEmail: after });
+    const next = admins.length === limit ? (admins.at(-1)?.email ?? null) : null;
+    return c.json({ items: admins.map(toBody), next }, 200);
   });
+  app.openapi(updateAdminRoute, updateAdminHandler(services));
 }

@@ -1,5 +1,5 @@
 // /api/applications: list (page or cursor), get with ETag, create, versioned PUT, batch status update.
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { Permission } from '../../shared/identity/rbac.ts';
 import {
@@ -10,15 +10,14 @@ import {
   applicationInputSchema,
   applicationUpdateSchema,
   editableFields,
-  etagOf,
   type Precondition,
-  parseIfMatch,
   sortOptions,
   statuses,
 } from '../../shared/loans/applications.ts';
-import { type AppEnv, authenticate, authorize, rateLimitPerAdmin, requirePermission } from '../auth.ts';
+import { type AppEnv, requirePermission } from '../auth.ts';
+import { etagOf, parseIfMatch } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
-import { errorResponses, jsonBody } from '../openapi.ts';
+import { ApplicationIdParam, errorResponses, jsonBody, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
 
 /** One lease for every batch, whatever its target status: batches over overlapping ids never interleave. */
@@ -106,8 +105,6 @@ const ListResponse = z
   })
   .openapi('ApplicationList');
 
-const IdParam = z.object({ id: applicationIdSchema });
-
 const IfMatchHeader = z.object({
   'if-match': z
     .string()
@@ -149,7 +146,6 @@ const BatchResponse = z
   })
   .openapi('BatchUpdateResult');
 
-const security = [{ bearerAuth: [] }];
 const single = (schema: typeof ApplicationJson, description: string) => ({
   description,
   headers: { ETag: { schema: { type: 'string' as const }, description: 'the version, quoted' } },
@@ -160,116 +156,121 @@ function toJson(app: Application): ApplicationJson {
   return { ...app, createdAt: app.createdAt.toISOString(), updatedAt: app.updatedAt.toISOString() };
 }
 
-export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  const applications = new Applications(services.db, {
-    clock: services.clock,
-    queue: services.queue,
-    countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
-    fourEyes: services.config.FOUR_EYES,
-  });
-  const maxSkip = services.config.LIST_MAX_SKIP;
-  const guard = (permission: Permission) => [
-    authenticate(services),
-    rateLimitPerAdmin(services),
-    authorize(permission),
-  ];
-  const actorOf = (c: Context<AppEnv>) => ({ id: c.get('auth').sub, requestId: c.get('requestId') });
+const listRoute = createRoute({
+  method: 'get',
+  path: '/api/applications',
+  tags: ['applications'],
+  summary: 'List applications: page mode (page, total) or cursor mode (cursor) for deep paging',
+  description:
+    'Page mode skips (page - 1) * limit rows, at most LIST_MAX_SKIP (10,000 by default); beyond that the answer ' +
+    'is 400 with code page_too_deep: start from the first page and follow nextCursor with ?cursor=.',
+  ...signedIn('applications:read'),
+  request: { query: ListQuery },
+  responses: {
+    200: { description: 'A page', content: { 'application/json': { schema: ListResponse } } },
+    ...errorResponses(400, 401, 403, 429),
+  },
+});
 
-  const list = createRoute({
-    method: 'get',
-    path: '/api/applications',
-    tags: ['applications'],
-    summary: 'List applications: page mode (page, total) or cursor mode (cursor) for deep paging',
-    description:
-      'Page mode skips (page - 1) * limit rows, at most LIST_MAX_SKIP (10,000 by default); beyond that the answer ' +
-      'is 400 with code page_too_deep: start from the first page and follow nextCursor with ?cursor=.',
-    security,
-    middleware: guard('applications:read'),
-    request: { query: ListQuery },
-    responses: {
-      200: { description: 'A page', content: { 'application/json': { schema: ListResponse } } },
-      ...errorResponses(400, 401, 403, 429),
-    },
-  });
+const getRoute = createRoute({
+  method: 'get',
+  path: '/api/applications/{id}',
+  tags: ['applications'],
+  summary: 'One application, with its version as ETag',
+  ...signedIn('applications:read'),
+  request: { params: ApplicationIdParam },
+  responses: { 200: single(ApplicationJson, 'The application'), ...errorResponses(400, 401, 403, 404, 429) },
+});
 
-  const get = createRoute({
-    method: 'get',
-    path: '/api/applications/{id}',
-    tags: ['applications'],
-    summary: 'One application, with its version as ETag',
-    security,
-    middleware: guard('applications:read'),
-    request: { params: IdParam },
-    responses: { 200: single(ApplicationJson, 'The application'), ...errorResponses(400, 401, 403, 404, 429) },
-  });
+const createAppRoute = createRoute({
+  method: 'post',
+  path: '/api/applications',
+  tags: ['applications'],
+  summary: 'Create an application (pending, version 1)',
+  ...signedIn('applications:create'),
+  request: { body: jsonBody(ApplicationInput) },
+  responses: { 201: single(ApplicationJson, 'Created'), ...errorResponses(400, 401, 403, 413, 415, 429) },
+});
 
-  const create = createRoute({
-    method: 'post',
-    path: '/api/applications',
-    tags: ['applications'],
-    summary: 'Create an application (pending, version 1)',
-    security,
-    middleware: guard('applications:create'),
-    request: { body: jsonBody(ApplicationInput) },
-    responses: { 201: single(ApplicationJson, 'Created'), ...errorResponses(400, 401, 403, 413, 415, 429) },
-  });
+const updateRoute = createRoute({
+  method: 'put',
+  path: '/api/applications/{id}',
+  tags: ['applications'],
+  summary: 'Change status and/or applicant fields, with the version read (body) or If-Match',
+  description:
+    'Checks in this order: 404, then the version (409 for a stale body version, 412 for a failed If-Match), ' +
+    'then the move (400). Moving to status X needs status:X; editing fields needs applications:edit. ' +
+    'Legal moves: pending -> under_review -> approved | rejected; approved -> disbursed. A same-status move ' +
+    'is illegal; fields can be edited while pending or under_review. Four eyes: whoever created the application, ' +
+    'changed its financial fields or uploaded a document cannot approve it (403 four_eyes_preparer_cannot_approve).',
+  ...signedIn('applications:read'),
+  request: { params: ApplicationIdParam, headers: IfMatchHeader, body: jsonBody(ApplicationUpdate) },
+  responses: {
+    200: single(ApplicationJson, 'The application after the change (version + 1)'),
+    ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 428, 429),
+  },
+});
 
-  const update = createRoute({
-    method: 'put',
-    path: '/api/applications/{id}',
-    tags: ['applications'],
-    summary: 'Change status and/or applicant fields, with the version read (body) or If-Match',
-    description:
-      'Checks in this order: 404, then the version (409 for a stale body version, 412 for a failed If-Match), ' +
-      'then the move (400). Moving to status X needs status:X; editing fields needs applications:edit. ' +
-      'Legal moves: pending -> under_review -> approved | rejected; approved -> disbursed. A same-status move ' +
-      'is illegal; fields can be edited while pending or under_review. Four eyes: whoever created the application, ' +
-      'changed its financial fields or uploaded a document cannot approve it (403 four_eyes_preparer_cannot_approve).',
-    security,
-    middleware: guard('applications:read'),
-    request: { params: IdParam, headers: IfMatchHeader, body: jsonBody(ApplicationUpdate) },
-    responses: {
-      200: single(ApplicationJson, 'The application after the change (version + 1)'),
-      ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 428, 429),
-    },
-  });
+const batchRoute = createRoute({
+  method: 'post',
+  path: '/api/applications/batch-update',
+  tags: ['applications'],
+  summary: 'Move up to 500 applications to one status, with an outcome per id',
+  description:
+    'Runs under one lease for all batches; each item is written only if it still has the version the batch read. ' +
+    'An item the four-eyes rules refuse to this admin is `forbidden`, with the rule in `code`.',
+  ...signedIn('applications:read'),
+  request: { body: jsonBody(BatchRequest) },
+  responses: {
+    200: { description: 'Outcome per id', content: { 'application/json': { schema: BatchResponse } } },
+    ...errorResponses(400, 401, 403, 413, 415, 429, 503),
+  },
+});
 
-  const batch = createRoute({
-    method: 'post',
-    path: '/api/applications/batch-update',
-    tags: ['applications'],
-    summary: 'Move up to 500 applications to one status, with an outcome per id',
-    description:
-      'Runs under one lease for all batches; each item is written only if it still has the version the batch read. ' +
-      'An item the four-eyes rules refuse to this admin is `forbidden`, with the rule in `code`.',
-    security,
-    middleware: guard('applications:read'),
-    request: { body: jsonBody(BatchRequest) },
-    responses: {
-      200: { description: 'Outcome per id', content: { 'application/json': { schema: BatchResponse } } },
-      ...errorResponses(400, 401, 403, 413, 415, 429, 503),
-    },
-  });
+const actorOf = (c: Context<AppEnv>) => ({ id: c.get('auth').sub, requestId: c.get('requestId') });
 
-  app.openapi(list, async (c) => {
-    const query = c.req.valid('query');
-    if (query.cursor !== undefined && query.page !== undefined) {
-      throw new HttpError(400, 'validation', 'Send either page or cursor, not both.', [
-        { path: 'cursor', message: 'cursor mode takes no page' },
+/** 400 for page and cursor together, or a page deeper than maxSkip rows (a skip walks every row it skips). */
+function checkListMode(query: { page?: number; cursor?: string; limit: number }, maxSkip: number): void {
+  if (query.cursor !== undefined && query.page !== undefined) {
+    throw new HttpError(400, 'validation', 'Send either page or cursor, not both.', [
+      { path: 'cursor', message: 'cursor mode takes no page' },
+    ]);
+  }
+  const skip = ((query.page ?? 1) - 1) * query.limit;
+  if (query.cursor === undefined && skip > maxSkip) {
+    throw new HttpError(
+      400,
+      'page_too_deep',
+      `Page mode skips at most ${maxSkip} rows (this page would skip ${skip}); follow nextCursor with ?cursor= instead.`,
+      [{ path: 'page', message: `(page - 1) * limit must be at most ${maxSkip}; use cursor` }],
+    );
+  }
+}
+
+/** The body's version and the If-Match header, checked: 400 for a malformed header, 428 for neither. */
+function preconditionOf(version: number | undefined, ifMatch: string | undefined): Precondition {
+  const pre: Precondition = { version };
+  if (ifMatch !== undefined) {
+    const parsed = parseIfMatch(ifMatch);
+    if (parsed === null) {
+      throw new HttpError(400, 'validation', 'If-Match must be * or a list of entity tags.', [
+        { path: 'if-match', message: 'not an entity-tag list' },
       ]);
     }
+    pre.ifMatch = parsed;
+  }
+  if (pre.version === undefined && pre.ifMatch === undefined) {
+    throw new HttpError(428, 'precondition_required', 'Send the version you read in the body, or If-Match.');
+  }
+  return pre;
+}
+
+function listHandler(applications: Applications, maxSkip: number): RouteHandler<typeof listRoute, AppEnv> {
+  return async (c) => {
+    const query = c.req.valid('query');
+    checkListMode(query, maxSkip);
     const cursorMode = query.cursor !== undefined;
     const page = query.page ?? 1;
-    // A skip makes the database walk every row it skips: deep pages are the cursor's job.
-    const skip = (page - 1) * query.limit;
-    if (!cursorMode && skip > maxSkip) {
-      throw new HttpError(
-        400,
-        'page_too_deep',
-        `Page mode skips at most ${maxSkip} rows (this page would skip ${skip}); follow nextCursor with ?cursor= instead.`,
-        [{ path: 'page', message: `(page - 1) * limit must be at most ${maxSkip}; use cursor` }],
-      );
-    }
     const result = await applications.list({
       status: query.status,
       sort: query.sort,
@@ -282,9 +283,34 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     const items = result.items.map(toJson);
     if (cursorMode) return c.json({ items, limit: query.limit, nextCursor: result.nextCursor }, 200);
     return c.json({ items, page, limit: query.limit, total: result.total, nextCursor: result.nextCursor }, 200);
+  };
+}
+
+function updateHandler(applications: Applications): RouteHandler<typeof updateRoute, AppEnv> {
+  return async (c) => {
+    const { id } = c.req.valid('param');
+    const { status, version, ...fields } = c.req.valid('json');
+    // Permissions come from the body, before anything touches the database.
+    if (status) requirePermission(c, `status:${status}`);
+    if (editableFields.some((field) => fields[field] !== undefined)) requirePermission(c, 'applications:edit');
+    const pre = preconditionOf(version, c.req.header('if-match'));
+    const updated = await applications.update(id, { status, fields }, pre, actorOf(c));
+    c.header('ETag', etagOf(updated.version));
+    return c.json(toJson(updated), 200);
+  };
+}
+
+export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  const applications = new Applications(services.db, {
+    clock: services.clock,
+    queue: services.queue,
+    countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
+    fourEyes: services.config.FOUR_EYES,
   });
 
-  app.openapi(get, async (c) => {
+  app.openapi(listRoute, listHandler(applications, services.config.LIST_MAX_SKIP));
+
+  app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
     const found = await applications.get(id, c.req.raw.signal);
     if (!found) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
@@ -292,39 +318,16 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     return c.json(toJson(found), 200);
   });
 
-  app.openapi(create, async (c) => {
+  app.openapi(createAppRoute, async (c) => {
     const created = await applications.create(c.req.valid('json'), actorOf(c));
     c.header('Location', `/api/applications/${created._id}`);
     c.header('ETag', etagOf(created.version));
     return c.json(toJson(created), 201);
   });
 
-  app.openapi(update, async (c) => {
-    const { id } = c.req.valid('param');
-    const { status, version, ...fields } = c.req.valid('json');
-    // Permissions come from the body, before anything touches the database.
-    if (status) requirePermission(c, `status:${status}`);
-    if (editableFields.some((field) => fields[field] !== undefined)) requirePermission(c, 'applications:edit');
-    const pre: Precondition = { version };
-    const ifMatch = c.req.header('if-match');
-    if (ifMatch !== undefined) {
-      const parsed = parseIfMatch(ifMatch);
-      if (parsed === null) {
-        throw new HttpError(400, 'validation', 'If-Match must be * or a list of entity tags.', [
-          { path: 'if-match', message: 'not an entity-tag list' },
-        ]);
-      }
-      pre.ifMatch = parsed;
-    }
-    if (pre.version === undefined && pre.ifMatch === undefined) {
-      throw new HttpError(428, 'precondition_required', 'Send the version you read in the body, or If-Match.');
-    }
-    const updated = await applications.update(id, { status, fields }, pre, actorOf(c));
-    c.header('ETag', etagOf(updated.version));
-    return c.json(toJson(updated), 200);
-  });
+  app.openapi(updateRoute, updateHandler(applications));
 
-  app.openapi(batch, async (c) => {
+  app.openapi(batchRoute, async (c) => {
     const { applicationIds, status } = c.req.valid('json');
     requirePermission(c, `status:${status}` as Permission);
     const actor = actorOf(c);

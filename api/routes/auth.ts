@@ -4,9 +4,9 @@ import type { Context } from 'hono';
 import { UnauthorizedError } from '../../shared/core/errors.ts';
 import { normalizeEmail } from '../../shared/identity/admins.ts';
 import { roles } from '../../shared/identity/sessions.ts';
-import { type AppEnv, authenticate, rateLimitHeaders } from '../auth.ts';
+import { type AppEnv, rateLimitHeaders } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
-import { errorResponses, jsonBody } from '../openapi.ts';
+import { bearerSecurity, errorResponses, jsonBody } from '../openapi.ts';
 import type { Services } from '../services.ts';
 
 const Credentials = z
@@ -41,8 +41,6 @@ const Me = z
   })
   .openapi('Me');
 
-const security = [{ bearerAuth: [] }];
-
 const login = createRoute({
   method: 'post',
   path: '/api/auth/login',
@@ -72,7 +70,7 @@ const logout = createRoute({
   path: '/api/auth/logout',
   tags: ['auth'],
   summary: 'End this session (access and refresh token)',
-  security,
+  security: bearerSecurity,
   responses: { 204: { description: 'Logged out' }, ...errorResponses(401) },
 });
 
@@ -81,7 +79,7 @@ const logoutAll = createRoute({
   path: '/api/auth/logout-all',
   tags: ['auth'],
   summary: 'End every session of this admin, on every instance',
-  security,
+  security: bearerSecurity,
   responses: { 204: { description: 'Every session ended' }, ...errorResponses(401) },
 });
 
@@ -90,12 +88,41 @@ const me = createRoute({
   path: '/api/auth/me',
   tags: ['auth'],
   summary: 'Who am I',
-  security,
+  security: bearerSecurity,
   responses: {
     200: { description: 'The admin', content: { 'application/json': { schema: Me } } },
     ...errorResponses(401, 404),
   },
 });
+
+/**
+ * Counts a login attempt and refuses it (429) when a bound is reached. Every attempt is counted before the
+ * password is checked, so concurrent guesses cannot slip past; a successful login takes its attempt back.
+ * First per (account, address), with growing delays, so a stranger's failures slow only the stranger; then
+ * per account across addresses (a much higher bound, which addresses the owner logged in from before skip)
+ * and per address across accounts.
+ */
+async function admitLogin(services: Services, account: string, address: string, pair: string) {
+  const delay = await services.loginDelays.attempt(pair);
+  if (!delay.allowed) {
+    throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
+      'Retry-After': String(delay.retryAfterS),
+    });
+  }
+  const decisions = await Promise.all([
+    delay.known ? null : services.loginByAccount.hit(account),
+    services.loginByAddress.hit(address),
+  ]);
+  for (const decision of decisions) {
+    if (decision && !decision.allowed) {
+      throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
+        ...rateLimitHeaders(decision),
+        'Retry-After': String(decision.resetS),
+      });
+    }
+  }
+  return delay;
+}
 
 export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientAddress: (c: Context) => string) {
   app.openapi(login, async (c) => {
@@ -103,28 +130,7 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     const account = normalizeEmail(email);
     const address = clientAddress(c);
     const pair = JSON.stringify([account, address]);
-    // Every attempt is counted before the password is checked, so concurrent guesses cannot slip past;
-    // a successful login takes its attempt back. First per (account, address), with growing delays, so
-    // a stranger's failures slow only the stranger; then per account across addresses (a much higher
-    // bound, which addresses the owner logged in from before skip) and per address across accounts.
-    const delay = await services.loginDelays.attempt(pair);
-    if (!delay.allowed) {
-      throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
-        'Retry-After': String(delay.retryAfterS),
-      });
-    }
-    const decisions = await Promise.all([
-      delay.known ? null : services.loginByAccount.hit(account),
-      services.loginByAddress.hit(address),
-    ]);
-    for (const decision of decisions) {
-      if (decision && !decision.allowed) {
-        throw new HttpError(429, 'rate_limited', 'Too many failed logins; try again later.', undefined, {
-          ...rateLimitHeaders(decision),
-          'Retry-After': String(decision.resetS),
-        });
-      }
-    }
+    const delay = await admitLogin(services, account, address, pair);
     const admin = await services.admins.authenticate(account, password);
     // One answer for an unknown email and a wrong password.
     if (!admin) throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials');
@@ -150,10 +156,6 @@ export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientA
     const { refreshToken } = c.req.valid('json');
     return c.json(await services.sessions.refresh(refreshToken), 200);
   });
-
-  app.use('/api/auth/logout', authenticate(services));
-  app.use('/api/auth/logout-all', authenticate(services));
-  app.use('/api/auth/me', authenticate(services));
 
   app.openapi(logout, async (c) => {
     await services.sessions.logout(c.get('auth'));

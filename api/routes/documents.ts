@@ -1,8 +1,7 @@
 // Documents of an application: upload (multipart, type by magic bytes, size cap, stored in GridFS, OCR job
 // published), download, and the list with each document's OCR state.
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import type { Permission } from '../../shared/identity/rbac.ts';
-import { Applications, applicationIdSchema } from '../../shared/loans/applications.ts';
+import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
+import { Applications } from '../../shared/loans/applications.ts';
 import {
   concatBytes,
   Documents,
@@ -17,9 +16,9 @@ import {
   type StoredDocument,
   sniffDocumentType,
 } from '../../shared/loans/documents.ts';
-import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import type { AppEnv } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
-import { errorResponses } from '../openapi.ts';
+import { ApplicationIdParam, errorResponses, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
 
 /** Room for the multipart boundaries and part headers around the file itself. */
@@ -32,7 +31,6 @@ const uploadPath = /^\/api\/applications\/[^/]+\/documents\/?$/;
  */
 export const isDocumentUpload = (method: string, path: string) => method === 'POST' && uploadPath.test(path);
 
-const IdParam = z.object({ id: applicationIdSchema });
 const DocumentIdParam = z.object({
   id: z.string().regex(documentIdPattern, 'not a document id').openapi({ example: 'DOC-0b5f...' }),
 });
@@ -63,10 +61,12 @@ const DocumentJson = z
   })
   .openapi('Document');
 
-const security = [{ bearerAuth: [] }];
-
-/** Reads a body up to `cap` bytes; past it, stops reading (cancels the stream) and returns null. */
-async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<Uint8Array | null> {
+/**
+ * Reads a body up to `cap` bytes; past it, stops reading (cancels the stream) and returns null. Not
+ * hono/body-limit: it trusts a Content-Length header and then reads the stream uncapped, so a body that
+ * understates its length is read whole (bench/body-limit.ts: 100 MiB read, 200), and it never cancels.
+ */
+export async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<Uint8Array | null> {
   if (!body) return new Uint8Array(0);
   const reader = body.getReader();
   const parts: Uint8Array[] = [];
@@ -87,125 +87,132 @@ async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number):
 const tooLarge = (max: number) =>
   new HttpError(413, 'payload_too_large', `The document is larger than ${max} bytes.`, { maxBytes: max });
 
-export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  const documents = new Documents(services.db);
-  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
-  const maxBytes = services.config.DOCUMENT_MAX_BYTES;
-  const guard = (permission: Permission) => [
-    authenticate(services),
-    rateLimitPerAdmin(services),
-    authorize(permission),
-  ];
-
-  const upload = createRoute({
-    method: 'post',
-    path: '/api/applications/{id}/documents',
-    tags: ['documents'],
-    summary: 'Upload a document (PNG, JPEG or PDF) for OCR',
-    description:
-      'multipart/form-data with one file field `file`. The type is decided by the content (magic bytes), not by ' +
-      'the declared type or the filename. Answers 202 with the document id and the OCR job id; 409 (evidence_frozen) ' +
-      'once the application is approved, rejected or disbursed. The uploader becomes one of its preparers.',
-    security,
-    middleware: guard('applications:edit'),
-    request: {
-      params: IdParam,
-      body: {
-        required: true,
-        // A plain schema object: documented, but no validator reads the body before the size check.
-        content: {
-          'multipart/form-data': {
-            schema: {
-              type: 'object',
-              required: ['file'],
-              properties: { file: { type: 'string', format: 'binary' } },
-            },
+const uploadRoute = createRoute({
+  method: 'post',
+  path: '/api/applications/{id}/documents',
+  tags: ['documents'],
+  summary: 'Upload a document (PNG, JPEG or PDF) for OCR',
+  description:
+    'multipart/form-data with one file field `file`. The type is decided by the content (magic bytes), not by ' +
+    'the declared type or the filename. Answers 202 with the document id and the OCR job id; 409 (evidence_frozen) ' +
+    'once the application is approved, rejected or disbursed. The uploader becomes one of its preparers.',
+  ...signedIn('applications:edit'),
+  request: {
+    params: ApplicationIdParam,
+    body: {
+      required: true,
+      // A plain schema object: documented, but no validator reads the body before the size check.
+      content: {
+        'multipart/form-data': {
+          schema: {
+            type: 'object',
+            required: ['file'],
+            properties: { file: { type: 'string', format: 'binary' } },
           },
         },
       },
     },
-    responses: {
-      202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
-      ...errorResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
-    },
-  });
+  },
+  responses: {
+    202: { description: 'Stored; OCR queued', content: { 'application/json': { schema: UploadAccepted } } },
+    ...errorResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
+  },
+});
 
-  const download = createRoute({
-    method: 'get',
-    path: '/api/documents/{id}',
-    tags: ['documents'],
-    summary: 'Download a document, as the type its content showed',
-    security,
-    middleware: guard('applications:read'),
-    request: { params: DocumentIdParam },
-    responses: {
-      200: {
-        description: 'The document',
-        content: Object.fromEntries(
-          documentTypes.map((type) => [type, { schema: { type: 'string' as const, format: 'binary' } }]),
-        ),
-      },
-      ...errorResponses(400, 401, 403, 404, 429),
+const downloadRoute = createRoute({
+  method: 'get',
+  path: '/api/documents/{id}',
+  tags: ['documents'],
+  summary: 'Download a document, as the type its content showed',
+  ...signedIn('applications:read'),
+  request: { params: DocumentIdParam },
+  responses: {
+    200: {
+      description: 'The document',
+      content: Object.fromEntries(
+        documentTypes.map((type) => [type, { schema: { type: 'string' as const, format: 'binary' } }]),
+      ),
     },
-  });
+    ...errorResponses(400, 401, 403, 404, 429),
+  },
+});
 
-  const list = createRoute({
-    method: 'get',
-    path: '/api/applications/{id}/documents',
-    tags: ['documents'],
-    summary: "An application's documents with their OCR state",
-    security,
-    middleware: guard('applications:read'),
-    request: { params: IdParam },
-    responses: {
-      200: {
-        description: 'Documents in upload order',
-        content: { 'application/json': { schema: z.object({ items: z.array(DocumentJson) }) } },
-      },
-      ...errorResponses(400, 401, 403, 404, 429),
+const listRoute = createRoute({
+  method: 'get',
+  path: '/api/applications/{id}/documents',
+  tags: ['documents'],
+  summary: "An application's documents with their OCR state",
+  ...signedIn('applications:read'),
+  request: { params: ApplicationIdParam },
+  responses: {
+    200: {
+      description: 'Documents in upload order',
+      content: { 'application/json': { schema: z.object({ items: z.array(DocumentJson) }) } },
     },
-  });
+    ...errorResponses(400, 401, 403, 404, 429),
+  },
+});
 
-  app.openapi(upload, async (c) => {
+interface DocumentDeps {
+  documents: Documents;
+  applications: Applications;
+  services: Services;
+}
+
+/**
+ * The upload's one file, its type by content, and 413/415/422 for what we refuse: the declared length and
+ * then the stream are cut at the cap, so an oversized body is never read whole.
+ */
+async function readUpload(
+  body: ReadableStream<Uint8Array> | null,
+  contentType: string,
+  declared: number,
+  config: Services['config'],
+) {
+  const maxBytes = config.DOCUMENT_MAX_BYTES;
+  if (!/^multipart\/form-data\s*;/i.test(contentType)) {
+    throw new HttpError(415, 'unsupported_media_type', 'Send the document as multipart/form-data (field "file").');
+  }
+  const cap = maxBytes + MULTIPART_OVERHEAD_BYTES;
+  if (Number.isFinite(declared) && declared > cap) throw tooLarge(maxBytes);
+  const bytesRead = await readCapped(body, cap);
+  if (!bytesRead) throw tooLarge(maxBytes);
+  const file = await fileField(bytesRead, contentType);
+  if (file.size > maxBytes) throw tooLarge(maxBytes);
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const type = sniffDocumentType(bytes);
+  if (!type) {
+    throw new HttpError(415, 'unsupported_media_type', 'The file is not a PNG, JPEG or PDF (judged by its content).', {
+      accepted: documentTypes,
+    });
+  }
+  // A few header bytes tell: an image too large to decode is refused now, not dead-lettered later.
+  const oversized = oversizedImage(bytes, type, config.DOCUMENT_MAX_PIXELS);
+  if (oversized) {
+    throw new HttpError(422, 'image_too_large', `The image cannot be read: ${oversized}.`, {
+      maxPixels: config.DOCUMENT_MAX_PIXELS,
+      maxSide: MAX_IMAGE_SIDE,
+    });
+  }
+  return { name: file.name, bytes, type };
+}
+
+function uploadHandler({ documents, applications, services }: DocumentDeps): RouteHandler<typeof uploadRoute, AppEnv> {
+  return async (c) => {
     const { id } = c.req.valid('param');
     // 404, or 409 evidence_frozen once decided, before reading the body.
     await applications.assertOpenToEvidence(id);
     const contentType = c.req.header('content-type') ?? '';
-    if (!/^multipart\/form-data\s*;/i.test(contentType)) {
-      throw new HttpError(415, 'unsupported_media_type', 'Send the document as multipart/form-data (field "file").');
-    }
-    const cap = maxBytes + MULTIPART_OVERHEAD_BYTES;
     const declared = Number(c.req.header('content-length'));
-    if (Number.isFinite(declared) && declared > cap) throw tooLarge(maxBytes);
-    const body = await readCapped(c.req.raw.body, cap);
-    if (!body) throw tooLarge(maxBytes);
-    const file = await fileField(body, contentType);
-    if (file.size > maxBytes) throw tooLarge(maxBytes);
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const type = sniffDocumentType(bytes);
-    if (!type) {
-      throw new HttpError(
-        415,
-        'unsupported_media_type',
-        'The file is not a PNG, JPEG or PDF (judged by its content).',
-        {
-          accepted: documentTypes,
-        },
-      );
-    }
-    // A few header bytes tell: an image too large to decode is refused now, not dead-lettered later.
-    const oversized = oversizedImage(bytes, type, services.config.DOCUMENT_MAX_PIXELS);
-    if (oversized) {
-      throw new HttpError(422, 'image_too_large', `The image cannot be read: ${oversized}.`, {
-        maxPixels: services.config.DOCUMENT_MAX_PIXELS,
-        maxSide: MAX_IMAGE_SIDE,
-      });
-    }
+    const file = await readUpload(c.req.raw.body, contentType, declared, services.config);
     const actor = { id: c.get('auth').sub, requestId: c.get('requestId') };
     // The uploader becomes a preparer before the document exists (four eyes), in a write that also
     // proves the application is still undecided.
     await applications.recordUploader(id, actor);
-    const stored = await documents.store({ applicationId: id, filename: file.name, bytes, uploadedBy: actor.id }, type);
+    const stored = await documents.store(
+      { applicationId: id, filename: file.name, bytes: file.bytes, uploadedBy: actor.id },
+      file.type,
+    );
     let jobId: string;
     try {
       // A decision taken while the bytes were stored did not see this document: take it back.
@@ -219,10 +226,38 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
       throw error;
     }
     c.header('Location', `/api/documents/${stored.id}`);
-    return c.json({ documentId: stored.id, jobId, contentType: type, sha256: stored.metadata.sha256 }, 202);
-  });
+    return c.json({ documentId: stored.id, jobId, contentType: file.type, sha256: stored.metadata.sha256 }, 202);
+  };
+}
 
-  app.openapi(download, async (c) => {
+/** A document as the list shows it, with the state of its OCR job. */
+async function describe(services: Services, doc: StoredDocument, appliedId: string | undefined) {
+  const job = await services.queue.getJob<unknown, { fields?: unknown }>(ocrJobId(doc.id));
+  return {
+    documentId: doc.id,
+    filename: doc.filename,
+    contentType: doc.metadata.contentType as DocumentType,
+    size: doc.metadata.size,
+    sha256: doc.metadata.sha256,
+    uploadedAt: doc.uploadedAt.toISOString(),
+    uploadedBy: doc.metadata.uploadedBy,
+    ocr: {
+      state: job?.state ?? ('unknown' as const),
+      attemptsMade: job?.attemptsMade ?? 0,
+      ...(job?.lastError && job.state !== 'completed' ? { error: job.lastError.message } : {}),
+      applied: appliedId === doc.id,
+      ...(job?.result?.fields ? { fields: job.result.fields } : {}),
+    },
+  };
+}
+
+export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  const documents = new Documents(services.db);
+  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
+
+  app.openapi(uploadRoute, uploadHandler({ documents, applications, services }));
+
+  app.openapi(downloadRoute, async (c) => {
     const { id } = c.req.valid('param');
     const found = await documents.get(id);
     if (!found) throw new HttpError(404, 'not_found', `Document ${id} not found.`);
@@ -234,34 +269,14 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     });
   });
 
-  app.openapi(list, async (c) => {
+  app.openapi(listRoute, async (c) => {
     const { id } = c.req.valid('param');
     const application = (await applications.get(id)) as ({ ocr?: { documentId?: string } } & object) | null;
     if (!application) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
     const found = await documents.listOf(id);
-    const items = await Promise.all(found.map((doc) => describe(doc, application.ocr?.documentId)));
+    const items = await Promise.all(found.map((doc) => describe(services, doc, application.ocr?.documentId)));
     return c.json({ items }, 200);
   });
-
-  async function describe(doc: StoredDocument, appliedId: string | undefined) {
-    const job = await services.queue.getJob<unknown, { fields?: unknown }>(ocrJobId(doc.id));
-    return {
-      documentId: doc.id,
-      filename: doc.filename,
-      contentType: doc.metadata.contentType as DocumentType,
-      size: doc.metadata.size,
-      sha256: doc.metadata.sha256,
-      uploadedAt: doc.uploadedAt.toISOString(),
-      uploadedBy: doc.metadata.uploadedBy,
-      ocr: {
-        state: job?.state ?? ('unknown' as const),
-        attemptsMade: job?.attemptsMade ?? 0,
-        ...(job?.lastError && job.state !== 'completed' ? { error: job.lastError.message } : {}),
-        applied: appliedId === doc.id,
-        ...(job?.result?.fields ? { fields: job.result.fields } : {}),
-      },
-    };
-  }
 }
 
 /** The single `file` part of a multipart body; 400 when the body is not multipart or the part is missing. */

@@ -1,21 +1,17 @@
 // Disbursement under the loan's lease, a loan's ledger entries, and verification of the whole chain.
-import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import type { Permission } from '../../shared/identity/rbac.ts';
-import { applicationIdSchema } from '../../shared/loans/applications.ts';
+import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
 import {
   type DisbursementResult,
   Disbursements,
   idempotencyKeyPattern,
   mismatchCodes,
-  parseIdempotencyKey,
 } from '../../shared/loans/disbursements.ts';
 import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/loans/ledger.ts';
-import { type AppEnv, authenticate, authorize, rateLimitPerAdmin } from '../auth.ts';
+import type { AppEnv } from '../auth.ts';
+import { parseIdempotencyKey } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
-import { errorResponses } from '../openapi.ts';
+import { ApplicationIdParam, errorResponses, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
-
-const IdParam = z.object({ id: applicationIdSchema });
 
 const IdempotencyKeyHeader = z.object({
   'idempotency-key': z
@@ -90,82 +86,62 @@ const VerifyJson = z
   })
   .openapi('LedgerVerification');
 
-const security = [{ bearerAuth: [] }];
-
 const toDisbursementJson = (result: DisbursementResult) => ({
   ...result,
   disbursedAt: result.disbursedAt.toISOString(),
 });
 const toEntryJson = (entry: LedgerEntry) => ({ ...entry, at: entry.at.toISOString() });
 
-export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
-  // Parsed when the app is built, so a bad key stops the process at start-up.
-  const keys = LedgerKeys.parse(services.config.LEDGER_KEYS, services.config.LEDGER_SIGNING_KID);
-  const ledger = new Ledger(services.db, { keys, clock: services.clock });
-  const disbursements = new Disbursements(services.db, {
-    ledger,
-    locks: services.locks,
-    clock: services.clock,
-    fourEyes: services.config.FOUR_EYES,
-  });
-  const guard = (permission: Permission) => [
-    authenticate(services),
-    rateLimitPerAdmin(services),
-    authorize(permission),
-  ];
+const disburseRoute = createRoute({
+  method: 'post',
+  path: '/api/applications/{id}/disburse',
+  tags: ['disbursement'],
+  summary: 'Disburse an approved loan once: approved -> disbursing -> ledger entry -> disbursed',
+  description:
+    'Runs under the lease loan:<id>. The same Idempotency-Key again returns the same 200 body (and finishes ' +
+    'a disbursement a crash interrupted); another key for a loan already disbursing or disbursed gets 409 ' +
+    'with the disbursement in `current`. 428 without the header, 400 for a malformed one or a loan that is ' +
+    'not approved. 403 four_eyes_preparer_cannot_disburse / four_eyes_approver_cannot_disburse for whoever ' +
+    'prepared or approved the loan.',
+  ...signedIn('status:disbursed'),
+  request: { params: ApplicationIdParam, headers: IdempotencyKeyHeader },
+  responses: {
+    200: { description: 'Disbursed', content: { 'application/json': { schema: DisbursementJson } } },
+    ...errorResponses(400, 401, 403, 404, 409, 428, 429, 503),
+  },
+});
 
-  const disburse = createRoute({
-    method: 'post',
-    path: '/api/applications/{id}/disburse',
-    tags: ['disbursement'],
-    summary: 'Disburse an approved loan once: approved -> disbursing -> ledger entry -> disbursed',
-    description:
-      'Runs under the lease loan:<id>. The same Idempotency-Key again returns the same 200 body (and finishes ' +
-      'a disbursement a crash interrupted); another key for a loan already disbursing or disbursed gets 409 ' +
-      'with the disbursement in `current`. 428 without the header, 400 for a malformed one or a loan that is ' +
-      'not approved. 403 four_eyes_preparer_cannot_disburse / four_eyes_approver_cannot_disburse for whoever ' +
-      'prepared or approved the loan.',
-    security,
-    middleware: guard('status:disbursed'),
-    request: { params: IdParam, headers: IdempotencyKeyHeader },
-    responses: {
-      200: { description: 'Disbursed', content: { 'application/json': { schema: DisbursementJson } } },
-      ...errorResponses(400, 401, 403, 404, 409, 428, 429, 503),
-    },
-  });
+const loanLedgerRoute = createRoute({
+  method: 'get',
+  path: '/api/applications/{id}/ledger',
+  tags: ['disbursement'],
+  summary: "A loan's ledger entries, in chain order",
+  ...signedIn('status:disbursed'),
+  request: { params: ApplicationIdParam },
+  responses: {
+    200: { description: 'Entries', content: { 'application/json': { schema: LoanLedgerJson } } },
+    ...errorResponses(400, 401, 403, 404, 429),
+  },
+});
 
-  const loanLedger = createRoute({
-    method: 'get',
-    path: '/api/applications/{id}/ledger',
-    tags: ['disbursement'],
-    summary: "A loan's ledger entries, in chain order",
-    security,
-    middleware: guard('status:disbursed'),
-    request: { params: IdParam },
-    responses: {
-      200: { description: 'Entries', content: { 'application/json': { schema: LoanLedgerJson } } },
-      ...errorResponses(400, 401, 403, 404, 429),
-    },
-  });
+const verifyRoute = createRoute({
+  method: 'get',
+  path: '/api/ledger/verify',
+  tags: ['disbursement'],
+  summary: 'Walk the whole keyed chain and cross-check it with disbursement records and applications',
+  description:
+    "Recomputes every entry's HMAC under its own kid and every link, and names the first broken entry; " +
+    'then names every contradiction between ledger entries, disbursement records and applications ' +
+    '(amounts, application ids, seq numbers, disbursed status).',
+  ...signedIn('admins:manage'),
+  responses: {
+    200: { description: 'The verification', content: { 'application/json': { schema: VerifyJson } } },
+    ...errorResponses(401, 403, 429),
+  },
+});
 
-  const verify = createRoute({
-    method: 'get',
-    path: '/api/ledger/verify',
-    tags: ['disbursement'],
-    summary: 'Walk the whole keyed chain and cross-check it with disbursement records and applications',
-    description:
-      "Recomputes every entry's HMAC under its own kid and every link, and names the first broken entry; " +
-      'then names every contradiction between ledger entries, disbursement records and applications ' +
-      '(amounts, application ids, seq numbers, disbursed status).',
-    security,
-    middleware: guard('admins:manage'),
-    responses: {
-      200: { description: 'The verification', content: { 'application/json': { schema: VerifyJson } } },
-      ...errorResponses(401, 403, 429),
-    },
-  });
-
-  app.openapi(disburse, async (c) => {
+function disburseHandler(disbursements: Disbursements): RouteHandler<typeof disburseRoute, AppEnv> {
+  return async (c) => {
     const { id } = c.req.valid('param');
     const header = c.req.valid('header')['idempotency-key'];
     if (header === undefined) {
@@ -179,9 +155,23 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     }
     const result = await disbursements.disburse(id, key, { id: c.get('auth').sub, requestId: c.get('requestId') });
     return c.json(toDisbursementJson(result), 200);
+  };
+}
+
+export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  // Parsed when the app is built, so a bad key stops the process at start-up.
+  const keys = LedgerKeys.parse(services.config.LEDGER_KEYS, services.config.LEDGER_SIGNING_KID);
+  const ledger = new Ledger(services.db, { keys, clock: services.clock });
+  const disbursements = new Disbursements(services.db, {
+    ledger,
+    locks: services.locks,
+    clock: services.clock,
+    fourEyes: services.config.FOUR_EYES,
   });
 
-  app.openapi(loanLedger, async (c) => {
+  app.openapi(disburseRoute, disburseHandler(disbursements));
+
+  app.openapi(loanLedgerRoute, async (c) => {
     const { id } = c.req.valid('param');
     const entries = await ledger.entriesForLoan(id);
     if (entries.length === 0 && !(await disbursements.applicationExists(id))) {
@@ -190,5 +180,5 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     return c.json({ applicationId: id, entries: entries.map(toEntryJson) }, 200);
   });
 
-  app.openapi(verify, async (c) => c.json(await disbursements.verifyLedger(), 200));
+  app.openapi(verifyRoute, async (c) => c.json(await disbursements.verifyLedger(), 200));
 }

@@ -3,7 +3,7 @@
 // effects that follow a write, replay, and the repository. Importers use this one entry.
 export * from './applications/cursors.ts';
 export { recordEffects, type WrittenChange } from './applications/effects.ts';
-export { etagOf, type Precondition, parseIfMatch } from './applications/preconditions.ts';
+export type { Precondition } from './applications/preconditions.ts';
 export { APPLICATIONS_COLLECTION, applicationIndexes, applicationQueries } from './applications/queries.ts';
 export { REPLAY_CHECKPOINTS_COLLECTION, type ReplayResult } from './applications/replay.ts';
 export {

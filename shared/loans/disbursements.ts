@@ -39,14 +39,6 @@ export type DisbursementState = 'disbursing' | 'disbursed';
  */
 export const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
 
-/** The key's value without the optional quotes, or null when it is not one we accept. */
-export function parseIdempotencyKey(header: string): string | null {
-  const trimmed = header.trim();
-  const value =
-    trimmed.length >= 2 && trimmed.startsWith('"') && trimmed.endsWith('"') ? trimmed.slice(1, -1) : trimmed;
-  return idempotencyKeyPattern.test(value) ? value : null;
-}
-
 /** The ledger identity of a loan's disbursement: one per loan, whatever key the client sent. */
 export const disbursementLedgerKey = (applicationId: string) => `disbursement:${applicationId}`;
 
