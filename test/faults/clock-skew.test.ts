@@ -9,12 +9,12 @@ import { ensureIndexes } from '../../shared/core/db.ts';
 import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/identity/sessions.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { sleep } from '../support/wait.ts';
 
 const secret = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
 const keys = parseJwtKeys(`k1:${secret}`);
 const admin = { id: 'admin-skew', roles: ['admin' as const] };
 const TTL_S = 30;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A clock that runs `offsetMs` off the machine's; the offset may be changed to move time. */
 const offsetClock = (offsetMs: number) => {

@@ -19,6 +19,7 @@ import {
   loanLockKey,
 } from '../../shared/loans/ledger.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { sleep } from '../support/wait.ts';
 
 let tdb: TestDatabase;
 
@@ -63,8 +64,6 @@ async function rehashPlain(name: string, from: number, options: { keepKid: boole
     .collection<LedgerHeadDoc>(LEDGER_HEADS_COLLECTION)
     .updateOne({ _id: name }, { $set: { seq: docs.at(-1)!._id, hash: prevHash } });
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe(`ledger on ${target().kind}`, () => {
   beforeAll(async () => {
