@@ -4,7 +4,6 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimFence, FENCES_COLLECTION, fencedUpdate, LockManager } from '../../shared/concurrency/leases.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { Ledger, LedgerKeys, ledgerFenceResource, ledgerIndexes, loanLockKey } from '../../shared/loans/ledger.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 import { startNode } from '../support/processes.ts';
@@ -15,8 +14,7 @@ describe(`a lease holder frozen past its lease, on ${target().kind}`, () => {
   let tdb: TestDatabase;
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, [ledgerIndexes]);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: [ledgerIndexes] });
   });
   afterAll(async () => {
     await tdb.close();
@@ -35,11 +33,10 @@ describe(`a lease holder frozen past its lease, on ${target().kind}`, () => {
       args: [mongoUrl(), tdb.name, loanId, String(ttlMs), '--loan', '--collection', 'loans'],
       stdin: true,
     });
-    const { child } = holder;
 
     try {
       const oldToken = (await holder.event('acquired')).token as number;
-      child.kill('SIGSTOP');
+      holder.child.kill('SIGSTOP');
       const frozenAt = performance.now();
       const locks = new LockManager(tdb.db, { owner: 'successor' });
       expect(await locks.acquire(loanLockKey(loanId), { waitMs: 0 })).toBeNull(); // still its lease
@@ -57,14 +54,11 @@ describe(`a lease holder frozen past its lease, on ${target().kind}`, () => {
       );
       const headBefore = await ledger.head();
 
-      holder.send('go');
-      child.kill('SIGCONT');
-      expect(await holder.exited).toBe(0);
-      const outcome = (name: string) => holder.events().find((e) => e.event === name)?.outcome;
-      expect(outcome('fencedUpdate')).toBe('stale_token');
-      expect(outcome('claimFence')).toBe('stale_token');
-      expect(outcome('ledgerAppend')).toBe('stale_token');
-      expect(outcome('renew')).toBe('refused');
+      expect(await holder.resume('go')).toBe(0);
+      expect(holder.reported('fencedUpdate')?.outcome).toBe('stale_token');
+      expect(holder.reported('claimFence')?.outcome).toBe('stale_token');
+      expect(holder.reported('ledgerAppend')?.outcome).toBe('stale_token');
+      expect(holder.reported('renew')?.outcome).toBe('refused');
 
       // Nothing the old holder tried is there.
       expect(await loans.findOne({ _id: loanId })).toMatchObject({ status: `paid by ${lease!.token}` });

@@ -11,7 +11,7 @@ import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { type OfflineServer, startOfflineServer } from '../../scripts/mongo/offline-server.ts';
-import { randomJwtKeys } from '../support/app.ts';
+import { apiProcessEnv } from '../support/app.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 
 /**
@@ -54,17 +54,16 @@ async function request(
 }
 
 const readyStatus = async () => (await request('/ready')).status;
+/** Resolves with how long /ready took to answer `status`. */
+const readyTurns = (status: number, timeoutMs: number, what: string) =>
+  waitFor(async () => (await readyStatus()) === status, { timeoutMs, what, detail: apiTail });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mongo-outage-'));
   file = join(dir, 'outage.h2');
   db = await startOfflineServer({ file, heap: '512m' });
   [api] = await startApiInstances(1, {
-    MONGO_URL: db.url,
-    MONGO_DB: 'outage',
-    JWT_KEYS: randomJwtKeys(),
-    LEDGER_KEYS: randomJwtKeys('ledger'),
-    PASSWORD_ITERATIONS: '1000',
+    ...apiProcessEnv('outage', { MONGO_URL: db.url }),
     ADMIN_EMAIL: ADMIN.email,
     ADMIN_PASSWORD: ADMIN.password,
     DB_TIMEOUT_MS: '1000',
@@ -96,6 +95,10 @@ describe('MongoDB stopped and restarted under load (offline server with an H2 fi
 
     const outcomes: Outcome[] = [];
     const acknowledged: string[] = [];
+    const creates = (what: string) => {
+      const before = acknowledged.length;
+      return waitFor(() => acknowledged.length > before, { timeoutMs: 30_000, what, detail: apiTail });
+    };
     const t0 = performance.now();
     let loading = true;
     let created = 0;
@@ -134,53 +137,27 @@ describe('MongoDB stopped and restarted under load (offline server with an H2 fi
 
     // Outage 1: the database process frozen; its sockets stay open and silent.
     process.kill(db.pid, 'SIGSTOP');
-    const to503 = await waitFor(async () => (await readyStatus()) === 503, {
-      timeoutMs: READY_WITHIN_MS,
-      what: '/ready 503 after SIGSTOP',
-      detail: apiTail,
-    });
+    const to503 = await readyTurns(503, READY_WITHIN_MS, '/ready 503 after SIGSTOP');
     expect(to503).toBeLessThanOrEqual(READY_WITHIN_MS);
     phases.push(`SIGSTOP: /ready 503 after ${Math.round(to503)} ms`);
     await sleep(FREEZE_MS - to503);
     process.kill(db.pid, 'SIGCONT');
     const resumedAt = performance.now();
-    await waitFor(async () => (await readyStatus()) === 200, {
-      timeoutMs: 30_000,
-      what: '/ready 200 after SIGCONT',
-      detail: apiTail,
-    });
-    const ackBefore = acknowledged.length;
-    await waitFor(async () => acknowledged.length > ackBefore, {
-      timeoutMs: 30_000,
-      what: 'a create after SIGCONT',
-      detail: apiTail,
-    });
+    await readyTurns(200, 30_000, '/ready 200 after SIGCONT');
+    await creates('a create after SIGCONT');
     phases.push(`SIGCONT: creates succeed again after ${Math.round(performance.now() - resumedAt)} ms`);
 
     // Outage 2: a graceful stop, then the server started again on the same port and file.
     await db.stop();
     const stoppedAt = performance.now();
-    const to503b = await waitFor(async () => (await readyStatus()) === 503, {
-      timeoutMs: READY_WITHIN_MS,
-      what: '/ready 503 after stop',
-      detail: apiTail,
-    });
+    const to503b = await readyTurns(503, READY_WITHIN_MS, '/ready 503 after stop');
     expect(to503b).toBeLessThanOrEqual(READY_WITHIN_MS);
     phases.push(`graceful stop: /ready 503 after ${Math.round(to503b)} ms`);
     await sleep(3_000);
     db = await startOfflineServer({ port: db.port, file, heap: '512m' });
     const restartedAt = performance.now();
-    await waitFor(async () => (await readyStatus()) === 200, {
-      timeoutMs: 30_000,
-      what: '/ready 200 after restart',
-      detail: apiTail,
-    });
-    const ackBefore2 = acknowledged.length;
-    await waitFor(async () => acknowledged.length > ackBefore2, {
-      timeoutMs: 30_000,
-      what: 'a create after restart',
-      detail: apiTail,
-    });
+    await readyTurns(200, 30_000, '/ready 200 after restart');
+    await creates('a create after restart');
     phases.push(
       `restart: down ${Math.round(restartedAt - stoppedAt)} ms, creates succeed ${Math.round(performance.now() - restartedAt)} ms after it listened`,
     );

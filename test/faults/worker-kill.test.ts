@@ -4,7 +4,6 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/queue.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 import { killStarted, startNode } from '../support/processes.ts';
 import { sleep, waitFor } from '../support/wait.ts';
@@ -25,8 +24,7 @@ describe(`SIGKILL of worker processes during a run, on ${target().kind}`, () => 
   let tdb: TestDatabase;
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, [queueIndexes]);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: [queueIndexes] });
   });
   afterAll(async () => {
     await killStarted();

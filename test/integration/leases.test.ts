@@ -151,11 +151,10 @@ describe(`shared/concurrency/leases on ${target().kind}`, () => {
     await ledgers.insertOne({ _id: key, entries: [] });
     const fixture = fileURLToPath(new URL('../fixtures/lease-holder.ts', import.meta.url));
     const holder = startNode(fixture, { args: [mongoUrl(), t.name, key, String(ttlMs), '--with-lock'], stdin: true });
-    const { child } = holder;
     const locks = new LockManager(t.db, { owner: 'test' });
     try {
       const childToken = (await holder.event('acquired')).token as number;
-      child.kill('SIGSTOP');
+      holder.child.kill('SIGSTOP');
       expect(await locks.acquire(key, { waitMs: 0 })).toBeNull(); // still live: its TTL has not run out
       const lease = await locks.acquire(key, { ttlMs: 30_000, waitMs: 20_000 });
       expect(lease).not.toBeNull();
@@ -163,13 +162,10 @@ describe(`shared/concurrency/leases on ${target().kind}`, () => {
       await fencedUpdate(ledgers, { _id: key }, { $push: { entries: `test:${lease!.token}` } }, lease!);
       await claimFence(t.db, `payout:${key}`, lease!);
 
-      holder.send('go');
-      child.kill('SIGCONT');
-      expect(await holder.exited).toBe(0);
-      const outcome = (name: string) => holder.events().find((e) => e.event === name)?.outcome;
-      expect(outcome('fencedUpdate')).toBe('stale_token');
-      expect(outcome('claimFence')).toBe('stale_token');
-      expect(outcome('withLock')).toBe('lock_lost');
+      expect(await holder.resume('go')).toBe(0);
+      expect(holder.reported('fencedUpdate')?.outcome).toBe('stale_token');
+      expect(holder.reported('claimFence')?.outcome).toBe('stale_token');
+      expect(holder.reported('withLock')?.outcome).toBe('lock_lost');
 
       const stored = await ledgers.findOne({ _id: key });
       expect(stored?.entries).toEqual([`test:${lease!.token}`]);

@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
 import { Queue } from '../../shared/concurrency/queue/queue.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { Documents, OCR_JOB, ocrJobOptions } from '../../shared/loans/documents.ts';
 import type { ApplicationWithOcr, OcrResult } from '../../workers/ocr/handler.ts';
@@ -34,8 +33,7 @@ describe(`OCR worker processes on ${target().kind}`, () => {
   let tdb: TestDatabase;
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, apiIndexes);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: apiIndexes });
   });
   afterAll(async () => {
     await killStarted();

@@ -47,3 +47,16 @@ export async function openApiSuite(file: string, overrides: Record<string, strin
   const { tokens, ids } = await adminsByRole(app, services, roles);
   return { database, app, services, config, tokens, adminIds: ids, call: callerFor(app, tokens) };
 }
+
+/** The environment of an API process (api/node.ts) on a test database: fresh keys, cheap hashing, warnings only. */
+export function apiProcessEnv(dbName: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    MONGO_URL: mongoUrl(),
+    MONGO_DB: dbName,
+    JWT_KEYS: randomJwtKeys(),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
+    PASSWORD_ITERATIONS: '1000',
+    LOG_LEVEL: 'warn',
+    ...overrides,
+  };
+}

@@ -20,6 +20,10 @@ export interface NodeProcess {
   event(name: string, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** Writes a line to its stdin (started with `stdin: true`). */
   send(line: string): void;
+  /** The first JSON event with this `event` name reported so far. */
+  reported(name: string): Record<string, unknown> | undefined;
+  /** For a process frozen with SIGSTOP: writes `line` to its stdin, sends SIGCONT, resolves with its exit code. */
+  resume(line: string): Promise<number | null>;
   /** SIGTERM and wait for the exit (SIGKILL after `killAfterMs`, if given). */
   stop(killAfterMs?: number): Promise<void>;
   /** SIGKILL and wait for the exit. */
@@ -35,72 +39,103 @@ export interface StartOptions {
 
 const started = new Set<NodeProcess>();
 
-/** Runs `script` with this Node; the environment is the test's plus `env`. */
-export function startNode(script: string, { args = [], env = {}, cwd, stdin = false }: StartOptions = {}): NodeProcess {
-  const child = spawn(process.execPath, [script, ...args], {
-    cwd,
-    env: { ...process.env, ...env },
-    stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let all = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    out += chunk.toString();
-    all += chunk.toString();
-  });
-  child.stderr!.on('data', (chunk: Buffer) => {
-    all += chunk.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const gone = () => child.exitCode !== null || child.signalCode !== null;
-  const events = () =>
-    out
+class StartedNode implements NodeProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly exited: Promise<number | null>;
+  private out = '';
+  private all = '';
+
+  private readonly script: string;
+
+  constructor(script: string, { args = [], env = {}, cwd, stdin = false }: StartOptions) {
+    this.script = script;
+    this.child = spawn(process.execPath, [script, ...args], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
+    this.pid = this.child.pid!;
+    this.child.stdout!.on('data', (chunk: Buffer) => {
+      this.out += chunk.toString();
+      this.all += chunk.toString();
+    });
+    this.child.stderr!.on('data', (chunk: Buffer) => {
+      this.all += chunk.toString();
+    });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+  }
+
+  stdout = () => this.out;
+  output = () => this.all;
+  private gone = () => this.child.exitCode !== null || this.child.signalCode !== null;
+
+  printed(text: string, from: 'stdout' | 'all' = 'stdout'): Promise<void> {
+    const { child } = this;
+    const seen = () => (from === 'stdout' ? this.out : this.all).includes(text);
+    const failure = () =>
+      new Error(
+        `${this.script} exited (${child.exitCode ?? child.signalCode}) before printing "${text}":\n${this.all}`,
+      );
+    return new Promise<void>((resolve, reject) => {
+      if (seen()) return resolve();
+      if (this.gone()) return reject(failure());
+      const check = () => {
+        if (seen()) resolve();
+      };
+      child.stdout!.on('data', check);
+      if (from === 'all') child.stderr!.on('data', check);
+      child.once('exit', () => reject(failure()));
+    });
+  }
+
+  events(): Record<string, unknown>[] {
+    return this.out
       .split('\n')
       .filter((line) => line.startsWith('{') && line.endsWith('}'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
-  const handle: NodeProcess = {
-    child,
-    pid: child.pid!,
-    exited,
-    stdout: () => out,
-    output: () => all,
-    printed(text, from = 'stdout') {
-      const seen = () => (from === 'stdout' ? out : all).includes(text);
-      const failure = () =>
-        new Error(`${script} exited (${child.exitCode ?? child.signalCode}) before printing "${text}":\n${all}`);
-      return new Promise<void>((resolve, reject) => {
-        if (seen()) return resolve();
-        if (gone()) return reject(failure());
-        const check = () => {
-          if (seen()) resolve();
-        };
-        child.stdout!.on('data', check);
-        if (from === 'all') child.stderr!.on('data', check);
-        child.once('exit', () => reject(failure()));
-      });
-    },
-    events,
-    async event(name, timeoutMs = 20_000) {
-      const found = await waitForValue(
-        () => events().find((e) => e.event === name),
-        (event) => event !== undefined || gone(),
-        { timeoutMs, intervalMs: 10, what: `${script} reporting "${name}"`, detail: () => all },
-      );
-      if (!found) throw new Error(`${script} exited without reporting "${name}"; it wrote:\n${all}`);
-      return found;
-    },
-    send(line) {
-      child.stdin!.write(`${line}\n`);
-    },
-    stop: (killAfterMs) => stopProcess(child, killAfterMs),
-    async kill() {
-      if (gone()) return;
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
+  }
+
+  reported(name: string) {
+    return this.events().find((e) => e.event === name);
+  }
+
+  async event(name: string, timeoutMs = 20_000) {
+    const found = await waitForValue(
+      () => this.reported(name),
+      (event) => event !== undefined || this.gone(),
+      { timeoutMs, intervalMs: 10, what: `${this.script} reporting "${name}"`, detail: this.output },
+    );
+    if (!found) throw new Error(`${this.script} exited without reporting "${name}"; it wrote:\n${this.all}`);
+    return found;
+  }
+
+  send(line: string) {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  resume(line: string) {
+    this.send(line);
+    this.child.kill('SIGCONT');
+    return this.exited;
+  }
+
+  stop(killAfterMs?: number) {
+    return stopProcess(this.child, killAfterMs);
+  }
+
+  async kill() {
+    if (this.gone()) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+/** Runs `script` with this Node; the environment is the test's plus `env`. */
+export function startNode(script: string, options: StartOptions = {}): NodeProcess {
+  const handle = new StartedNode(script, options);
   started.add(handle);
-  void exited.then(() => started.delete(handle));
+  void handle.exited.then(() => started.delete(handle));
   return handle;
 }
 
