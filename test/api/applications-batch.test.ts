@@ -9,10 +9,10 @@ import { JOBS_COLLECTION } from '../../shared/concurrency/queue/index.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
-import { createTestApp } from '../support/app.ts';
+import { openApiSuite } from '../support/app.ts';
 import { applicationSteps } from '../support/applications.ts';
-import { adminsByRole, callerFor } from '../support/http.ts';
-import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import type { callerFor } from '../support/http.ts';
+import type { TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
@@ -30,10 +30,11 @@ const audit = () => database.db.collection(AUDIT_COLLECTION);
 const jobs = () => database.db.collection(JOBS_COLLECTION);
 
 beforeAll(async () => {
-  database = await openTestDatabase(import.meta.filename);
-  ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000' }));
-  ({ tokens, ids: adminIds } = await adminsByRole(app, services, roles));
-  call = callerFor(app, tokens);
+  ({ database, app, services, tokens, adminIds, call } = await openApiSuite(
+    import.meta.filename,
+    { RATE_LIMIT_PER_MINUTE: '1000000' },
+    roles,
+  ));
 });
 afterAll(() => database.close());
 

@@ -2,18 +2,15 @@
 // filter, and the edges of page and limit. Its own database, so totals are exact.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
-import type { Services } from '../../api/services.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
-import { createTestApp } from '../support/app.ts';
+import { createTestApp, openApiSuite } from '../support/app.ts';
 import { applicationSteps } from '../support/applications.ts';
 import { adminsByRole, callerFor } from '../support/http.ts';
-import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import type { TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
-let services: Services;
-let tokens: Record<Role, string>;
 const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
 let call: ReturnType<typeof callerFor>;
@@ -23,10 +20,7 @@ const { createOne } = applicationSteps(() => call);
 const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
 
 beforeAll(async () => {
-  database = await openTestDatabase(import.meta.filename);
-  ({ app, services } = await createTestApp(database.db, { RATE_LIMIT_PER_MINUTE: '1000000' }));
-  ({ tokens } = await adminsByRole(app, services, roles));
-  call = callerFor(app, tokens);
+  ({ database, app, call } = await openApiSuite(import.meta.filename, { RATE_LIMIT_PER_MINUTE: '1000000' }, roles));
 });
 afterAll(() => database.close());
 

@@ -1,7 +1,6 @@
 // A disbursing process SIGKILLed right after each step leaves a state that a retry with the same key,
 // through HTTP on another instance, completes: exactly one ledger entry, the application disbursed, the
 // chain verified. Another key meanwhile gets 409 without waiting for the dead holder's lease.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
@@ -17,6 +16,7 @@ import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { createTestApp } from '../support/app.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { killStarted, startNode } from '../support/processes.ts';
 
 const fixture = fileURLToPath(new URL('../fixtures/disburse-crash.ts', import.meta.url));
 // Long enough that the fixture renews its lease on a loaded machine (1 s was lost before the ledger step
@@ -27,7 +27,6 @@ let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
 let services: Services;
 let tokens: Record<Role, string>;
-const children: ChildProcess[] = [];
 
 async function approvedApplication(loanAmount: number): Promise<string> {
   const created = await call(app, tokens.admin, 'POST', '/api/applications', {
@@ -45,9 +44,8 @@ async function approvedApplication(loanAmount: number): Promise<string> {
 
 /** Runs the fixture until it reports the crash point, then SIGKILLs it. */
 async function crashAfter(step: DisbursementStep, applicationId: string, idempotencyKey: string): Promise<void> {
-  const child = spawn(process.execPath, [fixture], {
+  const crashing = startNode(fixture, {
     env: {
-      ...process.env,
       MONGO_URL: mongoUrl(),
       MONGO_DB: database.name,
       APPLICATION_ID: applicationId,
@@ -56,26 +54,10 @@ async function crashAfter(step: DisbursementStep, applicationId: string, idempot
       CRASH_AFTER: step,
       LEASE_TTL_MS: String(LEASE_TTL_MS),
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    err += chunk.toString();
-  });
-  const exited = new Promise<{ signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (_code, signal) => resolve({ signal })),
-  );
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes(`crash-point ${step}`)) resolve();
-    });
-    void exited.then(() => reject(new Error(`fixture exited before ${step}: ${out} ${err}`)));
-  });
-  child.kill('SIGKILL');
-  expect((await exited).signal).toBe('SIGKILL');
+  await crashing.printed(`crash-point ${step}`);
+  await crashing.kill();
+  expect(crashing.child.signalCode).toBe('SIGKILL');
 }
 
 const ledgerEntries = (loanId: string) => database.db.collection(LEDGER_COLLECTION).find({ loanId }).toArray();
@@ -98,7 +80,7 @@ describe(`disbursement killed between steps, retried over HTTP, on ${target().ki
     ({ tokens } = await adminsByRole(app, services, ['admin', 'approver', 'disburser']));
   });
   afterAll(async () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await killStarted();
     await database.close();
   });
 

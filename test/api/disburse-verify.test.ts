@@ -2,13 +2,14 @@
 // edited and rehashed with plain SHA-256 (head moved along), a cut tail (head moved back), a deleted
 // disbursement record, an entry moved to another loan. Each is named: where the chain breaks, and which
 // application, disbursement record and ledger entry disagree. The database is restored after each case.
-import { createHash } from 'node:crypto';
 import { afterEach, beforeAll, afterAll as cleanup, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import type { Services } from '../../api/services.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
+import type { LedgerDoc } from '../../shared/loans/ledger.ts';
 import { createTestApp, randomJwtKeys } from '../support/app.ts';
 import { adminsByRole, call } from '../support/http.ts';
+import { plainLedgerHash } from '../support/ledger.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 let database: TestDatabase;
@@ -56,21 +57,7 @@ async function rehashFrom(from: number, edit: (entry: RawDoc) => void): Promise<
     if (entry._id === from) edit(entry);
     delete entry.kid;
     entry.prevHash = prevHash;
-    entry.hash = createHash('sha256')
-      .update(
-        JSON.stringify([
-          'loan-ledger/v1',
-          entry._id,
-          entry.loanId,
-          entry.type,
-          entry.amount,
-          entry.at.toISOString(),
-          entry.idempotencyKey ?? null,
-          entry.fence ? [entry.fence.key, entry.fence.token] : null,
-          entry.prevHash,
-        ]),
-      )
-      .digest('hex');
+    entry.hash = plainLedgerHash(entry as LedgerDoc);
     prevHash = entry.hash;
     await raw('ledger').replaceOne({ _id: entry._id }, entry);
   }

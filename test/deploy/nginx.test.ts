@@ -13,13 +13,13 @@ import { type ApiInstance, startApiInstances } from '../../scripts/api-instances
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { findNginx, nginxWorkDir, type RunningNginx, startNginx } from '../../scripts/nginx/nginx.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { sleep } from '../support/wait.ts';
 
 // Without nginx the file is skipped by name, except in CI, where `npm run setup` must have installed it.
 const noNginx = !findNginx() && !process.env.CI;
 const named = (title: string) =>
   noNginx ? `${title} (skipped: nginx is not installed; npm run setup installs it)` : title;
 const REVOCATION_STALENESS_MS = 500;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let workDir: string;
 beforeAll(() => {

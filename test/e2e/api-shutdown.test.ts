@@ -3,8 +3,8 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startApiInstances } from '../../scripts/api-instances.ts';
 import { seedApplications } from '../../scripts/seed.ts';
-import { randomJwtKeys } from '../support/app.ts';
-import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { apiProcessEnv } from '../support/app.ts';
+import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 beforeAll(async () => {
@@ -18,16 +18,10 @@ it('finishes a request in flight on SIGTERM, refuses new connections, and exits 
     .collection<{ _id: string }>('applications')
     .find({ status: 'pending' }, { projection: { _id: 1 } })
     .toArray();
-  const [api] = await startApiInstances(1, {
-    MONGO_URL: mongoUrl(),
-    MONGO_DB: database.name,
-    JWT_KEYS: randomJwtKeys(),
-    LEDGER_KEYS: randomJwtKeys('ledger'),
-    PASSWORD_ITERATIONS: '1000',
-    ADMIN_EMAIL: 'first@example.com',
-    ADMIN_PASSWORD: 'first admin password',
-    LOG_LEVEL: 'warn',
-  });
+  const [api] = await startApiInstances(
+    1,
+    apiProcessEnv(database.name, { ADMIN_EMAIL: 'first@example.com', ADMIN_PASSWORD: 'first admin password' }),
+  );
   const { origin, process: child } = api!;
   const exited = api!.exited.then(() => child.exitCode);
   const login = await fetch(`${origin}/api/auth/login`, {

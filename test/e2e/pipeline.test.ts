@@ -5,51 +5,37 @@
 // neither approve nor disburse it, its approver may not disburse it; a disburser who did neither pays;
 // the ledger holds one entry per loan and verifies.
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
-import { stopProcess } from '../../scripts/processes.ts';
 import { formPng, sampleForm } from '../fixtures/documents.ts';
-import { randomJwtKeys } from '../support/app.ts';
+import { apiProcessEnv } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { type NodeProcess, startNode } from '../support/processes.ts';
+import { waitForValue } from '../support/wait.ts';
 
 let database: TestDatabase;
-const children: ChildProcess[] = [];
 let origin: string;
-let output = '';
 let apiInstance: ApiInstance | undefined;
 
+const workers: NodeProcess[] = [];
+const output = () => workers.map((worker) => worker.output()).join('\n');
+
 function run(file: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, [file], {
-    env: {
-      ...process.env,
-      MONGO_URL: mongoUrl(),
-      MONGO_DB: database.name,
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  children.push(child);
-  return child;
+  workers.push(
+    startNode(file, {
+      env: { MONGO_URL: mongoUrl(), MONGO_DB: database.name, HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
+    }),
+  );
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | null | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const value = await probe().catch(() => undefined);
-    if (value) return value;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}\n${output}`);
-}
+/** Polls `probe` until it gives a value (a failed probe counts as none). */
+const until = <T>(what: string, probe: () => Promise<T | undefined | null | false>, ms = 60_000) =>
+  waitForValue(() => probe().catch(() => undefined), Boolean, {
+    timeoutMs: ms,
+    intervalMs: 200,
+    what: `waiting for ${what}`,
+    detail: output,
+  }) as Promise<T>;
 
 async function api(
   token: string | null,
@@ -73,16 +59,10 @@ async function api(
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
-  const [api] = await startApiInstances(1, {
-    MONGO_URL: mongoUrl(),
-    MONGO_DB: database.name,
-    JWT_KEYS: randomJwtKeys(),
-    LEDGER_KEYS: randomJwtKeys('ledger'),
-    PASSWORD_ITERATIONS: '1000',
-    ADMIN_EMAIL: 'boss@example.com',
-    ADMIN_PASSWORD: 'pipeline admin password',
-    LOG_LEVEL: 'warn',
-  });
+  const [api] = await startApiInstances(
+    1,
+    apiProcessEnv(database.name, { ADMIN_EMAIL: 'boss@example.com', ADMIN_PASSWORD: 'pipeline admin password' }),
+  );
   apiInstance = api!;
   origin = api!.origin;
   run('workers/ocr/main.ts', { QUEUE_LEASE_MS: '5000' });
@@ -92,7 +72,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await apiInstance?.stop();
-  await Promise.all(children.map((child) => stopProcess(child)));
+  await Promise.all(workers.map((worker) => worker.stop()));
   await database.close();
 });
 

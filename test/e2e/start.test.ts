@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
+import { waitFor, waitForValue } from '../support/wait.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'loan-admin-start-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -35,13 +36,11 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
       output += chunk.toString();
     });
 
-    const deadline = Date.now() + 90_000;
-    let ready: Response | undefined;
-    while (Date.now() < deadline) {
-      ready = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);
-      if (ready?.status === 200) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const ready = await waitForValue(
+      () => fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined),
+      (reply) => reply?.status === 200,
+      { timeoutMs: 90_000, intervalMs: 250, what: 'npm start ready', detail: () => output },
+    );
     expect(ready?.status, output).toBe(200);
     expect(await ready?.json()).toEqual({ status: 'ready' });
     expect(output).toMatch(/\[start\] database: (mongod|offline mongo-java-server)/);
@@ -71,9 +70,12 @@ describe('npm start (scripts/start.ts) with no MONGO_URL', () => {
     expect(await verify.json()).toMatchObject({ ok: true, mismatches: [] });
     // The workers run beside the API.
     for (const worker of ['approval', 'ocr']) {
-      for (let i = 0; i < 200 && !output.includes(`"msg":"worker started","worker":"${worker}"`); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitFor(() => output.includes(`"msg":"worker started","worker":"${worker}"`), {
+        timeoutMs: 20_000,
+        intervalMs: 100,
+        what: `the ${worker} worker started`,
+        detail: () => output,
+      });
       expect(output).toContain(`"msg":"worker started","worker":"${worker}"`);
     }
 

@@ -1,11 +1,12 @@
 // A worker as an operator runs it: a real process with probes, clear exits, and a drain on SIGTERM.
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { Applications } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../../workers/runtime.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { startNode } from '../support/processes.ts';
+import { waitFor, waitForValue } from '../support/wait.ts';
 import { workerContext } from '../support/worker.ts';
 
 let database: TestDatabase;
@@ -16,21 +17,8 @@ beforeAll(async () => {
 });
 afterAll(() => database.close());
 
-function startApproval(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['workers/approval/main.ts'], {
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { child, exited, output: () => output };
-}
+const startApproval = (env: Record<string, string>) =>
+  startNode('workers/approval/main.ts', { env: { LOG_LEVEL: 'warn', ...env } });
 
 describe('a worker process', () => {
   it('exits 2 with one message on a bad configuration', async () => {
@@ -58,10 +46,12 @@ describe('a worker process', () => {
         (r) => r.status,
         () => 0,
       );
-    for (let i = 0; (await probe('/ready')) !== 200; i++) {
-      if (i > 200) throw new Error(`the worker did not become ready:\n${worker.output()}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor(async () => (await probe('/ready')) === 200, {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: 'the worker ready',
+      detail: worker.output,
+    });
     expect(await probe('/health')).toBe(200);
 
     const applications = new Applications(database.db, { clock: ctx.clock, queue: ctx.queue });
@@ -71,11 +61,11 @@ describe('a worker process', () => {
     );
     // Moving to under_review publishes 'application.review'; without OCR the worker recommends review.
     await applications.update(app._id, { status: 'under_review', fields: {} }, { version: 1 }, { id: 'admin' });
-    let stored: Record<string, unknown> | null = null;
-    for (let i = 0; i < 100 && !stored?.recommendation; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      stored = await database.db.collection('applications').findOne({ _id: app._id as never });
-    }
+    const stored = await waitForValue(
+      () => database.db.collection('applications').findOne({ _id: app._id as never }),
+      (found) => Boolean(found?.recommendation),
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     expect(stored).toMatchObject({ status: 'under_review', recommendation: { recommendation: 'manual_review' } });
 
     worker.child.kill('SIGTERM');

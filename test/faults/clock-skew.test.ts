@@ -9,12 +9,12 @@ import { ensureIndexes } from '../../shared/core/db.ts';
 import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/identity/sessions.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { waitFor } from '../support/wait.ts';
 
 const secret = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
 const keys = parseJwtKeys(`k1:${secret}`);
 const admin = { id: 'admin-skew', roles: ['admin' as const] };
 const TTL_S = 30;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A clock that runs `offsetMs` off the machine's; the offset may be changed to move time. */
 const offsetClock = (offsetMs: number) => {
@@ -124,11 +124,10 @@ describe(`queue backoff and delays with skewed local clocks, on ${target().kind}
       await worker.run();
       try {
         expect(Math.abs(clock.offset + skewMs)).toBeLessThan(1_000); // it measured its own error
-        const deadline = Date.now() + 20_000;
-        while ((await queue.getJob(job.id))?.state !== 'completed') {
-          if (Date.now() > deadline) throw new Error('the retry never completed');
-          await sleep(50);
-        }
+        await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', {
+          timeoutMs: 20_000,
+          what: 'the retry completed',
+        });
       } finally {
         await worker.close(2_000);
       }
@@ -159,11 +158,10 @@ describe(`queue backoff and delays with skewed local clocks, on ${target().kind}
     try {
       const addedAt = Date.now();
       const job = await producer.add(name, {}, { delay: 1_500 });
-      const deadline = Date.now() + 20_000;
-      while ((await producer.getJob(job.id))?.state !== 'completed') {
-        if (Date.now() > deadline) throw new Error('the delayed job never ran');
-        await sleep(50);
-      }
+      await waitFor(async () => (await producer.getJob(job.id))?.state === 'completed', {
+        timeoutMs: 20_000,
+        what: 'the delayed job ran',
+      });
       expect(ranAt - addedAt).toBeGreaterThanOrEqual(1_400);
       expect(ranAt - addedAt).toBeLessThan(6_000);
       console.log(`delayed job (1500 ms) ran ${ranAt - addedAt} ms after it was added`);

@@ -4,16 +4,16 @@
 // by itself, and every acknowledged create is in the database afterwards.
 // (SIGKILL of the database is not tested here: the offline server's H2 file is not crash-safe, see
 // RELIABILITY.md; surviving it is a journaled mongod's property.)
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, type OfflineServer, startOfflineServer } from '../../scripts/mongo/offline-server.ts';
-import { randomJwtKeys } from '../support/app.ts';
+import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
+import { type OfflineServer, startOfflineServer } from '../../scripts/mongo/offline-server.ts';
+import { apiProcessEnv } from '../support/app.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /**
  * No request may take longer than this, outage or not. A request already sent to a frozen server waits
  * until the driver's monitor gives up on it (heartbeatFrequencyMS 10 s + DB_TIMEOUT_MS 1 s), then 503.
@@ -34,9 +34,9 @@ interface Outcome {
 let dir: string;
 let file: string;
 let db: OfflineServer;
-let api: ChildProcess;
+let api: ApiInstance | undefined;
 let origin: string;
-let apiLog = '';
+const apiTail = () => api?.output().slice(-3000) ?? '';
 
 async function request(
   path: string,
@@ -53,53 +53,28 @@ async function request(
   }
 }
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
-  const started = performance.now();
-  while (!(await check())) {
-    if (performance.now() - started > timeoutMs)
-      throw new Error(`${what}: not within ${timeoutMs} ms\n${apiLog.slice(-3000)}`);
-    await sleep(50);
-  }
-  return performance.now() - started;
-}
-
 const readyStatus = async () => (await request('/ready')).status;
+/** Resolves with how long /ready took to answer `status`. */
+const readyTurns = (status: number, timeoutMs: number, what: string) =>
+  waitFor(async () => (await readyStatus()) === status, { timeoutMs, what, detail: apiTail });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mongo-outage-'));
   file = join(dir, 'outage.h2');
   db = await startOfflineServer({ file, heap: '512m' });
-  const port = await freePort();
-  origin = `http://127.0.0.1:${port}`;
-  api = spawn(process.execPath, ['api/node.ts'], {
-    env: {
-      ...process.env,
-      MONGO_URL: db.url,
-      MONGO_DB: 'outage',
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      JWT_KEYS: randomJwtKeys(),
-      LEDGER_KEYS: randomJwtKeys('ledger'),
-      PASSWORD_ITERATIONS: '1000',
-      ADMIN_EMAIL: ADMIN.email,
-      ADMIN_PASSWORD: ADMIN.password,
-      DB_TIMEOUT_MS: '1000',
-      RATE_LIMIT_PER_MINUTE: '1000000',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  [api] = await startApiInstances(1, {
+    ...apiProcessEnv('outage', { MONGO_URL: db.url }),
+    ADMIN_EMAIL: ADMIN.email,
+    ADMIN_PASSWORD: ADMIN.password,
+    DB_TIMEOUT_MS: '1000',
+    RATE_LIMIT_PER_MINUTE: '1000000',
+    LOG_LEVEL: 'warn',
   });
-  api.stdout!.on('data', (chunk: Buffer) => {
-    apiLog += chunk.toString();
-  });
-  api.stderr!.on('data', (chunk: Buffer) => {
-    apiLog += chunk.toString();
-  });
-  await waitFor(async () => (await readyStatus()) === 200, 60_000, 'API ready');
+  origin = api!.origin;
 }, 120_000);
 
 afterAll(async () => {
-  api?.kill('SIGKILL');
+  api?.process.kill('SIGKILL');
   if (db) {
     process.kill(db.pid, 'SIGCONT');
     await db.stop();
@@ -120,6 +95,10 @@ describe('MongoDB stopped and restarted under load (offline server with an H2 fi
 
     const outcomes: Outcome[] = [];
     const acknowledged: string[] = [];
+    const creates = (what: string) => {
+      const before = acknowledged.length;
+      return waitFor(() => acknowledged.length > before, { timeoutMs: 30_000, what, detail: apiTail });
+    };
     const t0 = performance.now();
     let loading = true;
     let created = 0;
@@ -158,29 +137,27 @@ describe('MongoDB stopped and restarted under load (offline server with an H2 fi
 
     // Outage 1: the database process frozen; its sockets stay open and silent.
     process.kill(db.pid, 'SIGSTOP');
-    const to503 = await waitFor(async () => (await readyStatus()) === 503, READY_WITHIN_MS, '/ready 503 after SIGSTOP');
+    const to503 = await readyTurns(503, READY_WITHIN_MS, '/ready 503 after SIGSTOP');
     expect(to503).toBeLessThanOrEqual(READY_WITHIN_MS);
     phases.push(`SIGSTOP: /ready 503 after ${Math.round(to503)} ms`);
     await sleep(FREEZE_MS - to503);
     process.kill(db.pid, 'SIGCONT');
     const resumedAt = performance.now();
-    await waitFor(async () => (await readyStatus()) === 200, 30_000, '/ready 200 after SIGCONT');
-    const ackBefore = acknowledged.length;
-    await waitFor(async () => acknowledged.length > ackBefore, 30_000, 'a create after SIGCONT');
+    await readyTurns(200, 30_000, '/ready 200 after SIGCONT');
+    await creates('a create after SIGCONT');
     phases.push(`SIGCONT: creates succeed again after ${Math.round(performance.now() - resumedAt)} ms`);
 
     // Outage 2: a graceful stop, then the server started again on the same port and file.
     await db.stop();
     const stoppedAt = performance.now();
-    const to503b = await waitFor(async () => (await readyStatus()) === 503, READY_WITHIN_MS, '/ready 503 after stop');
+    const to503b = await readyTurns(503, READY_WITHIN_MS, '/ready 503 after stop');
     expect(to503b).toBeLessThanOrEqual(READY_WITHIN_MS);
     phases.push(`graceful stop: /ready 503 after ${Math.round(to503b)} ms`);
     await sleep(3_000);
     db = await startOfflineServer({ port: db.port, file, heap: '512m' });
     const restartedAt = performance.now();
-    await waitFor(async () => (await readyStatus()) === 200, 30_000, '/ready 200 after restart');
-    const ackBefore2 = acknowledged.length;
-    await waitFor(async () => acknowledged.length > ackBefore2, 30_000, 'a create after restart');
+    await readyTurns(200, 30_000, '/ready 200 after restart');
+    await creates('a create after restart');
     phases.push(
       `restart: down ${Math.round(restartedAt - stoppedAt)} ms, creates succeed ${Math.round(performance.now() - restartedAt)} ms after it listened`,
     );
@@ -191,7 +168,7 @@ describe('MongoDB stopped and restarted under load (offline server with an H2 fi
     const byStatus: Record<string, number> = {};
     for (const o of outcomes) byStatus[`${o.kind} ${o.status}`] = (byStatus[`${o.kind} ${o.status}`] ?? 0) + 1;
     const slowest = Math.max(...outcomes.map((o) => o.ms));
-    if (process.env.FAULT_DEBUG) console.log(apiLog);
+    if (process.env.FAULT_DEBUG) console.log(api?.output());
     console.log(`${phases.join('; ')}\nresponses: ${JSON.stringify(byStatus)}; slowest ${Math.round(slowest)} ms`);
 
     // Only success or 503: never a 500, never a dropped connection, never a hang past the bound.

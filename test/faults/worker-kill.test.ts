@@ -1,12 +1,12 @@
 // Fault: worker processes SIGKILLed at random points while they work through a large run. Every job's
 // effect must be there exactly once: none lost (a killed worker's jobs are re-claimed after their lease),
 // none doubled (a re-run of an interrupted job adds nothing).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/index.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { killStarted, startNode } from '../support/processes.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 const fixture = fileURLToPath(new URL('../fixtures/fault-queue-worker.ts', import.meta.url));
 // 5,000 in the test command (about a minute here); FAULT_JOBS=10000 for the full run (measured: 118 s on this server).
@@ -15,52 +15,19 @@ const PROCESSES = 3;
 const KILLS = 6;
 const LEASE_MS = 2_000;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-interface WorkerProcess {
-  child: ChildProcess;
-  ready: Promise<void>;
-  exited: Promise<void>;
-}
-
-function spawnWorker(dbName: string): WorkerProcess {
-  const child = spawn(process.execPath, [fixture], {
-    env: {
-      ...process.env,
-      MONGO_URL: mongoUrl(),
-      QUEUE_DB: dbName,
-      QUEUE_CONCURRENCY: '10',
-      QUEUE_LEASE_MS: String(LEASE_MS),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+const spawnWorker = (dbName: string) =>
+  startNode(fixture, {
+    env: { MONGO_URL: mongoUrl(), QUEUE_DB: dbName, QUEUE_CONCURRENCY: '10', QUEUE_LEASE_MS: String(LEASE_MS) },
   });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    err += chunk.toString();
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('ready')) resolve();
-    });
-    child.once('exit', (code, signal) => reject(new Error(`worker exited (${code ?? signal}) before ready: ${err}`)));
-  });
-  ready.catch(() => {});
-  return { child, ready, exited };
-}
 
 describe(`SIGKILL of worker processes during a run, on ${target().kind}`, () => {
   let tdb: TestDatabase;
-  const all: WorkerProcess[] = [];
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, [queueIndexes]);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: [queueIndexes] });
   });
   afterAll(async () => {
-    for (const worker of all) worker.child.kill('SIGKILL');
+    await killStarted();
     await tdb.close();
   });
 
@@ -83,8 +50,7 @@ describe(`SIGKILL of worker processes during a run, on ${target().kind}`, () => 
     expect(await jobs.countDocuments({})).toBe(JOBS);
 
     const pool = Array.from({ length: PROCESSES }, () => spawnWorker(tdb.name));
-    all.push(...pool);
-    await Promise.all(pool.map((w) => w.ready));
+    await Promise.all(pool.map((w) => w.printed('ready')));
     const processingStarted = Date.now();
 
     // Kill a random worker every 0.5-1.5 s while work remains, and start a replacement at once.
@@ -96,22 +62,20 @@ describe(`SIGKILL of worker processes during a run, on ${target().kind}`, () => 
       const active = await jobs.countDocuments({ state: 'active' });
       const victim = Math.floor(Math.random() * pool.length);
       const doomed = pool[victim]!;
-      doomed.child.kill('SIGKILL');
-      await doomed.exited;
+      await doomed.kill();
       kills.push({ at: Date.now() - processingStarted, completedBefore: completed, activeBefore: active });
       const replacement = spawnWorker(tdb.name);
-      all.push(replacement);
       pool[victim] = replacement;
-      await replacement.ready;
+      await replacement.printed('ready');
     }
 
-    const deadline = Date.now() + 90_000;
-    while ((await jobs.countDocuments({ state: 'completed' })) < JOBS) {
-      if (Date.now() > deadline) throw new Error('jobs did not all complete within 90 s after the kills');
-      await sleep(500);
-    }
+    await waitFor(async () => (await jobs.countDocuments({ state: 'completed' })) >= JOBS, {
+      timeoutMs: 90_000,
+      intervalMs: 500,
+      what: 'every job completed after the kills',
+    });
     const processedMs = Date.now() - processingStarted;
-    for (const worker of pool) worker.child.kill('SIGKILL');
+    await Promise.all(pool.map((w) => w.kill()));
 
     // None lost: every job completed, every job has its effect.
     expect(await jobs.countDocuments({ state: 'completed' })).toBe(JOBS);

@@ -1,4 +1,3 @@
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
@@ -15,13 +14,14 @@ import {
 import type { Clock } from '../../shared/core/clock.ts';
 import { LockLostError, LockTimeoutError, StaleTokenError } from '../../shared/core/errors.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { startNode } from '../support/processes.ts';
+import { sleep } from '../support/wait.ts';
 
 interface Counter {
   _id: string;
   value: number;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const skewed = (offsetMs: number): Clock => ({ now: () => performance.now() + offsetMs });
 
 /** Resolves when the signal aborts, or after timeoutMs (so a missing abort fails an assertion, not the run). */
@@ -149,39 +149,12 @@ describe(`shared/concurrency/leases on ${target().kind}`, () => {
     const ttlMs = 1500;
     const ledgers = t.db.collection<{ _id: string; entries: string[] }>('ledgers');
     await ledgers.insertOne({ _id: key, entries: [] });
-    const fixture = fileURLToPath(new URL('../fixtures/lock-holder.ts', import.meta.url));
-    const child: ChildProcessWithoutNullStreams = spawn(
-      process.execPath,
-      [fixture, mongoUrl(), t.name, key, String(ttlMs)],
-      { stdio: 'pipe' },
-    );
-    const events: Record<string, unknown>[] = [];
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    let buffered = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) events.push(JSON.parse(line));
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    const eventually = async (name: string, timeoutMs = 20_000) => {
-      const until = performance.now() + timeoutMs;
-      while (performance.now() < until) {
-        const event = events.find((e) => e.event === name);
-        if (event) return event;
-        if (child.exitCode !== null) break;
-        await sleep(10);
-      }
-      throw new Error(`child never reported "${name}"; events ${JSON.stringify(events)}; stderr:\n${stderr}`);
-    };
+    const fixture = fileURLToPath(new URL('../fixtures/lease-holder.ts', import.meta.url));
+    const holder = startNode(fixture, { args: [mongoUrl(), t.name, key, String(ttlMs), '--with-lock'], stdin: true });
     const locks = new LockManager(t.db, { owner: 'test' });
     try {
-      const childToken = (await eventually('acquired')).token as number;
-      child.kill('SIGSTOP');
+      const childToken = (await holder.event('acquired')).token as number;
+      holder.child.kill('SIGSTOP');
       expect(await locks.acquire(key, { waitMs: 0 })).toBeNull(); // still live: its TTL has not run out
       const lease = await locks.acquire(key, { ttlMs: 30_000, waitMs: 20_000 });
       expect(lease).not.toBeNull();
@@ -189,21 +162,16 @@ describe(`shared/concurrency/leases on ${target().kind}`, () => {
       await fencedUpdate(ledgers, { _id: key }, { $push: { entries: `test:${lease!.token}` } }, lease!);
       await claimFence(t.db, `payout:${key}`, lease!);
 
-      child.stdin.write('go\n');
-      child.kill('SIGCONT');
-      expect(await exited).toBe(0);
-      expect(events.find((e) => e.event === 'write')?.outcome).toBe('stale_token');
-      expect(events.find((e) => e.event === 'claim')?.outcome).toBe('stale_token');
-      expect(events.find((e) => e.event === 'withLock')?.outcome).toBe('lock_lost');
+      expect(await holder.resume('go')).toBe(0);
+      expect(holder.reported('fencedUpdate')?.outcome).toBe('stale_token');
+      expect(holder.reported('claimFence')?.outcome).toBe('stale_token');
+      expect(holder.reported('withLock')?.outcome).toBe('lock_lost');
 
       const stored = await ledgers.findOne({ _id: key });
       expect(stored?.entries).toEqual([`test:${lease!.token}`]);
       expect(await locks.release(lease!)).toBe(true);
     } finally {
-      if (child.exitCode === null) {
-        child.kill('SIGCONT');
-        child.kill('SIGKILL');
-      }
+      await holder.kill();
     }
   });
 

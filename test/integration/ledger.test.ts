@@ -2,7 +2,7 @@
 // appenders, idempotent appends, fencing, a head left behind by a crash, verify naming the first broken
 // entry after tampering or deletion (with and without the key), key rotation, and re-keying plain SHA-256
 // entries written before keying without opening a downgrade.
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LockManager } from '../../shared/concurrency/leases.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
@@ -18,7 +18,9 @@ import {
   ledgerIndexes,
   loanLockKey,
 } from '../../shared/loans/ledger.ts';
+import { plainLedgerHash } from '../support/ledger.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { sleep } from '../support/wait.ts';
 
 let tdb: TestDatabase;
 
@@ -31,22 +33,6 @@ async function freshLedger(name: string, withKeys = keys): Promise<Ledger> {
   return new Ledger(tdb.db, { collection: name, keys: withKeys });
 }
 
-/** The plain SHA-256 ("loan-ledger/v1") of an entry, as entries were hashed before keying. */
-function plainHash(doc: LedgerDoc): string {
-  const encoding = JSON.stringify([
-    'loan-ledger/v1',
-    doc._id,
-    doc.loanId,
-    doc.type,
-    doc.amount,
-    doc.at.toISOString(),
-    doc.idempotencyKey ?? null,
-    doc.fence ? [doc.fence.key, doc.fence.token] : null,
-    doc.prevHash,
-  ]);
-  return createHash('sha256').update(encoding, 'utf8').digest('hex');
-}
-
 /** What a database writer without the key can do: rewrite entries from `from` on with plain SHA-256, relinked, head moved. */
 async function rehashPlain(name: string, from: number, options: { keepKid: boolean; edit?: (doc: LedgerDoc) => void }) {
   const docs = await tdb.db.collection<LedgerDoc>(name).find({}).sort({ _id: 1 }).toArray();
@@ -55,7 +41,7 @@ async function rehashPlain(name: string, from: number, options: { keepKid: boole
     if (doc._id === from) options.edit?.(doc);
     if (!options.keepKid) delete doc.kid;
     doc.prevHash = prevHash;
-    doc.hash = plainHash(doc);
+    doc.hash = plainLedgerHash(doc);
     prevHash = doc.hash;
     await tdb.db.collection<LedgerDoc>(name).replaceOne({ _id: doc._id }, doc);
   }
@@ -63,8 +49,6 @@ async function rehashPlain(name: string, from: number, options: { keepKid: boole
     .collection<LedgerHeadDoc>(LEDGER_HEADS_COLLECTION)
     .updateOne({ _id: name }, { $set: { seq: docs.at(-1)!._id, hash: prevHash } });
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe(`ledger on ${target().kind}`, () => {
   beforeAll(async () => {

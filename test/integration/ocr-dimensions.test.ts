@@ -2,13 +2,10 @@
 // 100000x100000 pixels is refused unread and dead-lettered with the reason, and the same recognizer goes
 // on reading real documents (before, tesseract allocated for the declared size and never answered).
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { apiIndexes } from '../../api/services.ts';
-import { Queue, Worker } from '../../shared/concurrency/queue/index.ts';
-import { ServerClock } from '../../shared/core/clock.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import { Worker } from '../../shared/concurrency/queue/index.ts';
+import { APPLICATIONS_COLLECTION, type Applications } from '../../shared/loans/applications.ts';
 import {
-  Documents,
+  type Documents,
   type DocumentType,
   OCR_JOB,
   ocrJobOptions,
@@ -18,7 +15,8 @@ import { type ApplicationWithOcr, createOcrHandler, type OcrContext } from '../.
 import { Recognizer } from '../../workers/ocr/recognize.ts';
 import { formPng } from '../fixtures/documents.ts';
 import { jpegDeclaring, pngDeclaring } from '../fixtures/image-headers.ts';
-import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import type { TestDatabase } from '../support/mongo.ts';
+import { openOcrDatabase } from '../support/worker.ts';
 
 let tdb: TestDatabase;
 let ctx: OcrContext;
@@ -29,18 +27,11 @@ const recognizer = new Recognizer();
 const handle = createOcrHandler(recognizer);
 
 beforeAll(async () => {
-  tdb = await openTestDatabase(import.meta.filename);
-  await ensureIndexes(tdb.db, apiIndexes);
-  const clock = new ServerClock(tdb.db);
-  await clock.sync();
-  const queue = new Queue(tdb.db, { clock });
-  ctx = { db: tdb.db, clock, queue };
-  applications = new Applications(tdb.db, { clock, queue });
-  documents = new Documents(tdb.db);
+  ({ tdb, ctx, applications, documents } = await openOcrDatabase(import.meta.filename));
   await recognizer.start();
   // One job at a time, as the OCR worker process runs: a stuck image would hold up the next one.
   worker = new Worker(tdb.db, OCR_JOB, (job, signal) => handle(job, signal, ctx), {
-    clock,
+    clock: ctx.clock,
     pollMs: 50,
     concurrency: 1,
   });

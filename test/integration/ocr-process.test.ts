@@ -1,32 +1,25 @@
 // The OCR worker as a real process (workers/ocr/main.ts): SIGKILLed in the middle of reading a document,
 // its job is taken over by another OCR process once the lease runs out, and completes there with one
 // versioned write.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiIndexes } from '../../api/services.ts';
 import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
 import { Documents, OCR_JOB, ocrJobOptions } from '../../shared/loans/documents.ts';
 import type { ApplicationWithOcr, OcrResult } from '../../workers/ocr/handler.ts';
 import { formPng } from '../fixtures/documents.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { killStarted, startNode } from '../support/processes.ts';
+import { waitForValue } from '../support/wait.ts';
 
 const main = fileURLToPath(new URL('../../workers/ocr/main.ts', import.meta.url));
 const LEASE_MS = 2_000;
 
-interface OcrProcess {
-  child: ChildProcess;
-  started: Promise<void>;
-  output(): string;
-}
-
-function startOcrProcess(dbName: string): OcrProcess {
-  const child = spawn(process.execPath, [main], {
+const startOcrProcess = (dbName: string) =>
+  startNode(main, {
     env: {
-      ...process.env,
       MONGO_URL: mongoUrl(),
       MONGO_DB: dbName,
       QUEUE_LEASE_MS: String(LEASE_MS),
@@ -34,42 +27,16 @@ function startOcrProcess(dbName: string): OcrProcess {
       WORKER_PROBE_PORT: '0',
       LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  const started = new Promise<void>((resolve, reject) => {
-    const collect = (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('"worker started"')) resolve();
-    };
-    child.stdout!.on('data', collect);
-    child.stderr!.on('data', collect);
-    child.once('exit', (code, signal) => reject(new Error(`OCR worker exited (${code ?? signal}) early:\n${out}`)));
-  });
-  started.catch(() => {});
-  return { child, started, output: () => out };
-}
-
-async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe(`OCR worker processes on ${target().kind}`, () => {
   let tdb: TestDatabase;
-  const processes: OcrProcess[] = [];
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, apiIndexes);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: apiIndexes });
   });
   afterAll(async () => {
-    for (const p of processes) p.child.kill('SIGKILL');
+    await killStarted();
     await tdb?.close();
   });
 
@@ -88,17 +55,14 @@ describe(`OCR worker processes on ${target().kind}`, () => {
     const { jobId } = ocrJobOptions(doc.id);
 
     const first = startOcrProcess(tdb.name);
-    processes.push(first);
-    await first.started;
+    await first.printed('"worker started"', 'all');
     await queue.add(OCR_JOB, { documentId: doc.id, applicationId: app._id }, ocrJobOptions(doc.id));
-    const claimed = await waitFor(
+    const claimed = await waitForValue(
       () => queue.getJob(jobId),
       (job) => job?.state === 'active',
-      30_000,
+      { timeoutMs: 30_000 },
     );
-    const exited = new Promise((resolve) => first.child.once('exit', resolve));
-    first.child.kill('SIGKILL');
-    await exited;
+    await first.kill();
     const afterKill = await queue.getJob(jobId);
     // Killed mid-job: nothing completed and nothing written yet.
     expect(afterKill?.state).toBe('active');
@@ -107,12 +71,11 @@ describe(`OCR worker processes on ${target().kind}`, () => {
     );
 
     const second = startOcrProcess(tdb.name);
-    processes.push(second);
-    await second.started;
-    const done = await waitFor(
+    await second.printed('"worker started"', 'all');
+    const done = await waitForValue(
       () => queue.getJob<unknown, OcrResult>(jobId),
       (job) => job?.state === 'completed' || job?.state === 'failed',
-      60_000,
+      { timeoutMs: 60_000 },
     );
     expect(done?.state, JSON.stringify(done?.lastError)).toBe('completed');
     expect(done?.stalledCount).toBe(1);
@@ -125,8 +88,7 @@ describe(`OCR worker processes on ${target().kind}`, () => {
     expect(await queue.getJob(`application.score:${app._id}:${doc.id}`)).not.toBeNull();
 
     // Drains on SIGTERM and exits 0.
-    const code = new Promise((resolve) => second.child.once('exit', (c) => resolve(c)));
-    second.child.kill('SIGTERM');
-    expect(await code).toBe(0);
+    await second.stop();
+    expect(second.child.exitCode).toBe(0);
   });
 });

@@ -8,14 +8,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiIndexes } from '../../api/services.ts';
-import { type Job, Queue, Worker } from '../../shared/concurrency/queue/index.ts';
-import { ServerClock } from '../../shared/core/clock.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
+import { type Job, Worker } from '../../shared/concurrency/queue/index.ts';
 import { UnreadableDocumentError } from '../../shared/core/errors.ts';
-import { APPLICATIONS_COLLECTION, Applications } from '../../shared/loans/applications.ts';
+import { APPLICATIONS_COLLECTION, type Applications } from '../../shared/loans/applications.ts';
 import {
-  Documents,
+  type Documents,
   type DocumentType,
   OCR_JOB,
   ocrJobOptions,
@@ -24,7 +21,9 @@ import {
 import { type ApplicationWithOcr, createOcrHandler, type OcrContext, scoreJobId } from '../../workers/ocr/handler.ts';
 import { Recognizer } from '../../workers/ocr/recognize.ts';
 import { formJpeg, formPdf, formPng, pdfWithoutText, unreadablePng } from '../fixtures/documents.ts';
-import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { type TestDatabase, target } from '../support/mongo.ts';
+import { waitForValue } from '../support/wait.ts';
+import { openOcrDatabase } from '../support/worker.ts';
 
 const run = promisify(execFile);
 let tdb: TestDatabase;
@@ -36,14 +35,7 @@ const handle = createOcrHandler(recognizer);
 const actor = { id: 'test-admin' };
 
 beforeAll(async () => {
-  tdb = await openTestDatabase(import.meta.filename);
-  await ensureIndexes(tdb.db, apiIndexes);
-  const clock = new ServerClock(tdb.db);
-  await clock.sync();
-  const queue = new Queue(tdb.db, { clock });
-  ctx = { db: tdb.db, clock, queue };
-  applications = new Applications(tdb.db, { clock, queue });
-  documents = new Documents(tdb.db);
+  ({ tdb, ctx, applications, documents } = await openOcrDatabase(import.meta.filename));
   await recognizer.start();
 });
 
@@ -183,12 +175,11 @@ describe(`OCR handler on ${target().kind}`, () => {
     });
     await worker.run();
     try {
-      const deadline = Date.now() + 30_000;
-      let job = await ctx.queue.getJob(options.jobId);
-      while (job?.state !== 'failed' && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        job = await ctx.queue.getJob(options.jobId);
-      }
+      const job = await waitForValue(
+        () => ctx.queue.getJob(options.jobId),
+        (found) => found?.state === 'failed',
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
       expect(job?.state).toBe('failed');
       expect(job?.attemptsMade).toBe(3);
       expect(job?.lastError).toMatchObject({ name: 'UnreadableDocumentError' });

@@ -1,72 +1,32 @@
 // The queue across worker PROCESSES: exactly-once effects under load, and a job whose worker is
 // SIGKILLed mid-run completes in another worker once the lease runs out.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobDocument, Queue, queueIndexes } from '../../shared/concurrency/queue/index.ts';
-import { ensureIndexes } from '../../shared/core/db.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
+import { killStarted, type NodeProcess, startNode } from '../support/processes.ts';
+import { waitFor } from '../support/wait.ts';
 
 const fixture = fileURLToPath(new URL('../fixtures/queue-worker.ts', import.meta.url));
 
-interface WorkerProcess {
-  child: ChildProcess;
-  pid: number;
-  ready: Promise<void>;
-  output(): string;
-}
+const spawnWorker = (dbName: string, env: Record<string, string>) =>
+  startNode(fixture, { env: { MONGO_URL: mongoUrl(), QUEUE_DB: dbName, ...env } });
 
-function spawnWorker(dbName: string, env: Record<string, string>): WorkerProcess {
-  const child = spawn(process.execPath, [fixture], {
-    env: { ...process.env, MONGO_URL: mongoUrl(), QUEUE_DB: dbName, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    err += chunk.toString();
-  });
-  const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('ready')) resolve();
-    });
-    child.once('exit', (code, signal) => reject(new Error(`worker exited (${code ?? signal}) before ready: ${err}`)));
-  });
-  ready.catch(() => {});
-  return { child, pid: child.pid!, ready, output: () => `${out}\n${err}` };
-}
-
-async function stopWorker(worker: WorkerProcess): Promise<Record<string, number> | null> {
+/** SIGTERM; the fixture then prints its counters as one JSON line. */
+async function stopWorker(worker: NodeProcess): Promise<Record<string, number> | null> {
   if (worker.child.exitCode !== null || worker.child.signalCode !== null) return null;
-  const exited = new Promise<void>((resolve) => worker.child.once('exit', () => resolve()));
-  worker.child.kill('SIGTERM');
-  await exited;
-  const line = worker
-    .output()
-    .split('\n')
-    .find((l) => l.startsWith('{'));
-  return line ? JSON.parse(line) : null;
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 250): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
+  await worker.stop();
+  return (worker.events()[0] as Record<string, number> | undefined) ?? null;
 }
 
 describe(`queue across worker processes on ${target().kind}`, () => {
   let tdb: TestDatabase;
-  const workers: WorkerProcess[] = [];
 
   beforeAll(async () => {
-    tdb = await openTestDatabase(import.meta.filename);
-    await ensureIndexes(tdb.db, [queueIndexes]);
+    tdb = await openTestDatabase(import.meta.filename, { indexes: [queueIndexes] });
   });
   afterAll(async () => {
-    for (const worker of workers) worker.child.kill('SIGKILL');
+    await killStarted();
     await tdb.close();
   });
 
@@ -75,15 +35,17 @@ describe(`queue across worker processes on ${target().kind}`, () => {
     const pool = Array.from({ length: 5 }, () =>
       spawnWorker(tdb.name, { QUEUE_NAME: 'effect', QUEUE_CONCURRENCY: '10', QUEUE_LEASE_MS: '30000' }),
     );
-    workers.push(...pool);
-    await Promise.all(pool.map((w) => w.ready));
+    await Promise.all(pool.map((w) => w.printed('ready')));
     const queue = new Queue(tdb.db);
     const jobs = tdb.db.collection<JobDocument>('jobs');
     const addStarted = Date.now();
     for (let chunk = 0; chunk < 10; chunk++) {
       await queue.addBulk(Array.from({ length: 500 }, (_, i) => ({ name: 'effect', data: { n: chunk * 500 + i } })));
     }
-    await waitFor(async () => (await jobs.countDocuments({ state: 'completed' })) === 5_000, 120_000, 1_000);
+    await waitFor(async () => (await jobs.countDocuments({ state: 'completed' })) === 5_000, {
+      timeoutMs: 120_000,
+      intervalMs: 1_000,
+    });
     const processedMs = Date.now() - addStarted;
     const counters = await Promise.all(pool.map(stopWorker));
 
@@ -109,21 +71,23 @@ describe(`queue across worker processes on ${target().kind}`, () => {
   it('a job whose worker is SIGKILLed mid-run completes in another worker after the lease', async () => {
     const env = { QUEUE_NAME: 'fragile', QUEUE_CONCURRENCY: '1', QUEUE_LEASE_MS: '1500' };
     const doomed = spawnWorker(tdb.name, { ...env, QUEUE_MODE: 'hang' });
-    workers.push(doomed);
-    await doomed.ready;
+    await doomed.printed('ready');
     const queue = new Queue(tdb.db);
     const job = await queue.add('fragile', { payload: 1 }, { attempts: 1 });
     const markers = tdb.db.collection<{ _id: string; pid: number }>('markers');
-    await waitFor(async () => (await markers.findOne({ _id: job.id }))?.pid === doomed.pid, 15_000, 100);
-    const killed = new Promise<void>((resolve) => doomed.child.once('exit', () => resolve()));
-    doomed.child.kill('SIGKILL');
-    await killed;
+    await waitFor(async () => (await markers.findOne({ _id: job.id }))?.pid === doomed.pid, {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+    });
+    await doomed.kill();
     const killedAt = Date.now();
 
     const rescuer = spawnWorker(tdb.name, { ...env, QUEUE_MODE: 'effects' });
-    workers.push(rescuer);
-    await rescuer.ready;
-    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 20_000, 100);
+    await rescuer.printed('ready');
+    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
     const done = await queue.getJob<unknown, { pid: number }>(job.id);
     expect(done?.result?.pid).toBe(rescuer.pid);
     expect(done?.stalledCount).toBe(1);

@@ -14,16 +14,7 @@ import { ServerClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { ValidationError } from '../../shared/core/errors.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 15_000, intervalMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(intervalMs);
-  }
-}
+import { sleep, waitFor } from '../support/wait.ts';
 
 describe(`shared/concurrency/queue on ${target().kind}`, () => {
   let tdb: TestDatabase;
@@ -121,7 +112,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
     // Not early is the start time checked against the due time below; a fixed sleep followed by "not
     // started yet" would fail whenever a stall outlasted the sleep's margin to the due time.
     expect((await queue.stats()).delayed).toBe(1);
-    await waitFor(() => startedAt > 0, 10_000);
+    await waitFor(() => startedAt > 0, { timeoutMs: 10_000 });
     const due = job.runAt.getTime();
     expect(startedAt).toBeGreaterThanOrEqual(due - 50); // 50 ms for clock-offset measurement noise
     expect(startedAt - due).toBeLessThan(1_500);
@@ -140,7 +131,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
       },
       { wakeUp: 'poll', pollMs: 50 },
     );
-    await waitFor(async () => (await queue.getJob(job.id))?.state === 'failed', 15_000);
+    await waitFor(async () => (await queue.getJob(job.id))?.state === 'failed', { timeoutMs: 15_000 });
     const failed = await queue.getJob(job.id);
     expect(failed?.attemptsMade).toBe(4);
     expect(failed?.lastError?.message).toBe('boom 4');
@@ -174,7 +165,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
       },
       { wakeUp: 'poll', pollMs: 50 },
     );
-    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 15_000);
+    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', { timeoutMs: 15_000 });
     const done = await queue.getJob(job.id);
     expect(done?.result).toBe('ok');
     expect(done?.attemptsMade).toBe(2);
@@ -210,7 +201,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
       await sleep(500); // idle, past its first search
       const addedAt = Date.now();
       await queue.add('ping', {});
-      await waitFor(() => doneAt > 0, 10_000, 20);
+      await waitFor(() => doneAt > 0, { timeoutMs: 10_000, intervalMs: 20 });
       expect(doneAt - addedAt).toBeLessThan(2_000);
       expect(worker.counters.searches).toBeLessThanOrEqual(3);
     },
@@ -230,7 +221,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
     expect(worker.wakeUpMode).toBe('poll');
     await sleep(400);
     for (let i = 0; i < 3; i++) await queue.add('ping', { i });
-    await waitFor(() => done === 3, 10_000);
+    await waitFor(() => done === 3, { timeoutMs: 10_000 });
   });
 
   it("'auto' watches where the server has change streams and polls otherwise", async () => {
@@ -323,7 +314,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
     const owner = await startWorker(collection, 'long', () => sleep(9_000).then(() => 'owner'), { leaseMs: 4_000 });
     await waitFor(() => owner.activeCount === 1);
     const rival = await startWorker(collection, 'long', async () => 'rival', { leaseMs: 4_000, pollMs: 100 });
-    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 30_000);
+    await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', { timeoutMs: 30_000 });
     const done = await queue.getJob(job.id);
     expect(done?.result).toBe('owner');
     expect(done?.stalledCount).toBe(0);
@@ -346,7 +337,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
         });
         // Returns once the job was claimed again and completed, however slow the machine: a fixed
         // sleep could end before the other worker's claim and let this completion land.
-        await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', 30_000);
+        await waitFor(async () => (await queue.getJob(job.id))?.state === 'completed', { timeoutMs: 30_000 });
         staleReturned = true;
         return 'stale';
       },
@@ -354,7 +345,7 @@ describe(`shared/concurrency/queue on ${target().kind}`, () => {
     );
     await waitFor(() => stale.activeCount === 1);
     const fresh = await startWorker(collection, 'contested', async () => 'fresh', { leaseMs: 5_000, pollMs: 100 });
-    await waitFor(() => staleReturned && stale.activeCount === 0, 40_000);
+    await waitFor(() => staleReturned && stale.activeCount === 0, { timeoutMs: 40_000 });
     const done = await queue.getJob(job.id);
     expect(done?.state).toBe('completed');
     expect(done?.result).toBe('fresh');

@@ -10,6 +10,7 @@ import { systemClock } from '../../shared/core/clock.ts';
 import { Admins } from '../../shared/identity/admins.ts';
 import { randomJwtKeys } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { waitFor } from '../support/wait.ts';
 
 // workerd twice: Durable Objects owning the client (the default) and a client per request.
 const names = ['node', 'workerd', 'workerd-per-request', 'deno'] as const;
@@ -93,14 +94,11 @@ async function login(name: RuntimeName, who = ADMIN): Promise<{ accessToken: str
 }
 
 /** Polls until `check` holds or the deadline passes; returns whether it held. */
-async function eventually(check: () => Promise<boolean>, deadlineMs = 2_500): Promise<boolean> {
-  const deadline = Date.now() + deadlineMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return check();
-}
+const eventually = (check: () => Promise<boolean>, deadlineMs = 2_500): Promise<boolean> =>
+  waitFor(check, { timeoutMs: deadlineMs }).then(
+    () => true,
+    () => false,
+  );
 
 describe.each(names)('on %s', (name) => {
   it('answers /health and /ready', async () => {

@@ -7,8 +7,8 @@ import { type ApiInstance, startApiInstances } from '../../scripts/api-instances
 import { checks, installed, runSchemathesis } from '../../scripts/schemathesis.ts';
 import { Queue } from '../../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../../shared/core/clock.ts';
-import { randomJwtKeys } from '../support/app.ts';
-import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { apiProcessEnv } from '../support/app.ts';
+import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 const MAX_EXAMPLES = Number(process.env.SCHEMATHESIS_MAX_EXAMPLES ?? 20);
 const ADMIN = { email: 'fuzz@example.com', password: 'fuzzing admin password' };
@@ -23,11 +23,7 @@ describe('schemathesis against /openapi.json', () => {
     database = await openTestDatabase(import.meta.filename);
     if (!have) return;
     [api] = await startApiInstances(1, {
-      MONGO_URL: mongoUrl(),
-      MONGO_DB: database.name,
-      JWT_KEYS: randomJwtKeys(),
-      LEDGER_KEYS: randomJwtKeys('ledger'),
-      PASSWORD_ITERATIONS: '1000',
+      ...apiProcessEnv(database.name),
       ADMIN_EMAIL: ADMIN.email,
       ADMIN_PASSWORD: ADMIN.password,
       RATE_LIMIT_PER_MINUTE: '1000000',

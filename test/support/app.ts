@@ -1,11 +1,13 @@
-// An app on a test database, with a fresh signing key and cheap password hashing.
+// An app on a test database, with a fresh signing key and cheap password hashing; a whole API suite's set-up.
 import type { Db } from 'mongodb';
 import { createApp } from '../../api/app.ts';
 import { createLogger } from '../../api/log.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../../shared/core/config.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
-import { mongoUrl } from './mongo.ts';
+import type { Role } from '../../shared/identity/sessions.ts';
+import { adminsByRole, callerFor } from './http.ts';
+import { mongoUrl, openTestDatabase } from './mongo.ts';
 
 export function randomJwtKeys(kid = 'test'): string {
   return `${kid}:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
@@ -34,4 +36,27 @@ export async function createTestApp(db: Db, overrides: Record<string, string> = 
   const services: Services = await createServices(db, config, createLogger('silent'));
   const app = createApp(services, { remoteAddress: () => remoteAddress });
   return { app, services, config };
+}
+
+export const ALL_ROLES: readonly Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
+
+/** A test file's API suite: its own database, an app on it, one signed-in admin per role, a caller. */
+export async function openApiSuite(file: string, overrides: Record<string, string> = {}, roles = ALL_ROLES) {
+  const database = await openTestDatabase(file);
+  const { app, services, config } = await createTestApp(database.db, overrides);
+  const { tokens, ids } = await adminsByRole(app, services, roles);
+  return { database, app, services, config, tokens, adminIds: ids, call: callerFor(app, tokens) };
+}
+
+/** The environment of an API process (api/node.ts) on a test database: fresh keys, cheap hashing, warnings only. */
+export function apiProcessEnv(dbName: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    MONGO_URL: mongoUrl(),
+    MONGO_DB: dbName,
+    JWT_KEYS: randomJwtKeys(),
+    LEDGER_KEYS: randomJwtKeys('ledger'),
+    PASSWORD_ITERATIONS: '1000',
+    LOG_LEVEL: 'warn',
+    ...overrides,
+  };
 }

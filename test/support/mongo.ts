@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
 import { type Db, MongoClient } from 'mongodb';
 import { inject } from 'vitest';
+import { ensureIndexes, type IndexPlan } from '../../shared/core/db.ts';
 
 export const mongoUrl = () => inject('mongoUrl');
 export const target = () => inject('mongoTarget');
@@ -14,8 +15,11 @@ export interface TestDatabase {
   close(): Promise<void>;
 }
 
-/** A fresh database named after the test file; dropped on close. */
-export async function openTestDatabase(file: string, options: { poolSize?: number } = {}): Promise<TestDatabase> {
+/** A fresh database named after the test file, with the given indexes; dropped on close. */
+export async function openTestDatabase(
+  file: string,
+  options: { poolSize?: number; indexes?: IndexPlan[] } = {},
+): Promise<TestDatabase> {
   const stem = basename(file)
     .replace(/\.test\.ts$/, '')
     .replace(/[^A-Za-z0-9]/g, '_')
@@ -24,6 +28,7 @@ export async function openTestDatabase(file: string, options: { poolSize?: numbe
   const client = new MongoClient(mongoUrl(), { maxPoolSize: options.poolSize ?? 100 });
   await client.connect();
   const db = client.db(name);
+  if (options.indexes) await ensureIndexes(db, options.indexes);
   return {
     client,
     db,
