@@ -1,6 +1,7 @@
 // A job as stored in MongoDB, the options it is added with, and what producers and handlers see
 // of it. Priority follows BullMQ: a lower number runs first, 0 (the default) is the highest.
 import { z } from 'zod';
+import { backoffDelay as exponentialBackoff } from '../../core/clock.ts';
 import { ValidationError } from '../../core/errors.ts';
 
 export type JobState = 'waiting' | 'active' | 'completed' | 'failed';
@@ -158,7 +159,7 @@ export function backoffDelay(
   random: () => number = Math.random,
 ): number {
   if (!backoff) return 0;
-  const raw = backoff.type === 'fixed' ? backoff.delay : backoff.delay * 2 ** Math.max(0, attemptsMade - 1);
   const jitter = Math.min(1, Math.max(0, backoff.jitter ?? 0));
-  return Math.round(jitter > 0 ? raw * (1 - jitter) + random() * raw * jitter : raw);
+  const retry = backoff.type === 'fixed' ? 1 : attemptsMade;
+  return Math.round(exponentialBackoff(retry, { base: backoff.delay, cap: Number.POSITIVE_INFINITY, jitter, random }));
 }

@@ -1,7 +1,8 @@
 // The producer side of the queue: a Queue adds jobs (one or in bulk, de-duplicated by jobId) and
 // reports on them. Times are the database server's (ServerClock). Runtime-neutral: Web APIs only.
-import { type Collection, type Db, MongoServerError } from 'mongodb';
+import type { Collection, Db } from 'mongodb';
 import { ServerClock } from '../../core/clock.ts';
+import { isDuplicateKeyError, onlyDuplicateKeyErrors } from '../../core/db.ts';
 import { ValidationError } from '../../core/errors.ts';
 import { type JobDocument, type JobInfo, type JobOptions, type JobState, parseJobOptions, toJobInfo } from './job.ts';
 import { JOBS_COLLECTION, statsPipeline } from './plans.ts';
@@ -26,8 +27,6 @@ export interface QueueOptions {
   /** Shared with workers in the same process; synced on first use. */
   clock?: ServerClock;
 }
-
-const isDuplicateKey = (error: unknown) => error instanceof MongoServerError && error.code === 11000;
 
 /** Producer: adds jobs and reports on them. */
 export class Queue {
@@ -81,7 +80,7 @@ export class Queue {
       await this.collection.insertOne(doc);
       return toJobInfo(doc, now);
     } catch (error) {
-      if (!isDuplicateKey(error)) throw error;
+      if (!isDuplicateKeyError(error)) throw error;
       const existing = await this.collection.findOne({ _id: doc._id });
       if (!existing) throw error;
       return toJobInfo(existing, now);
@@ -97,10 +96,9 @@ export class Queue {
     try {
       await this.collection.insertMany(docs, { ordered: false });
     } catch (error) {
-      const writeErrors = (error as { writeErrors?: unknown }).writeErrors;
-      const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
-      if (list.length === 0 || list.some((e: { code?: number }) => e.code !== 11000)) throw error;
-      for (const e of list as { index: number }[]) duplicates.add(e.index);
+      if (!onlyDuplicateKeyErrors(error)) throw error;
+      const writeErrors = (error as { writeErrors: { index: number } | { index: number }[] }).writeErrors;
+      for (const e of [writeErrors].flat()) duplicates.add(e.index);
     }
     if (duplicates.size === 0) return docs.map((doc) => toJobInfo(doc, now));
     const ids = [...duplicates].map((i) => docs[i]!._id);

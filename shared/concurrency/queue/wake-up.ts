@@ -3,7 +3,7 @@
 // missed events), and a timer for a due time seen ahead. It only ever asks the worker for a claim
 // round. Runtime-neutral: Web APIs only.
 import type { ChangeStream, Collection } from 'mongodb';
-import type { ServerClock } from '../../core/clock.ts';
+import { type ServerClock, sleep } from '../../core/clock.ts';
 import type { JobDocument } from './job.ts';
 import { wakeUpPipeline } from './plans.ts';
 
@@ -29,8 +29,6 @@ export interface WakeUpSettings {
   /** A change event is acted on this long after it arrives, with any that follow. */
   eventDelayMs: number;
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Change stream with polling fallback, for one worker. */
 export class WakeUpSource {
