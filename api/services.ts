@@ -101,6 +101,19 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    ...loginLimiters(db, config, clock),
+    apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
+      name: 'api',
+      limit: config.RATE_LIMIT_PER_MINUTE,
+      windowMs: 60_000,
+      clock,
+    }),
+  };
+}
+
+/** Login throttles: a growing delay per (account, address), and bounds per account and per address. */
+function loginLimiters(db: Db, config: ApiConfig, clock: ServerClock) {
+  return {
     loginDelays: new LoginDelays(db, {
       name: 'login-pair',
       freeFailures: config.LOGIN_FREE_FAILURES,
@@ -120,12 +133,6 @@ export async function createServices(
       name: 'login-address',
       limit: config.LOGIN_ATTEMPTS_PER_ADDRESS,
       windowMs: LOGIN_WINDOW_MS,
-      clock,
-    }),
-    apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
-      name: 'api',
-      limit: config.RATE_LIMIT_PER_MINUTE,
-      windowMs: 60_000,
       clock,
     }),
   };

@@ -56,56 +56,72 @@ export async function handleApproval(
     queue: ctx.queue,
     fourEyes: ctx.config.FOUR_EYES,
   });
-  let lastConflict: ConflictError | undefined;
+  const rounds = keptChanging(applicationId);
   return retryOnConflict(
     MAX_ROUNDS,
-    async () => {
-      let app = (await collection.findOne(
-        { _id: applicationId },
-        { projection: { lastChange: 0 } },
-      )) as ScoredApplication | null;
-      if (!app) return { applicationId, skipped: 'not found' };
-      // Once decided, by an admin or by us, there is nothing left to recommend.
-      if (app.status !== 'pending' && app.status !== 'under_review')
-        return { applicationId, skipped: `status ${app.status}` };
-      const result = score(app, ctx.config);
-      try {
-        if (!sameScore(app.recommendation, result)) {
-          app = (await updateWithVersion(collection, applicationId, app.version, {
-            $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
-          })) as ScoredApplication;
-        }
-        const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
-        if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
-          return { applicationId, recommendation: result.recommendation };
-        }
-        if ('held' in decision) {
-          ctx.logger.info('approval left to an approver', { applicationId, reason: decision.held });
-          return { applicationId, recommendation: result.recommendation, held: decision.held };
-        }
-        const to = decision.decide;
-        await applications.update(
-          applicationId,
-          { status: to, fields: {} },
-          { version: app.version },
-          { id: APPROVAL_ACTOR },
-        );
-        ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
-        return { applicationId, recommendation: result.recommendation, decided: to };
-      } catch (error) {
-        // Someone changed it between our read and our write: read again and judge what is there now.
-        if (error instanceof ConflictError) {
-          lastConflict = error;
-          return writeMissed;
-        }
-        throw error;
-      }
+    () => scoreAndDecide(collection, applications, applicationId, ctx).catch(rounds.miss),
+    rounds.giveUp,
+  );
+}
+
+/**
+ * The two loops below read, judge and write at the version read; a conflict (someone changed it between
+ * our read and our write) means another round on what is there now, and the last one is the cause
+ * when they give up.
+ */
+function keptChanging(applicationId: string) {
+  let lastConflict: ConflictError | undefined;
+  return {
+    miss(error: unknown): typeof writeMissed {
+      if (!(error instanceof ConflictError)) throw error;
+      lastConflict = error;
+      return writeMissed;
     },
-    () =>
+    giveUp: () =>
       new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null, 'conflict', {
         cause: lastConflict,
       }),
+  };
+}
+
+/** One round of the review job: score, store the recommendation, and decide where allowed. */
+async function scoreAndDecide(
+  collection: Collection<ScoredApplication>,
+  applications: Applications,
+  applicationId: string,
+  ctx: WorkerContext,
+): Promise<ApprovalResult> {
+  let app = (await collection.findOne(
+    { _id: applicationId },
+    { projection: { lastChange: 0 } },
+  )) as ScoredApplication | null;
+  if (!app) return { applicationId, skipped: 'not found' };
+  // Once decided, by an admin or by us, there is nothing left to recommend.
+  if (app.status !== 'pending' && app.status !== 'under_review')
+    return { applicationId, skipped: `status ${app.status}` };
+  const result = score(app, ctx.config);
+  if (!sameScore(app.recommendation, result)) {
+    app = (await updateWithVersion(collection, applicationId, app.version, {
+      $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
+    })) as ScoredApplication;
+  }
+  const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
+  if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
+    return { applicationId, recommendation: result.recommendation };
+  }
+  if ('held' in decision) {
+    ctx.logger.info('approval left to an approver', { applicationId, reason: decision.held });
+    return { applicationId, recommendation: result.recommendation, held: decision.held };
+  }
+  const to = decision.decide;
+  await applications.update(
+    applicationId,
+    { status: to, fields: {} },
+    { version: app.version },
+    { id: APPROVAL_ACTOR },
   );
+  ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
+  return { applicationId, recommendation: result.recommendation, decided: to };
 }
 
 async function storeRepaymentPlan(
@@ -113,37 +129,23 @@ async function storeRepaymentPlan(
   applicationId: string,
   ctx: WorkerContext,
 ): Promise<ApprovalResult> {
-  let lastConflict: ConflictError | undefined;
-  return retryOnConflict(
-    MAX_ROUNDS,
-    async () => {
-      const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
-      if (!app) return { applicationId, skipped: 'not found' };
-      if (app.status !== 'approved' && app.status !== 'disbursed')
-        return { applicationId, skipped: `status ${app.status}` };
-      const payment = monthlyPayment(app.loanAmount, app.termMonths, ctx.config.APPROVAL_ANNUAL_RATE);
-      const plan = {
-        monthlyPayment: payment,
-        termMonths: app.termMonths,
-        annualRate: ctx.config.APPROVAL_ANNUAL_RATE,
-        total: payment * app.termMonths,
-      };
-      if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
-        return { applicationId, skipped: 'plan already stored' };
-      try {
-        await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
-        return { applicationId };
-      } catch (error) {
-        if (error instanceof ConflictError) {
-          lastConflict = error;
-          return writeMissed;
-        }
-        throw error;
-      }
-    },
-    () =>
-      new ConflictError(`application ${applicationId} kept changing over ${MAX_ROUNDS} reads`, null, 'conflict', {
-        cause: lastConflict,
-      }),
-  );
+  const rounds = keptChanging(applicationId);
+  const round = async (): Promise<ApprovalResult> => {
+    const app = await collection.findOne({ _id: applicationId }, { projection: { lastChange: 0 } });
+    if (!app) return { applicationId, skipped: 'not found' };
+    if (app.status !== 'approved' && app.status !== 'disbursed')
+      return { applicationId, skipped: `status ${app.status}` };
+    const payment = monthlyPayment(app.loanAmount, app.termMonths, ctx.config.APPROVAL_ANNUAL_RATE);
+    const plan = {
+      monthlyPayment: payment,
+      termMonths: app.termMonths,
+      annualRate: ctx.config.APPROVAL_ANNUAL_RATE,
+      total: payment * app.termMonths,
+    };
+    if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
+      return { applicationId, skipped: 'plan already stored' };
+    await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
+    return { applicationId };
+  };
+  return retryOnConflict(MAX_ROUNDS, () => round().catch(rounds.miss), rounds.giveUp);
 }
