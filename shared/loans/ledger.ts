@@ -277,9 +277,12 @@ export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
   if (entry.rekeyedFrom !== undefined && !hexPattern.test(entry.rekeyedFrom)) {
     fail('rekeyedFrom', 'must be 64 hex digits when present');
   }
-  return JSON.stringify([
-    LEDGER_HASH_FORMAT,
-    entry.kid,
+  return JSON.stringify([LEDGER_HASH_FORMAT, entry.kid, ...movementFields(entry), entry.rekeyedFrom ?? null]);
+}
+
+/** What both encodings cover of an entry: the money movement and its link. */
+function movementFields(entry: Omit<LedgerEntry, 'hash'>): unknown[] {
+  return [
     entry.seq,
     entry.loanId,
     entry.type,
@@ -288,8 +291,7 @@ export function canonicalEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
     entry.idempotencyKey ?? null,
     entry.fence ? [entry.fence.key, entry.fence.token] : null,
     entry.prevHash,
-    entry.rekeyedFrom ?? null,
-  ]);
+  ];
 }
 
 /** The keyed hash of an entry under its kid. */
@@ -301,17 +303,7 @@ export async function entryHash(entry: Omit<LedgerEntry, 'hash'>, keys: LedgerKe
 /** The "loan-ledger/v1" encoding of entries written before keying (no kid): Ledger.rekey checks them with it. */
 export function legacyEncoding(entry: Omit<LedgerEntry, 'hash'>): string {
   checkFields(entry);
-  return JSON.stringify([
-    LEGACY_HASH_FORMAT,
-    entry.seq,
-    entry.loanId,
-    entry.type,
-    entry.amount,
-    entry.at.toISOString(),
-    entry.idempotencyKey ?? null,
-    entry.fence ? [entry.fence.key, entry.fence.token] : null,
-    entry.prevHash,
-  ]);
+  return JSON.stringify([LEGACY_HASH_FORMAT, ...movementFields(entry)]);
 }
 
 /** SHA-256 through WebCrypto (Node, workerd and Deno alike), lowercase hex. */

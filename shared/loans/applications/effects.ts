@@ -2,7 +2,7 @@
 // by (application, version), so writing them again (a retried request, a replay) adds nothing.
 import type { Queue } from '../../concurrency/queue/index.ts';
 import { type AuditAction, type AuditEntry, type AuditLog, auditId } from '../audit.ts';
-import { type Application, financialFields } from './schemas.ts';
+import { type Application, financialFields, type LastChange } from './schemas.ts';
 import { type ApplicationStatus, jobIdFor, jobOnEntering, jobRetry } from './status.ts';
 
 /** A change that reached the database: the application as it left it, and who did what. */
@@ -14,6 +14,12 @@ export interface WrittenChange {
   action: AuditAction;
   fields?: string[];
   requestId?: string;
+}
+
+/** The change a write made, as the lastChange it stored tells it. */
+export function writtenChange(app: Application, from: ApplicationStatus | null, change: LastChange): WrittenChange {
+  const { at, actor, action, fields, requestId } = change;
+  return { app, from, at, actor, action, fields, requestId };
 }
 
 export function withoutUndefined<T extends object>(value: T): T {

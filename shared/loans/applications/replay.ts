@@ -2,7 +2,7 @@
 // from each document's lastChange, behind a durable checkpoint.
 import type { Collection } from 'mongodb';
 import type { Clock } from '../../core/clock.ts';
-import type { WrittenChange } from './effects.ts';
+import { type WrittenChange, writtenChange } from './effects.ts';
 import { applicationQueries } from './queries.ts';
 import type { ApplicationDoc } from './schemas.ts';
 
@@ -24,15 +24,8 @@ interface ReplayCheckpoint {
 
 /** The change a document's lastChange describes, under the version it produced (later writes may have bumped it). */
 function replayedChange({ lastChange, ...app }: ApplicationDoc): WrittenChange {
-  return {
-    app: { ...app, version: lastChange.version ?? app.version },
-    from: lastChange.action === 'create' ? null : (lastChange.from ?? app.status),
-    at: lastChange.at,
-    actor: lastChange.actor,
-    action: lastChange.action,
-    fields: lastChange.fields,
-    requestId: lastChange.requestId,
-  };
+  const from = lastChange.action === 'create' ? null : (lastChange.from ?? app.status);
+  return writtenChange({ ...app, version: lastChange.version ?? app.version }, from, lastChange);
 }
 
 /** See Applications.replayChanges. */

@@ -10,7 +10,7 @@ import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError 
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../../identity/rbac.ts';
 import { AuditLog } from '../audit.ts';
 import { decodeCursor, encodeCursor } from './cursors.ts';
-import { recordEffects, type WrittenChange, withoutUndefined } from './effects.ts';
+import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
 import { APPLICATIONS_COLLECTION, applicationQueries, type KeysetPosition, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
@@ -284,17 +284,7 @@ export class Applications {
       app.preparedBy = [...new Set([...(before.preparedBy ?? []), actor.id])];
       delete app.recommendation;
     }
-    await this.afterChange([
-      {
-        app,
-        from: before.status,
-        at,
-        actor: actor.id,
-        action: 'update',
-        fields: lastChange.fields,
-        requestId: actor.requestId,
-      },
-    ]);
+    await this.afterChange([writtenChange(app, before.status, lastChange)]);
     return app;
   }
 
@@ -341,17 +331,7 @@ export class Applications {
             updatedBy: actor.id,
             preparedBy: [...new Set([...(current.preparedBy ?? []), actor.id])],
           };
-          await this.afterChange([
-            {
-              app,
-              from: current.status,
-              at,
-              actor: actor.id,
-              action: 'update',
-              fields: lastChange.fields,
-              requestId: actor.requestId,
-            },
-          ]);
+          await this.afterChange([writtenChange(app, current.status, lastChange)]);
           return app;
         }
         // Changed since the read: read again, and refuse if it was decided meanwhile.
