@@ -10,6 +10,7 @@ import type { Collection, Db } from 'mongodb';
 import type { Clock } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
 import { UnauthorizedError } from '../core/errors.ts';
+import { parseKeyList } from '../core/keys.ts';
 import type { Revocations } from './revocations.ts';
 
 export const roles = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'] as const;
@@ -73,19 +74,7 @@ export const sessionIndexes: IndexPlan = {
 
 /** `kid:secret` pairs, comma-separated; secrets are base64 of at least 32 bytes. */
 export function parseJwtKeys(spec: string): Map<string, Uint8Array> {
-  const keys = new Map<string, Uint8Array>();
-  for (const part of spec
-    .split(',')
-    .map((p) => p.trim())
-    .filter(Boolean)) {
-    const colon = part.indexOf(':');
-    const kid = part.slice(0, colon);
-    if (colon < 1 || !/^[A-Za-z0-9_-]{1,64}$/.test(kid))
-      throw new Error(`JWT key "${part.slice(0, 8)}...": expected kid:base64secret`);
-    const secret = Uint8Array.from(atob(part.slice(colon + 1)), (ch) => ch.charCodeAt(0));
-    if (secret.length < 32) throw new Error(`JWT key ${kid}: the secret must be at least 32 bytes`);
-    keys.set(kid, secret);
-  }
+  const keys = parseKeyList(spec, 'JWT key');
   if (keys.size === 0) throw new Error('no JWT keys given');
   return keys;
 }

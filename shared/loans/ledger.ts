@@ -26,6 +26,7 @@ import { claimFence, type Lease } from '../concurrency/leases.ts';
 import { type Clock, sleep, systemClock } from '../core/clock.ts';
 import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, ValidationError } from '../core/errors.ts';
+import { kidPattern, parseKeyList } from '../core/keys.ts';
 
 export const LEDGER_COLLECTION = 'ledger';
 export const LEDGER_HEADS_COLLECTION = 'ledger_heads';
@@ -169,7 +170,6 @@ export const ledgerQueries = {
 // ---- Keys and hashing ---------------------------------------------------------------------------------
 
 const hexPattern = /^[0-9a-f]{64}$/;
-const kidPattern = /^[A-Za-z0-9_-]{1,64}$/;
 const encoder = new TextEncoder();
 
 function fail(field: string, message: string): never {
@@ -204,26 +204,7 @@ export class LedgerKeys {
 
   /** Parses `kid:base64secret,...`; throws an Error naming the bad part. */
   static parse(spec: string, signingKid?: string): LedgerKeys {
-    const secrets = new Map<string, Uint8Array<ArrayBuffer>>();
-    for (const part of spec
-      .split(',')
-      .map((p) => p.trim())
-      .filter(Boolean)) {
-      const colon = part.indexOf(':');
-      const kid = part.slice(0, colon);
-      if (colon < 1 || !kidPattern.test(kid))
-        throw new Error(`ledger key "${part.slice(0, 8)}...": expected kid:base64secret`);
-      let secret: Uint8Array<ArrayBuffer>;
-      try {
-        secret = Uint8Array.from(atob(part.slice(colon + 1)), (ch) => ch.charCodeAt(0));
-      } catch {
-        throw new Error(`ledger key ${kid}: the secret is not base64`);
-      }
-      if (secret.length < 32) throw new Error(`ledger key ${kid}: the secret must be at least 32 bytes`);
-      if (secrets.has(kid)) throw new Error(`ledger key ${kid} is given twice`);
-      secrets.set(kid, secret);
-    }
-    return new LedgerKeys(secrets, signingKid);
+    return new LedgerKeys(parseKeyList(spec, 'ledger key'), signingKid);
   }
 
   has(kid: string): boolean {
