@@ -14,6 +14,7 @@ import {
 } from '../../shared/loans/disbursements.ts';
 import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { createTestApp } from '../support/app.ts';
+import { approvedApplication } from '../support/applications.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 import { killStarted, startNode } from '../support/processes.ts';
@@ -28,19 +29,12 @@ let app: ReturnType<typeof createApp>;
 let services: Services;
 let tokens: Record<Role, string>;
 
-async function approvedApplication(loanAmount: number): Promise<string> {
-  const created = await call(app, tokens.admin, 'POST', '/api/applications', {
-    body: { applicantName: 'Crash Tester', monthlyIncome: 8000, loanAmount, termMonths: 24 },
-  });
-  const id = created.body._id as string;
-  await call(app, tokens.admin, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
-  // The approver approves: the admin who created it may not (four eyes).
-  const approved = await call(app, tokens.approver, 'PUT', `/api/applications/${id}`, {
-    body: { status: 'approved', version: 2 },
-  });
-  expect(approved.status).toBe(200);
-  return id;
-}
+const approved = (loanAmount: number) =>
+  approvedApplication(
+    app,
+    { preparer: tokens.admin, approver: tokens.approver },
+    { applicantName: 'Crash Tester', monthlyIncome: 8000, loanAmount, termMonths: 24 },
+  );
 
 /** Runs the fixture until it reports the crash point, then SIGKILLs it. */
 async function crashAfter(step: DisbursementStep, applicationId: string, idempotencyKey: string): Promise<void> {
@@ -86,7 +80,7 @@ describe(`disbursement killed between steps, retried over HTTP, on ${target().ki
 
   it.each(disbursementSteps)('SIGKILL right after "%s": the same key completes it once', async (step) => {
     const amount = 10_000 + disbursementSteps.indexOf(step);
-    const id = await approvedApplication(amount);
+    const id = await approved(amount);
     const idempotencyKey = `crash-${step}-${crypto.randomUUID()}`;
     await crashAfter(step, id, idempotencyKey);
 

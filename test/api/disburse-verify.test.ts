@@ -8,6 +8,7 @@ import type { Services } from '../../api/services.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import type { LedgerDoc } from '../../shared/loans/ledger.ts';
 import { createTestApp, randomJwtKeys } from '../support/app.ts';
+import { approvedApplication } from '../support/applications.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { plainLedgerHash } from '../support/ledger.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
@@ -23,18 +24,12 @@ let approvedOnly: string;
 const tampered = ['ledger', 'ledger_heads', 'disbursements', 'applications'];
 let snapshot: Record<string, RawDoc[]> = {};
 
-async function approvedApplication(loanAmount: number): Promise<string> {
-  const created = await call(app, tokens.reviewer, 'POST', '/api/applications', {
-    body: { applicantName: 'Vera Verify', monthlyIncome: 7000, loanAmount, termMonths: 24 },
-  });
-  const id = created.body._id as string;
-  await call(app, tokens.reviewer, 'PUT', `/api/applications/${id}`, { body: { status: 'under_review', version: 1 } });
-  const approved = await call(app, tokens.approver, 'PUT', `/api/applications/${id}`, {
-    body: { status: 'approved', version: 2 },
-  });
-  expect(approved.status).toBe(200);
-  return id;
-}
+const approved = (loanAmount: number) =>
+  approvedApplication(
+    app,
+    { preparer: tokens.reviewer, approver: tokens.approver },
+    { applicantName: 'Vera Verify', monthlyIncome: 7000, loanAmount, termMonths: 24 },
+  );
 
 const verify = async () => {
   const res = await call(app, tokens.admin, 'GET', '/api/ledger/verify');
@@ -71,14 +66,14 @@ describe(`GET /api/ledger/verify against a database writer on ${target().kind}`,
     // Four eyes: one admin prepares, another approves, a third disburses.
     ({ tokens } = await adminsByRole(app, services, ['reviewer', 'approver', 'disburser', 'admin']));
     for (const amount of [11_000, 22_000, 33_000, 44_000]) {
-      const id = await approvedApplication(amount);
+      const id = await approved(amount);
       const res = await call(app, tokens.disburser, 'POST', `/api/applications/${id}/disburse`, {
         headers: { 'idempotency-key': crypto.randomUUID() },
       });
       expect(res.status).toBe(200);
       disbursed.push({ id, seq: res.body.ledgerSeq, amount });
     }
-    approvedOnly = await approvedApplication(55_000);
+    approvedOnly = await approved(55_000);
     for (const name of tampered) snapshot[name] = await raw(name).find({}).toArray();
   });
   afterEach(async () => {
@@ -100,7 +95,7 @@ describe(`GET /api/ledger/verify against a database writer on ${target().kind}`,
 
   it('verify while loans are being disbursed: a disbursement in flight is never reported', async () => {
     const ids = [];
-    for (let i = 0; i < 6; i++) ids.push(await approvedApplication(60_000 + i));
+    for (let i = 0; i < 6; i++) ids.push(await approved(60_000 + i));
     let disbursing = true;
     const answers: { ok: boolean; mismatches: unknown[] }[] = [];
     const verifier = (async () => {

@@ -9,6 +9,7 @@ import { AUDIT_COLLECTION } from '../../shared/loans/audit.ts';
 import { DISBURSEMENTS_COLLECTION } from '../../shared/loans/disbursements.ts';
 import { LEDGER_COLLECTION } from '../../shared/loans/ledger.ts';
 import { createTestApp, randomJwtKeys } from '../support/app.ts';
+import { approvedApplication } from '../support/applications.ts';
 import { adminsByRole, call } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
@@ -31,25 +32,12 @@ async function threeInstances(db: TestDatabase['db']) {
   return { apps, services: instances[0]!.services, tokens };
 }
 
-async function approvedApplication(loanAmount = 25_000, on = { apps, tokens }): Promise<string> {
-  const { tokens } = on;
-  const [app] = on.apps;
-  const created = await call(app!, tokens.admin, 'POST', '/api/applications', {
-    body: { applicantName: 'Ada Borrower', monthlyIncome: 6000, loanAmount, termMonths: 36 },
-  });
-  expect(created.status).toBe(201);
-  const id = created.body._id as string;
-  for (const [status, version] of [
-    ['under_review', 1],
-    ['approved', 2],
-  ] as const) {
-    // The approver approves: the admin who created it may not (four eyes).
-    const as = status === 'approved' ? tokens.approver : tokens.admin;
-    const moved = await call(app!, as, 'PUT', `/api/applications/${id}`, { body: { status, version } });
-    expect(moved.status).toBe(200);
-  }
-  return id;
-}
+const approved = (loanAmount = 25_000, on = { apps, tokens }) =>
+  approvedApplication(
+    on.apps[0]!,
+    { preparer: on.tokens.admin, approver: on.tokens.approver },
+    { applicantName: 'Ada Borrower', monthlyIncome: 6000, loanAmount, termMonths: 36 },
+  );
 
 function disburse(
   id: string,
@@ -80,7 +68,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   });
 
   it('428 without Idempotency-Key, 400 for a malformed one, 403 without status:disbursed; nothing written', async () => {
-    const id = await approvedApplication();
+    const id = await approved();
     const missing = await disburse(id, undefined);
     expect(missing.status).toBe(428);
     expect(missing.body.error.code).toBe('precondition_required');
@@ -115,7 +103,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   });
 
   it('disburses once: approved -> disbursed, one fenced ledger entry, audit per version; the same key returns the same body', async () => {
-    const id = await approvedApplication(42_000);
+    const id = await approved(42_000);
     const idempotencyKey = key();
     const first = await disburse(id, idempotencyKey);
     expect(first.status).toBe(200);
@@ -170,7 +158,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   });
 
   it('the same key 10 times at once on three instances: ten identical 200s, one entry', async () => {
-    const id = await approvedApplication();
+    const id = await approved();
     const idempotencyKey = key();
     const replies = await Promise.all(
       Array.from({ length: 10 }, (_, i) => disburse(id, idempotencyKey, { app: apps[i % 3] })),
@@ -181,7 +169,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
   });
 
   it('20 concurrent disbursements of one loan with 20 different keys: one 200, nineteen 409, one ledger entry', async () => {
-    const id = await approvedApplication(77_000);
+    const id = await approved(77_000);
     const keys = Array.from({ length: 20 }, key);
     const started = Date.now();
     const replies = await Promise.all(keys.map((k, i) => disburse(id, k, { app: apps[i % 3] })));
@@ -207,7 +195,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
     expect(
       (await call(apps[0]!, tokens.disburser, 'GET', '/api/applications/APP-00000000-missing/ledger')).status,
     ).toBe(404);
-    const id = await approvedApplication();
+    const id = await approved();
     const empty = await call(apps[0]!, tokens.disburser, 'GET', `/api/applications/${id}/ledger`);
     expect(empty).toMatchObject({ status: 200, body: { applicationId: id, entries: [] } });
     expect((await call(apps[0]!, tokens.viewer, 'GET', `/api/applications/${id}/ledger`)).status).toBe(403);
@@ -220,7 +208,7 @@ describe(`POST /api/applications/:id/disburse on ${target().kind}`, () => {
     try {
       const { apps, tokens } = await threeInstances(own.db);
       for (let i = 0; i < 3; i++) {
-        const id = await approvedApplication(25_000, { apps, tokens });
+        const id = await approved(25_000, { apps, tokens });
         expect((await disburse(id, key(), { app: apps[0], tokens })).status).toBe(200);
       }
       expect((await call(apps[0]!, tokens.disburser, 'GET', '/api/ledger/verify')).status).toBe(403);

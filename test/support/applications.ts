@@ -1,6 +1,6 @@
 // Application fixtures over HTTP, for the API suites.
 import { expect } from 'vitest';
-import type { callerFor } from './http.ts';
+import { call, type callerFor } from './http.ts';
 
 export const sampleApplication = (n = 0) => ({
   applicantName: `Applicant ${n}`,
@@ -32,4 +32,26 @@ export function applicationSteps(call: () => ReturnType<typeof callerFor>) {
       return version;
     },
   };
+}
+
+/**
+ * An approved application: `preparer` creates it and moves it under review, and another admin,
+ * `approver`, approves it (four eyes refuses the preparer). Returns its id.
+ */
+export async function approvedApplication(
+  app: Parameters<typeof call>[0],
+  by: { preparer: string; approver: string },
+  body: { applicantName: string; monthlyIncome: number; loanAmount: number; termMonths: number },
+): Promise<string> {
+  const created = await call(app, by.preparer, 'POST', '/api/applications', { body });
+  expect(created.status).toBe(201);
+  const id = created.body._id as string;
+  for (const [status, version, token] of [
+    ['under_review', 1, by.preparer],
+    ['approved', 2, by.approver],
+  ] as const) {
+    const moved = await call(app, token, 'PUT', `/api/applications/${id}`, { body: { status, version } });
+    expect(moved.status).toBe(200);
+  }
+  return id;
 }
