@@ -102,7 +102,8 @@ async function scoreAndDecide(
   const result = score(app, ctx.config);
   if (!sameScore(app.recommendation, result)) {
     app = (await updateWithVersion(collection, applicationId, app.version, {
-      $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
+      // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
+      $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) }, updatedAt: new Date(ctx.clock.now()) },
     })) as ScoredApplication;
   }
   const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
@@ -144,7 +145,9 @@ async function storeRepaymentPlan(
     };
     if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
       return { applicationId, skipped: 'plan already stored' };
-    await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
+    await updateWithVersion(collection, applicationId, app.version, {
+      $set: { repaymentPlan: plan, updatedAt: new Date(ctx.clock.now()) },
+    });
     return { applicationId };
   };
   return retryOnConflict(MAX_ROUNDS, () => round().catch(rounds.miss), rounds.giveUp);

@@ -74,7 +74,11 @@ export const ocrQueries = {
     version,
     status: { $in: [...evidenceStatuses] },
   }),
-  store: (record: OcrRecord): UpdateFilter<ApplicationWithOcr> => ({ $set: { ocr: record }, $inc: { version: 1 } }),
+  store: (record: OcrRecord): UpdateFilter<ApplicationWithOcr> => ({
+    // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
+    $set: { ocr: record, updatedAt: record.at },
+    $inc: { version: 1 },
+  }),
 };
 
 function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {
