@@ -34,7 +34,7 @@ beforeAll(async () => {
     RATE_LIMIT_PER_MINUTE: '100000',
   };
   // Node first: it creates the indexes and the first admin.
-  [node] = await startApiInstances(1, env);
+  node = (await startApiInstances(1, env))[0]!;
   [deno, workerd] = await Promise.all([startDeno({ env }), startWorkerd({ env })]);
 }, 150_000);
 
