@@ -168,12 +168,17 @@ export class EventStreams {
     request.signal.addEventListener('abort', gone, { once: true });
     this.ends.add(end);
     client.send(sseFrame.retry(), false);
-    if (request.resume && 'reload' in request.resume)
-      client.send(sseFrame.named('reload', { reason: 'resume' }), false);
-    else for (const event of request.resume?.replay ?? []) client.send(sseFrame.event(event));
+    if (request.resume) this.resume(client, request.resume);
     unsubscribe = this.feed.subscribe((event) => client.send(sseFrame.event(event)));
     heartbeat = setInterval(() => void this.beat(client, request), this.config.EVENTS_HEARTBEAT_MS);
     return client.body;
+  }
+
+  /** The missed events, or reload: also when more were missed than the client's buffer holds. */
+  private resume(client: ClientStream, resume: Resume): void {
+    if ('reload' in resume || resume.replay.length > this.config.EVENTS_CLIENT_BUFFER) {
+      client.send(sseFrame.named('reload', { reason: 'resume' }), false);
+    } else for (const event of resume.replay) client.send(sseFrame.event(event));
   }
 
   /** A heartbeat comment, after checking that the session still holds. */

@@ -177,8 +177,11 @@ export class ApplicationFeed {
     await this.prime();
     const useStream =
       this.options.source === 'change-stream' || (this.options.source === 'auto' && (await this.probe()));
-    if (useStream) await this.openStream();
-    else this.schedulePoll();
+    if (useStream) {
+      await this.openStream();
+      // Changes between the prime and the stream's start: one poll from the prime (de-duplicated).
+      await this.poll();
+    } else this.schedulePoll();
     this.mode = useStream ? 'change-stream' : 'poll';
   }
 

@@ -4,6 +4,7 @@
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
+import { createMetrics } from '../../api/metrics.ts';
 import type { Services } from '../../api/services.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { ApplicationFeed, eventId } from '../../shared/loans/application-feed.ts';
@@ -131,6 +132,22 @@ describe('resume with Last-Event-ID', () => {
       await client.close();
     }
   });
+
+  it('sends reload when more events were missed than the client buffer holds', async () => {
+    const live = await open(app, tokens.viewer);
+    await create(50);
+    const [marker] = await live.waitFor('change');
+    await live.close();
+    for (let i = 0; i < 6; i++) await create(51 + i); // EVENTS_CLIENT_BUFFER is 5
+    await vi.waitFor(() => {
+      const resume = services.feed.history.after(marker!.id!, 0);
+      expect('replay' in resume && resume.replay.length).toBe(6);
+    });
+    const resumed = await open(app, tokens.viewer, { 'last-event-id': marker!.id! });
+    await resumed.waitFor('reload');
+    expect(resumed.events.filter((event) => event.event === 'change')).toEqual([]);
+    await resumed.close();
+  });
 });
 
 describe('sources', () => {
@@ -188,6 +205,10 @@ describe('bounds', () => {
     const received = await fast.waitFor('change', 8);
     expect(received.map((event) => event.data.applicationId)).toEqual(made);
     expect(services.streams.stats.dropped).toBe(droppedBefore + 1);
+    const metrics = await createMetrics({ queue: services.queue, events: services.streams.stats }).registry.metrics();
+    expect(metrics).toContain(`events_clients_dropped_total ${droppedBefore + 1}`);
+    expect(metrics).toContain('events_open_streams 1');
+    expect(metrics).toMatch(/events_sent_total [1-9]\d*/);
     await expect(slow.body!.getReader().read()).rejects.toThrow(/did not keep up/);
     await fast.close();
     expect(services.streams.stats.open).toBe(0);
