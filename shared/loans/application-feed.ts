@@ -278,10 +278,10 @@ export class ApplicationFeed {
   async probe(): Promise<boolean> {
     const probes = this.db.collection<{ _id: string; n?: number }>(PROBE_COLLECTION);
     let stream: ChangeStream | null = null;
+    const id = crypto.randomUUID();
     try {
       stream = probes.watch([], { maxAwaitTimeMS: 200 });
       await stream.tryNext(); // the aggregate is sent lazily: a server without change streams fails here
-      const id = crypto.randomUUID();
       await probes.findOneAndUpdate({ _id: id }, { $inc: { n: 1 } }, { upsert: true });
       const deadline = Date.now() + (this.options.probeMs ?? 2_000);
       while (Date.now() < deadline) {
@@ -295,6 +295,7 @@ export class ApplicationFeed {
       return false;
     } finally {
       await stream?.close().catch(() => {});
+      await probes.deleteOne({ _id: id }).catch(() => {});
     }
   }
 
