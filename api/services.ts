@@ -16,7 +16,7 @@ import { ensureIndexes, type IndexPlan } from '../shared/core/db.ts';
 import { Admins, adminAuditIndexes, adminIndexes } from '../shared/identity/admins.ts';
 import { Revocations, revocationIndexes } from '../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessions.ts';
-import { applicationIndexes } from '../shared/loans/applications.ts';
+import { ApplicationListCache, applicationIndexes } from '../shared/loans/applications.ts';
 import { auditIndexes } from '../shared/loans/audit.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
 import { ledgerIndexes } from '../shared/loans/ledger.ts';
@@ -38,6 +38,11 @@ export interface Services {
   loginByAccount: ExactRateLimiter;
   loginByAddress: ExactRateLimiter;
   apiLimiter: RequestLimiter;
+  /**
+   * This instance's list pages and totals. Every write through the API drops the entries it may change
+   * (changed); a feed of other instances' changes can call changed() or clear() on it too.
+   */
+  listCache: ApplicationListCache;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -101,6 +106,12 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    listCache: new ApplicationListCache({
+      clock,
+      pageMs: config.LIST_CACHE_MS,
+      totalMs: config.LIST_TOTAL_CACHE_MS,
+      maxEntries: config.LIST_CACHE_MAX_ENTRIES,
+    }),
     ...loginLimiters(db, config, clock),
     apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',
