@@ -86,8 +86,9 @@ export class TtlCache<V, T = undefined> {
     const now = clock.now();
     const found = this.entries.get(key);
     if (found && now - found.sentAt < ttlMs) {
+      const outcome = found.settled ? 'hit' : 'collapsed';
       const value = await unlessAborted(found.promise, signal);
-      return this.read(value, found.sentAt, found.settled ? 'hit' : 'collapsed', this.entries.get(key) === found);
+      return this.read(value, found.sentAt, outcome, this.entries.get(key) === found);
     }
     const entry = this.start(key, tag, load, now);
     const value = await unlessAborted(entry.promise, signal);
