@@ -168,6 +168,33 @@ describe('list pages from memory', () => {
   });
 });
 
+describe('list pages and reused totals', () => {
+  it("a page that reuses a total is as old as the total: its Age and its end count from the total's read", async () => {
+    const withTotals = await createTestApp(monitored.db(database.name), { ...overrides, LIST_TOTAL_CACHE_MS: '2000' });
+    const viewer = (await adminsByRole(withTotals.app, withTotals.services, ['viewer'])).tokens.viewer;
+    const get = (query: string) => call(withTotals.app, viewer, 'GET', `/api/applications?${query}`);
+    const t0 = Date.now();
+    const counts = commands.aggregate;
+    expect((await get('limit=2&status=rejected')).headers.get('age')).toBe('0');
+    vi.setSystemTime(t0 + 1500);
+    const second = await get('limit=2&page=2&status=rejected');
+    expect(commands.aggregate - counts).toBe(1); // the total read at t0 served page 2 too
+    expect(cacheStatus(second)).toBe('loan-admin; fwd=miss; stored');
+    expect(second.headers.get('age')).toBe('1');
+    vi.setSystemTime(t0 + BOUND - 1);
+    expect(cacheStatus(await get('limit=2&page=2&status=rejected'))).toBe('loan-admin; hit; ttl=0; detail="ttl-ms=1"');
+    vi.setSystemTime(t0 + BOUND);
+    const renewed = await get('limit=2&page=2&status=rejected');
+    expect(cacheStatus(renewed)).toBe('loan-admin; fwd=miss; stored');
+    expect(renewed.headers.get('age')).toBe('0');
+    expect(commands.aggregate - counts).toBe(2);
+    // A change drops the totals it alters too: the next page counts again.
+    withTotals.services.listCache.changed({ status: 'approved', from: 'rejected' });
+    expect(cacheStatus(await get('limit=2&status=rejected'))).toBe('loan-admin; fwd=miss; stored');
+    expect(commands.aggregate - counts).toBe(3);
+  });
+});
+
 describe('conditional requests', () => {
   it('lists: 304 for a current ETag (weak, in a list, or *), 200 with a new ETag after a write', async () => {
     const first = await list('limit=4');
