@@ -17,7 +17,7 @@ import { Admins, adminAuditIndexes, adminIndexes } from '../shared/identity/admi
 import { Revocations, revocationIndexes } from '../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessions.ts';
 import { ApplicationFeed } from '../shared/loans/application-feed.ts';
-import { applicationIndexes } from '../shared/loans/applications.ts';
+import { ApplicationListCache, applicationIndexes } from '../shared/loans/applications.ts';
 import { auditIndexes } from '../shared/loans/audit.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
 import { ledgerIndexes } from '../shared/loans/ledger.ts';
@@ -47,6 +47,11 @@ export interface Services {
   feed: ApplicationFeed;
   /** The open GET /api/events streams of this instance. */
   streams: EventStreams;
+  /**
+   * This instance's list pages and totals. Every write through this instance drops the entries it may
+   * change at once; the feed drops them for changes made elsewhere (other instances, the workers).
+   */
+  listCache: ApplicationListCache;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -93,6 +98,15 @@ export async function createServices(
   });
   const admins = new Admins(db, { passwordIterations: config.PASSWORD_ITERATIONS, clock });
   const feed = changeFeed(db, config, clock, logger);
+  const listCache = new ApplicationListCache({
+    clock,
+    pageMs: config.LIST_CACHE_MS,
+    totalMs: config.LIST_TOTAL_CACHE_MS,
+    maxEntries: config.LIST_CACHE_MAX_ENTRIES,
+  });
+  // Another instance's (or a worker's) change drops the pages it can move as soon as the feed hears it;
+  // LIST_CACHE_MS bounds what the feed misses or hears late.
+  feed.subscribe((event) => listCache.changed({ status: event.status, from: event.from }));
   return {
     db,
     config,
@@ -111,6 +125,7 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    listCache,
     ...loginLimiters(db, config, clock),
     apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',

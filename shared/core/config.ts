@@ -51,6 +51,13 @@ export const configSchema = z.object({
     .transform((value) => value === 'true' || value === '1'),
   /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
   LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
+  /**
+   * How long an instance serves a list page from memory, from when its query was sent (ms): a change shows
+   * in every list at most this long after its write. 0 reads every list.
+   */
+  LIST_CACHE_MS: int(0, 60_000).default(1_000),
+  /** List pages an instance keeps at most; the oldest is evicted first. */
+  LIST_CACHE_MAX_ENTRIES: int(1, 100_000).default(1_000),
   /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
   LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
   /** When set, GET /metrics (Node) needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open. */
