@@ -26,10 +26,19 @@ export interface StreamRequest {
 
 const encoder = new TextEncoder();
 
+/** Each event's frame, made once however many clients it goes to. */
+const eventFrames = new WeakMap<ApplicationEvent, string>();
+
 export const sseFrame = {
   event: (event: ApplicationEvent) => {
-    const { id, applicationId, version, status, from, at, action } = event;
-    return `id: ${id}\nevent: change\ndata: ${JSON.stringify({ id, applicationId, version, status, from, at, action })}\n\n`;
+    let frame = eventFrames.get(event);
+    if (frame === undefined) {
+      const { id, applicationId, version, status, from, at, action } = event;
+      const data = JSON.stringify({ id, applicationId, version, status, from, at, action });
+      frame = `id: ${id}\nevent: change\ndata: ${data}\n\n`;
+      eventFrames.set(event, frame);
+    }
+    return frame;
   },
   named: (name: 'reload' | 'session_ended', data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`,
   retry: () => `retry: ${EVENTS_RETRY_MS}\n\n`,
