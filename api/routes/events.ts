@@ -32,6 +32,43 @@ const ChangeData = z
   })
   .openapi('ApplicationChange');
 
+// One parsed event of the stream, as an SSE client sees it (fields event, id, data; `data` is JSON text).
+// OpenAPI 3.1 describes the JSON inside `data` with contentMediaType and contentSchema.
+function eventData(description: string, contentSchema: object) {
+  return z.string().openapi({ description, contentMediaType: 'application/json', contentSchema } as never);
+}
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const StreamEvent = z
+  .union([
+    z.object({
+      event: z.literal('change'),
+      id: z.string().openapi({ description: 'as `id` in data; send it back as Last-Event-ID' }),
+      data: eventData('an ApplicationChange', ref('ApplicationChange')),
+    }),
+    z.object({
+      event: z.literal('reload'),
+      id: z.string().optional(),
+      data: eventData('`{reason}`: resume, or instance stopping', {
+        type: 'object',
+        required: ['reason'],
+        properties: { reason: { type: 'string' } },
+      }),
+    }),
+    z.object({
+      event: z.literal('session_ended'),
+      id: z.string().optional(),
+      data: eventData('`{code}`: the error code of the failed session check (token_expired, token_revoked, ...)', {
+        type: 'object',
+        required: ['code'],
+        properties: { code: { type: 'string' } },
+      }),
+    }),
+  ])
+  .openapi('ApplicationStreamEvent', {
+    description:
+      'One event of GET /api/events as parsed by an SSE client; `id` persists across events until a new one.',
+  });
+
 const streamDescription = [
   'A `text/event-stream`. First `retry: 3000`, then:',
   '- `event: change` with `id:` and `data:` an ApplicationChange (no document body; read the application for it).',
@@ -57,17 +94,19 @@ const eventsRoute = createRoute({
   responses: {
     200: {
       description: streamDescription,
-      content: { 'text/event-stream': { schema: ChangeData } },
+      content: { 'text/event-stream': { schema: StreamEvent } },
     },
     501: {
       description: 'events_unsupported: this runtime keeps no change feed (Cloudflare Workers)',
       content: errorResponses(400)[400]!.content,
     },
-    ...errorResponses(401, 403, 429, 503),
+    ...errorResponses(400, 401, 403, 429, 503),
   },
 });
 
 export function eventRoutes(app: OpenAPIHono<AppEnv>, services: Services): void {
+  // ApplicationChange is named only from inside `data` (contentSchema), so it is registered by hand.
+  app.openAPIRegistry.register('ApplicationChange', ChangeData);
   app.openapi(eventsRoute, (c) => {
     if (!services.feed.started) {
       throw new HttpError(
