@@ -95,6 +95,8 @@ interface Measure {
   seconds?: number;
   rss?: { before: number; after: number; max: number };
   sse?: DeliveryReport | { notAvailable: string };
+  /** SSE connections by status (200 = open). */
+  sseOpened?: Record<string, number>;
 }
 
 /** Runs one Artillery scenario, sampling the wire counter every second; bounded by `limitMs`. */
@@ -194,6 +196,7 @@ function ask<T>(child: ChildProcess, message: object, type: string): Promise<T> 
 async function soak(stack: Stack, dir: string, admins: number): Promise<Measure> {
   const status = await eventsStatus(stack);
   if (status !== 200) return { sse: { notAvailable: `GET /api/events answered ${status}` } };
+  const rss = sampleRss(stack.apiPids); // before the streams open: max - before bounds their cost
   const sse = fork(join(here, 'read-path-sse.ts'), [], { stdio: 'inherit' });
   const opened = await ask<{ statuses: Record<string, number> }>(
     sse,
@@ -201,7 +204,6 @@ async function soak(stack: Stack, dir: string, admins: number): Promise<Measure>
     'opened',
   );
   console.error(`  SSE clients opened: ${JSON.stringify(opened.statuses)}`);
-  const rss = sampleRss(stack.apiPids);
   const script = join(here, 'artillery', 'working-day.yml');
   const [load, changes] = await Promise.all([
     artillery(stack, script, workingDayOverrides(admins), dir, workingDayLimitMs()),
@@ -214,7 +216,8 @@ async function soak(stack: Stack, dir: string, admins: number): Promise<Measure>
   return {
     ...load,
     rss: memory,
-    sse: { ...report, events: { ...report.events, opened: opened.statuses['200'] ?? 0 } },
+    sse: report,
+    sseOpened: opened.statuses,
   };
 }
 
@@ -270,7 +273,12 @@ function rows(m: Measure): Record<string, string | number> {
   if (m.rss) out['API RSS MiB before / after / max'] = `${m.rss.before} / ${m.rss.after} / ${m.rss.max}`;
   if (m.sse && 'notAvailable' in m.sse) out['SSE delivery'] = `not available (${m.sse.notAvailable})`;
   else if (m.sse) {
-    out['SSE clients connected'] = m.sse.events.opened ?? 0;
+    out['SSE connections by status'] = formatCounts(m.sseOpened ?? {}, 6, ': ');
+    if (m.rss && m.sse.clients > 0)
+      out['API RSS growth per SSE client KiB (bound: includes the working day)'] = round(
+        ((m.rss.max - m.rss.before) * 1024) / m.sse.clients,
+        0,
+      );
     out['SSE delivery p50 / p95 / max ms'] = `${m.sse.p50} / ${m.sse.p95} / ${m.sse.max}`;
     out['SSE every client got every change'] =
       m.sse.missing === 0 ? `yes (${m.sse.expected})` : `no: ${m.sse.missing} of ${m.sse.expected} missing`;
