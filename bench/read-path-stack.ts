@@ -65,6 +65,8 @@ export async function startStack(
   const env = {
     ...loadApiEnv(`mongodb://127.0.0.1:${counter.port}/?directConnection=true`, dbName),
     ACCESS_TOKEN_TTL_S: '3600',
+    // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the API processes only (not Artillery).
+    ...(process.env.BENCH_API_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS } : {}),
   };
   const instances = await api.startApiInstances(options.instances, env);
   let nginx: Nginx.RunningNginx | null = null;

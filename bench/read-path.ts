@@ -11,6 +11,7 @@
 //   BENCH_SCENARIOS=burst,working-day,soak BENCH_SETUPS=single,nginx BENCH_WD_ADMINS=250,500,1000
 //   BENCH_BURST_USERS=1000 BENCH_WD_SECONDS=20 BENCH_CYCLES=5 BENCH_THINK_S=3 BENCH_EDIT_SHARE=0.05
 //   BENCH_SSE_CLIENTS=1000 BENCH_CHANGES=10 BENCH_DOCS=10000
+//   BENCH_API_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof"   (profile the API processes)
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -291,7 +292,7 @@ const rerun = [
   `BENCH_TREES=${trees.map((t) => `${t.name}=${t.path}`).join(',')}`,
   ...Object.entries(env)
     .filter(([name]) => name.startsWith('BENCH_') && name !== 'BENCH_TREES')
-    .map(([name, value]) => `${name}=${value}`),
+    .map(([name, value]) => `${name}=${/^[\w./,=:-]*$/.test(value ?? '') ? value : `'${value}'`}`),
   'npm run bench:read-path',
 ].join(' ');
 const started = Date.now();

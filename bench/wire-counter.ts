@@ -6,6 +6,7 @@
 //
 //   node bench/wire-counter.ts <target host:port>    (prints {"port": n} on IPC, answers "snapshot")
 import { createConnection, createServer, type Socket } from 'node:net';
+import { BSON } from 'mongodb';
 
 const OP_QUERY = 2004;
 const OP_COMPRESSED = 2012;
@@ -16,18 +17,34 @@ function cstring(buffer: Buffer, at: number): { text: string; end: number } {
   return { text: buffer.toString('utf8', at, end), end };
 }
 
-/** The command a whole client message carries: the first key of its command document. */
+/** Where an OP_MSG's command document (its section of kind 0) starts, or -1. */
+function commandDocumentAt(message: Buffer): number {
+  let at = 20; // header 16 + flagBits 4
+  while (at < message.length) {
+    const kind = message[at];
+    if (kind === 0) return at + 1;
+    if (kind !== 1) return -1;
+    at += 1 + message.readInt32LE(at + 1); // a document sequence: its size counts itself
+  }
+  return -1;
+}
+
+/**
+ * The command a whole client message carries: the first key of its command document. A `find` whose
+ * filter names an `_id` is `find by _id` (one document: GET /api/applications/:id, a session), so a
+ * table can tell those apart from the queries behind list pages.
+ */
 export function commandName(message: Buffer): string {
   const opCode = message.readInt32LE(12);
   if (opCode === OP_MSG) {
-    let at = 20; // header 16 + flagBits 4
-    while (at < message.length) {
-      const kind = message[at];
-      if (kind === 0) return cstring(message, at + 1 + 4 + 1).text; // kind, document length, element type
-      if (kind !== 1) return 'unknown';
-      at += 1 + message.readInt32LE(at + 1); // a document sequence: its size counts itself
-    }
-    return 'unknown';
+    const at = commandDocumentAt(message);
+    if (at < 0) return 'unknown';
+    const name = cstring(message, at + 4 + 1).text; // document length, element type
+    if (name !== 'find') return name;
+    const length = message.readInt32LE(at);
+    const command = BSON.deserialize(message.subarray(at, at + length), { promoteValues: false });
+    const filter = command.filter as Record<string, unknown> | undefined;
+    return filter && '_id' in filter ? 'find by _id' : 'find';
   }
   if (opCode === OP_QUERY) {
     const collection = cstring(message, 20);

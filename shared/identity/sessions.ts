@@ -103,6 +103,18 @@ const PREVIOUS_HASHES_KEPT = 50;
 export const VERIFY_LEEWAY_S = 5;
 /** The longest access token lifetime shared/core/config.ts accepts. */
 const MAX_ACCESS_TOKEN_AGE_S = 86_400;
+/** Access tokens whose signature this instance has checked, kept so the next request skips the HMAC. */
+const VERIFIED_TOKENS_KEPT = 10_000;
+
+/** jose's time checks, as jwtVerify makes them with clockTolerance VERIFY_LEEWAY_S and maxTokenAge. */
+function timelyAt(claims: AccessClaims, nowMs: number): boolean {
+  const nowS = Math.floor(nowMs / 1000);
+  return (
+    nowS - VERIFY_LEEWAY_S < claims.exp &&
+    claims.iat <= nowS + VERIFY_LEEWAY_S &&
+    nowS - claims.iat - VERIFY_LEEWAY_S <= MAX_ACCESS_TOKEN_AGE_S
+  );
+}
 
 async function sha256(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(text)));
@@ -121,6 +133,13 @@ export class Sessions {
   private readonly collection: Collection<SessionDoc>;
   private readonly options: SessionOptions;
   private readonly issuer: string;
+  /**
+   * Tokens that passed the signature and claims checks, by their exact text (insertion order, the
+   * oldest dropped first). An admin's console sends one token many times: an HMAC check through
+   * WebCrypto costs more than the rest of a cached list request. Expiry and revocation are still
+   * checked on every request; a token not in here (or tampered with: another text) is verified whole.
+   */
+  private readonly verified = new Map<string, AccessClaims>();
 
   constructor(db: Db, options: SessionOptions) {
     if (!options.keys.has(options.signingKid))
@@ -214,6 +233,20 @@ export class Sessions {
 
   /** Verifies signature, expiry and revocation. No database round trip while the cache is fresh. */
   async verify(accessToken: string): Promise<AccessClaims> {
+    let claims = this.verified.get(accessToken);
+    if (claims && !timelyAt(claims, this.options.clock.now())) {
+      this.verified.delete(accessToken);
+      claims = undefined;
+    }
+    claims ??= await this.verifySignature(accessToken);
+    await this.options.revocations.ensureFresh();
+    if (this.options.revocations.isRevoked(claims))
+      throw new UnauthorizedError('The token was revoked.', 'token_revoked');
+    return claims;
+  }
+
+  /** Signature, issuer, audience and time checks (jose), remembered for the next request on success. */
+  private async verifySignature(accessToken: string): Promise<AccessClaims> {
     let claims: AccessClaims;
     try {
       const { kid } = decodeProtectedHeader(accessToken);
@@ -237,9 +270,8 @@ export class Sessions {
         throw new UnauthorizedError('The token has expired.', 'token_expired', { cause: error });
       throw new UnauthorizedError('The token is not valid.', 'unauthorized', { cause: error });
     }
-    await this.options.revocations.ensureFresh();
-    if (this.options.revocations.isRevoked(claims))
-      throw new UnauthorizedError('The token was revoked.', 'token_revoked');
+    if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(accessToken, claims);
     return claims;
   }
 

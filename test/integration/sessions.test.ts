@@ -1,11 +1,11 @@
 // Sessions and revocation across two "instances" (separate clients and caches on one database).
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { MongoClient } from 'mongodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type Clock, systemClock } from '../../shared/core/clock.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { Revocations, revocationIndexes } from '../../shared/identity/revocations.ts';
-import { parseJwtKeys, Sessions, sessionIndexes } from '../../shared/identity/sessions.ts';
+import { parseJwtKeys, Sessions, sessionIndexes, VERIFY_LEEWAY_S } from '../../shared/identity/sessions.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 const secret = (fill: number) => btoa(String.fromCharCode(...new Uint8Array(32).fill(fill)));
@@ -83,6 +83,41 @@ describe('access tokens', () => {
     const past: Clock = { now: () => Date.now() - 3_600_000 };
     const expired = await instance(database.db, { clock: past }).issue(admin);
     await expect(a.verify(expired.accessToken)).rejects.toMatchObject({ code: 'token_expired' });
+  });
+});
+
+describe('a token checked once is not checked by HMAC again on this instance', () => {
+  it('the second verify skips the signature check, yet expiry (exactly at exp + leeway) and revocation still apply', async () => {
+    const clock = { t: Date.UTC(2026, 0, 1, 12), now: () => clock.t };
+    const a = instance(database.db, { clock });
+    const pair = await a.issue(admin);
+    const hmac = vi.spyOn(crypto.subtle, 'verify');
+    try {
+      const first = await a.verify(pair.accessToken);
+      expect(hmac).toHaveBeenCalledTimes(1);
+      await expect(a.verify(pair.accessToken)).resolves.toEqual(first);
+      expect(hmac).toHaveBeenCalledTimes(1);
+      // A tampered copy is another text: verified whole, and refused.
+      const [header, payload, signature] = pair.accessToken.split('.');
+      const tampered = `${header}.${payload}.${signature!.slice(0, -2)}${signature!.endsWith('AA') ? 'BA' : 'AA'}`;
+      await expect(a.verify(tampered)).rejects.toMatchObject({ code: 'unauthorized' });
+      expect(hmac).toHaveBeenCalledTimes(2);
+      // Expiry is checked on the remembered claims with jose's rule: valid until floor(now / 1000)
+      // reaches exp + leeway.
+      clock.t = (first.exp + VERIFY_LEEWAY_S) * 1000 - 1;
+      await expect(a.verify(pair.accessToken)).resolves.toEqual(first);
+      expect(hmac).toHaveBeenCalledTimes(2);
+      clock.t += 1;
+      await expect(a.verify(pair.accessToken)).rejects.toMatchObject({ code: 'token_expired' });
+      // A clock moved back (it may be injected) verifies whole again, and a logout still ends the token.
+      clock.t = first.iat * 1000;
+      await expect(a.verify(pair.accessToken)).resolves.toEqual(first);
+      expect(hmac).toHaveBeenCalledTimes(4);
+      await a.logout(first);
+      await expect(a.verify(pair.accessToken)).rejects.toMatchObject({ code: 'token_revoked' });
+    } finally {
+      hmac.mockRestore();
+    }
   });
 });
 

@@ -27,13 +27,17 @@ it('forwards a driver unchanged and counts each command it sends once, by name',
   counter.counts.clear();
   await collection.insertMany(Array.from({ length: 3 }, (_, i) => ({ _id: i, n: i })));
   for (let i = 0; i < 4; i++) expect(await collection.findOne({ _id: i % 3 })).toEqual({ _id: i % 3, n: i % 3 });
+  expect(await collection.find({ n: { $gte: 1 } }).toArray()).toHaveLength(2);
   await collection.updateOne({ _id: 1 }, { $set: { n: 10 } });
   // A large document travels in several TCP chunks: still one command.
   await collection.insertOne({ _id: 99, n: 0, blob: 'x'.repeat(3_000_000) } as never);
   const counts = Object.fromEntries(counter.counts);
-  expect(counts).toMatchObject({ insert: 2, find: 4, update: 1 });
+  // A find by _id (one document) is told apart from a query.
+  expect(counts).toMatchObject({ insert: 2, 'find by _id': 4, find: 1, update: 1 });
   expect(
-    Object.keys(counts).filter((name) => !['insert', 'find', 'update', 'hello', 'isMaster', 'ismaster'].includes(name)),
+    Object.keys(counts).filter(
+      (name) => !['insert', 'find', 'find by _id', 'update', 'hello', 'isMaster', 'ismaster'].includes(name),
+    ),
   ).toEqual([]);
 });
 
