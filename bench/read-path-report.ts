@@ -9,7 +9,7 @@ export interface Tree {
   path: string;
 }
 
-/** `BENCH_TREES=baseline=/work/wt/baseline,current=.` -> named absolute paths; default: this checkout. */
+/** `BENCH_TREES=baseline=../baseline,current=.` -> named absolute paths; default: this checkout. */
 export function parseTrees(value: string | undefined, cwd: string): Tree[] {
   if (!value?.trim()) return [{ name: 'current', path: resolve(cwd) }];
   const trees = value.split(',').map((entry) => {

@@ -7,7 +7,7 @@
 // the wire (bench/wire-counter.ts), so every checkout is counted the same way.
 //
 //   npm run bench:read-path                                            (this checkout, everything)
-//   BENCH_TREES=baseline=/work/wt/baseline,current=. npm run bench:read-path
+//   git worktree add ../baseline <commit>; BENCH_TREES=baseline=../baseline,current=. npm run bench:read-path
 //   BENCH_SCENARIOS=burst,working-day,soak BENCH_SETUPS=single,nginx BENCH_WD_ADMINS=250,500,1000
 //   BENCH_BURST_USERS=1000 BENCH_WD_SECONDS=20 BENCH_CYCLES=5 BENCH_THINK_S=3 BENCH_EDIT_SHARE=0.05
 //   BENCH_SSE_CLIENTS=1000 BENCH_CHANGES=10 BENCH_DOCS=10000
