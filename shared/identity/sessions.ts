@@ -109,8 +109,10 @@ const VERIFIED_TOKENS_KEPT = 10_000;
 /** jose's time checks, as jwtVerify makes them with clockTolerance VERIFY_LEEWAY_S and maxTokenAge. */
 function timelyAt(claims: AccessClaims, nowMs: number): boolean {
   const nowS = Math.floor(nowMs / 1000);
+  const { nbf } = claims as { nbf?: number };
   return (
     nowS - VERIFY_LEEWAY_S < claims.exp &&
+    (nbf === undefined || nbf <= nowS + VERIFY_LEEWAY_S) &&
     claims.iat <= nowS + VERIFY_LEEWAY_S &&
     nowS - claims.iat - VERIFY_LEEWAY_S <= MAX_ACCESS_TOKEN_AGE_S
   );
