@@ -4,22 +4,31 @@ import { idempotencyKeyPattern } from '../shared/loans/disbursements.ts';
 /** The ETag of a version: strong, quoted. */
 export const etagOf = (version: number) => `"${version}"`;
 
+/** An entity-tag list (RFC 9110 §8.8.3): '*', or each tag with its W/ flag and quoted text. Null when malformed. */
+function entityTags(header: string): '*' | { weak: boolean; quoted: string }[] | null {
+  const value = header.trim();
+  if (value === '*') return '*';
+  const tags: { weak: boolean; quoted: string }[] = [];
+  for (const part of value.split(',')) {
+    const tag = part.trim();
+    if (tag === '') continue;
+    const match = /^(W\/)?("[\x21\x23-\x7e]*")$/.exec(tag);
+    if (!match) return null;
+    tags.push({ weak: match[1] !== undefined, quoted: match[2]! });
+  }
+  return tags;
+}
+
 /**
  * Parses an If-Match header (RFC 9110 §13.1.1): '*' or a list of entity tags. Weak tags never match under
  * the strong comparison If-Match uses, nor do tags that are not one of our versions. Null when malformed.
  */
 export function parseIfMatch(header: string): '*' | number[] | null {
-  const value = header.trim();
-  if (value === '*') return '*';
-  const versions: number[] = [];
-  for (const part of value.split(',')) {
-    const tag = part.trim();
-    if (tag === '') continue;
-    const match = /^(W\/)?"([\x21\x23-\x7e]*)"$/.exec(tag);
-    if (!match) return null;
-    if (!match[1] && /^[1-9][0-9]{0,15}$/.test(match[2]!)) versions.push(Number(match[2]));
-  }
-  return versions;
+  const tags = entityTags(header);
+  if (tags === null || tags === '*') return tags;
+  return tags
+    .filter((tag) => !tag.weak && /^"[1-9][0-9]{0,15}"$/.test(tag.quoted))
+    .map((tag) => Number(tag.quoted.slice(1, -1)));
 }
 
 /** The Idempotency-Key's value without the optional quotes, or null when it is not one we accept. */
@@ -35,17 +44,8 @@ export function parseIdempotencyKey(header: string): string | null {
  * or not (If-None-Match compares weakly). Null when malformed.
  */
 export function parseIfNoneMatch(header: string): '*' | string[] | null {
-  const value = header.trim();
-  if (value === '*') return '*';
-  const tags: string[] = [];
-  for (const part of value.split(',')) {
-    const tag = part.trim();
-    if (tag === '') continue;
-    const match = /^(?:W\/)?("[\x21\x23-\x7e]*")$/.exec(tag);
-    if (!match) return null;
-    tags.push(match[1]!);
-  }
-  return tags;
+  const tags = entityTags(header);
+  return tags === null || tags === '*' ? tags : tags.map((tag) => tag.quoted);
 }
 
 /** Whether If-None-Match names `etag` (weak comparison: a W/ prefix on either side does not matter). */
