@@ -29,7 +29,7 @@ const MAX_BATCH = 500;
 const ApplicationInput = z.object(applicationInputSchema.shape).strict().openapi('ApplicationInput');
 const ApplicationUpdate = z.object(applicationUpdateSchema.shape).strict().openapi('ApplicationUpdate');
 
-const ApplicationJson = z
+export const ApplicationJson = z
   .object({
     ...applicationInputSchema.shape,
     _id: z.string().openapi({ example: 'APP-5f0c6c3e-8d0b-4a8e-9a53-0f6a3d1b2c4d' }),
@@ -152,7 +152,7 @@ const single = (schema: typeof ApplicationJson, description: string) => ({
   content: { 'application/json': { schema } },
 });
 
-function toJson(app: Application): ApplicationJson {
+export function toJson(app: Application): ApplicationJson {
   return { ...app, createdAt: app.createdAt.toISOString(), updatedAt: app.updatedAt.toISOString() };
 }
 
@@ -306,6 +306,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     queue: services.queue,
     countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
     fourEyes: services.config.FOUR_EYES,
+    historyVersions: services.config.MERGE_HISTORY_VERSIONS,
   });
 
   app.openapi(listRoute, listHandler(applications, services.config.LIST_MAX_SKIP));

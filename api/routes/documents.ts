@@ -253,7 +253,11 @@ async function describe(services: Services, doc: StoredDocument, appliedId: stri
 
 export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
   const documents = new Documents(services.db);
-  const applications = new Applications(services.db, { clock: services.clock, queue: services.queue });
+  const applications = new Applications(services.db, {
+    clock: services.clock,
+    queue: services.queue,
+    historyVersions: services.config.MERGE_HISTORY_VERSIONS,
+  });
 
   app.openapi(uploadRoute, uploadHandler({ documents, applications, services }));
 

@@ -3,6 +3,16 @@
 // effects that follow a write, replay, and the repository. Importers use this one entry.
 export * from './applications/cursors.ts';
 export { recordEffects, type WrittenChange } from './applications/effects.ts';
+export * from './applications/history.ts';
+export * from './applications/merge.ts';
+export {
+  ApplicationPatches,
+  type MergedChange,
+  type PatchBase,
+  type PatchOptions,
+  type PatchResult,
+  patchQueries,
+} from './applications/patches.ts';
 export type { Precondition } from './applications/preconditions.ts';
 export { APPLICATIONS_COLLECTION, applicationIndexes, applicationQueries } from './applications/queries.ts';
 export { REPLAY_CHECKPOINTS_COLLECTION, type ReplayResult } from './applications/replay.ts';

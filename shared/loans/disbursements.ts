@@ -17,6 +17,7 @@ import type { Clock } from '../core/clock.ts';
 import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
+import { changeEntry, DEFAULT_HISTORY_VERSIONS, pushChange } from './applications/history.ts';
 import {
   type Actor,
   APPLICATIONS_COLLECTION,
@@ -133,6 +134,7 @@ export const disbursementQueries = {
   }),
   recordIntent: (intent: DisbursementIntent, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
     $set: { disbursement: intent, updatedAt: meta.at, updatedBy: meta.actor, lastChange: meta.lastChange },
+    $push: logged(meta, [{ path: 'disbursement', new: intent.state }]),
     $inc: { version: 1 },
   }),
   markDisbursed: (entry: LedgerEntry, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
@@ -145,9 +147,22 @@ export const disbursementQueries = {
       updatedBy: meta.actor,
       lastChange: meta.lastChange,
     },
+    $push: logged(meta, [
+      { path: 'status', old: 'approved', new: 'disbursed' },
+      { path: 'disbursement', old: 'disbursing', new: 'disbursed' },
+    ]),
     $inc: { version: 1 },
   }),
 };
+
+/** The change-log entry of a disbursement step (every write that bumps the version pushes one). */
+function logged(meta: ChangeMeta, paths: { path: string; old?: unknown; new?: unknown }[]) {
+  const { version, at } = meta.lastChange;
+  return pushChange(
+    changeEntry({ version, at, by: meta.actor, action: 'disbursement', paths }),
+    DEFAULT_HISTORY_VERSIONS,
+  );
+}
 
 // ---- The cross-check: ledger <-> disbursement records <-> applications ------------------------------
 
@@ -742,7 +757,7 @@ export class Disbursements {
   }
 }
 
-function publicApplication(app: DisbursableApplication): Omit<DisbursableApplication, 'lastChange'> {
-  const { lastChange: _omitted, ...rest } = app;
+function publicApplication(app: DisbursableApplication): Omit<DisbursableApplication, 'lastChange' | 'changes'> {
+  const { lastChange: _omitted, changes: _log, ...rest } = app;
   return rest;
 }

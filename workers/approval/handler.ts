@@ -9,7 +9,14 @@ import type { Collection } from 'mongodb';
 import type { Job } from '../../shared/concurrency/queue/index.ts';
 import { retryOnConflict, updateWithVersion, writeMissed } from '../../shared/concurrency/versions.ts';
 import { ConflictError, ValidationError } from '../../shared/core/errors.ts';
-import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/loans/applications.ts';
+import {
+  APPLICATIONS_COLLECTION,
+  type Application,
+  Applications,
+  type ChangeEntry,
+  changeEntry,
+  pushChange,
+} from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { automaticDecision, monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
 
@@ -55,6 +62,7 @@ export async function handleApproval(
     clock: ctx.clock,
     queue: ctx.queue,
     fourEyes: ctx.config.FOUR_EYES,
+    historyVersions: ctx.config.MERGE_HISTORY_VERSIONS,
   });
   const rounds = keptChanging(applicationId);
   return retryOnConflict(
@@ -101,8 +109,13 @@ async function scoreAndDecide(
     return { applicationId, skipped: `status ${app.status}` };
   const result = score(app, ctx.config);
   if (!sameScore(app.recommendation, result)) {
+    const at = new Date(ctx.clock.now());
     app = (await updateWithVersion(collection, applicationId, app.version, {
-      $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) } },
+      $set: { recommendation: { ...result, at } },
+      $push: pushChange(
+        workerChange(app.version + 1, at, 'recommendation', result.recommendation),
+        ctx.config.MERGE_HISTORY_VERSIONS,
+      ),
     })) as ScoredApplication;
   }
   const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
@@ -122,6 +135,17 @@ async function scoreAndDecide(
   );
   ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
   return { applicationId, recommendation: result.recommendation, decided: to };
+}
+
+/** The change-log entry of the worker's own writes (every version bump pushes one). */
+function workerChange(
+  version: number,
+  at: Date,
+  path: 'recommendation' | 'repaymentPlan',
+  value: unknown,
+): ChangeEntry {
+  const action = path === 'recommendation' ? 'recommendation' : 'repayment-plan';
+  return changeEntry({ version, at, by: APPROVAL_ACTOR, action, paths: [{ path, new: value }] });
 }
 
 async function storeRepaymentPlan(
@@ -144,7 +168,13 @@ async function storeRepaymentPlan(
     };
     if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
       return { applicationId, skipped: 'plan already stored' };
-    await updateWithVersion(collection, applicationId, app.version, { $set: { repaymentPlan: plan } });
+    await updateWithVersion(collection, applicationId, app.version, {
+      $set: { repaymentPlan: plan },
+      $push: pushChange(
+        workerChange(app.version + 1, new Date(ctx.clock.now()), 'repaymentPlan', plan.monthlyPayment),
+        ctx.config.MERGE_HISTORY_VERSIONS,
+      ),
+    });
     return { applicationId };
   };
   return retryOnConflict(MAX_ROUNDS, () => round().catch(rounds.miss), rounds.giveUp);

@@ -12,8 +12,10 @@ import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError 
 import {
   APPLICATIONS_COLLECTION,
   type ApplicationDoc,
+  changeEntry,
   evidenceStatuses,
   jobRetry,
+  pushChange,
 } from '../../shared/loans/applications.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/loans/documents.ts';
 import type { WorkerContext } from '../runtime.ts';
@@ -65,6 +67,7 @@ export interface OcrResult {
 export type OcrContext = Pick<WorkerContext, 'db' | 'clock' | 'queue'>;
 
 const MAX_WRITE_ATTEMPTS = 10;
+const OCR_ACTOR = 'ocr-worker';
 
 export const ocrQueries = {
   byId: (id: string): Filter<ApplicationWithOcr> => ({ _id: id }),
@@ -74,7 +77,20 @@ export const ocrQueries = {
     version,
     status: { $in: [...evidenceStatuses] },
   }),
-  store: (record: OcrRecord): UpdateFilter<ApplicationWithOcr> => ({ $set: { ocr: record }, $inc: { version: 1 } }),
+  /** Its change-log entry names the path it wrote (ocr), with the version it produces. */
+  store: (record: OcrRecord, version: number): UpdateFilter<ApplicationWithOcr> => ({
+    $set: { ocr: record },
+    $push: pushChange(
+      changeEntry({
+        version,
+        at: record.at,
+        by: OCR_ACTOR,
+        action: 'ocr',
+        paths: [{ path: 'ocr', new: record.documentId }],
+      }),
+    ),
+    $inc: { version: 1 },
+  }),
 };
 
 function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {
@@ -165,7 +181,7 @@ async function storeRecord(
       if (outcome) return { outcome, version: current.version };
       const written = await applications.findOneAndUpdate(
         ocrQueries.writable(applicationId, current.version),
-        ocrQueries.store(record),
+        ocrQueries.store(record, current.version + 1),
         { returnDocument: 'after', projection: { version: 1 } },
       );
       if (written) return { outcome: 'written', version: written.version };

@@ -11,6 +11,7 @@ import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../../identity/r
 import { AuditLog } from '../audit.ts';
 import { decodeCursor, encodeCursor } from './cursors.ts';
 import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
+import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
 import { APPLICATIONS_COLLECTION, applicationQueries, type KeysetPosition, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
@@ -86,10 +87,12 @@ export interface ApplicationsOptions {
   countCacheMs?: number;
   /** Enforce four eyes on approvals (FOUR_EYES); on unless turned off. */
   fourEyes?: boolean;
+  /** Versions each application keeps in its change log (MERGE_HISTORY_VERSIONS). */
+  historyVersions?: number;
 }
 
-/** What an update asks for, worked out once before its rounds. */
-interface UpdatePlan {
+/** What an update asks for, worked out once before its rounds (PUT and PATCH). */
+export interface UpdatePlan {
   fields: Partial<ApplicationInput>;
   /** The applicant fields it edits, sorted. */
   edited: string[];
@@ -104,8 +107,8 @@ interface UpdatePlan {
   version: VersionCondition | null;
 }
 
-function planUpdate(
-  change: { status?: TargetStatus; fields: Partial<ApplicationInput> },
+export function planUpdate(
+  change: { status?: TargetStatus; fields: Partial<ApplicationInput> | Record<string, unknown> },
   pre: Precondition,
   fourEyes: boolean,
 ): UpdatePlan {
@@ -122,7 +125,7 @@ function planUpdate(
 }
 
 /** After a missed write, throws the reason the application refuses the update, in the documented order. */
-function refuseUpdate(
+export function refuseUpdate(
   id: string,
   current: Application | null,
   plan: UpdatePlan,
@@ -165,6 +168,7 @@ export class Applications {
   private readonly batchConcurrency: number;
   private readonly countCacheMs: number;
   private readonly fourEyes: boolean;
+  private readonly keep: number;
   private readonly counts = new Map<string, { at: number; value: Promise<number> }>();
 
   constructor(db: Db, options: ApplicationsOptions) {
@@ -175,6 +179,7 @@ export class Applications {
     this.batchConcurrency = options.batchConcurrency ?? 8;
     this.countCacheMs = options.countCacheMs ?? 0;
     this.fourEyes = options.fourEyes ?? true;
+    this.keep = options.historyVersions ?? DEFAULT_HISTORY_VERSIONS;
   }
 
   private now(): Date {
@@ -201,7 +206,8 @@ export class Applications {
       action: 'create',
       requestId: actor.requestId,
     });
-    await this.collection.insertOne({ ...app, lastChange });
+    const entry = changeEntry({ version: 1, at, by: actor.id, action: 'create', paths: [] });
+    await this.collection.insertOne({ ...app, lastChange, changes: [entry] });
     await this.afterChange([{ app, from: null, at, actor: actor.id, action: 'create', requestId: actor.requestId }]);
     return app;
   }
@@ -265,9 +271,15 @@ export class Applications {
     const filter = applicationQueries.writable(id, states, pinned ?? version);
     // The rule is part of the write's filter: it holds on exactly the version the write replaces.
     if (plan.approving) Object.assign(filter, fourEyesFilter('approve', actor.id));
+    // A PUT reads nothing before it writes: its log entry knows the new values, and the old status only.
+    const paths: PathChange[] = plan.edited.map((path) => ({ path, new: (fields as Record<string, unknown>)[path] }));
+    if (to) paths.push(withoutUndefined({ path: 'status', old: lastChange.from, new: to }));
+    const entry = changeEntry({ version: lastChange.version, at, by: actor.id, action: 'update', paths });
     const before = await this.collection.findOneAndUpdate(
       filter,
-      financial ? applicationQueries.prepare(set, actor.id, true) : applicationQueries.change(set),
+      financial
+        ? applicationQueries.prepare(set, actor.id, true, entry, this.keep)
+        : applicationQueries.change(set, entry, this.keep),
       { returnDocument: 'before', projection: applicationQueries.publicProjection },
     );
     if (!before) return null;
@@ -319,9 +331,22 @@ export class Applications {
           fields: ['documents'],
           requestId: actor.requestId,
         });
+        const entry = changeEntry({
+          version: current.version + 1,
+          at,
+          by: actor.id,
+          action: 'update',
+          paths: [{ path: 'documents' }],
+        });
         const written = await this.collection.updateOne(
           { ...applicationQueries.openToEvidence(id), version: current.version },
-          applicationQueries.prepare({ updatedAt: at, updatedBy: actor.id, lastChange }, actor.id, false),
+          applicationQueries.prepare(
+            { updatedAt: at, updatedBy: actor.id, lastChange },
+            actor.id,
+            false,
+            entry,
+            this.keep,
+          ),
         );
         if (written.matchedCount === 1) {
           const app: Application = {
@@ -475,9 +500,16 @@ export class Applications {
     });
     const set: Partial<ApplicationDoc> = { status: to, updatedAt: at, updatedBy: actor.id, lastChange };
     if (to === 'approved') set.approvedBy = actor.id;
+    const entry = changeEntry({
+      version: doc.version + 1,
+      at,
+      by: actor.id,
+      action: 'batch-update',
+      paths: [{ path: 'status', old: doc.status, new: to }],
+    });
     const updated = await this.collection.updateOne(
       applicationQueries.writable(id, [doc.status], doc.version),
-      applicationQueries.change(set),
+      applicationQueries.change(set, entry, this.keep),
     );
     if (updated.matchedCount === 0) {
       return { result: { id, outcome: 'conflict', error: `changed since the batch read version ${doc.version}` } };
