@@ -102,6 +102,8 @@ export const patchQueries = {
       },
     } as Filter<ApplicationDoc>;
   },
+  /** The written document: its log tells what the patch merged over; the rest of the bookkeeping is dropped. */
+  writtenProjection: { lastChange: 0 } as const,
 };
 
 const topLevel = (leaves: Leaf[]) => Object.fromEntries(leaves.map((leaf) => [leaf.path.split('.')[0]!, true]));
@@ -186,7 +188,7 @@ export class ApplicationPatches {
     base: PatchBase,
     actor: Actor,
   ): Promise<PatchResult | typeof writeMissed> {
-    const { current, since, targets } = judged;
+    const { current, targets } = judged;
     const at = new Date(this.options.clock.now());
     const paths: PathChange[] = leaves.map((leaf) =>
       withoutUndefined({
@@ -209,24 +211,25 @@ export class ApplicationPatches {
     const allowed = versionedLog(current)
       .filter((logged) => logged.version <= base.version && overlapsAny(logged, targets))
       .map((logged) => logged.id);
-    const after = await this.collection.findOneAndUpdate(
+    const written = await this.collection.findOneAndUpdate(
       patchQueries.mergeable(judged, plan, allowed, actor.id),
       this.update(leaves, plan, entry, lastChange, actor.id),
-      { returnDocument: 'after', projection: applicationQueries.publicProjection },
+      { returnDocument: 'after', projection: patchQueries.writtenProjection },
     );
-    if (!after) return writeMissed;
-    await recordEffects(
-      [writtenChange(after, plan.to ? current.status : after.status, lastChange)],
-      this.audit,
-      this.options.queue,
-    );
-    const mergedOver = since.map((change) => ({
-      version: change.version,
-      by: change.by,
-      at: change.at,
-      paths: change.paths.map((path) => path.path),
-    }));
-    return { app: after, mergedOver };
+    if (!written) return writeMissed;
+    const app = publicOf(written);
+    const from = plan.to ? current.status : app.status;
+    await recordEffects([writtenChange(app, from, lastChange)], this.audit, this.options.queue);
+    // Merged over: every change between the base and this one, those that landed after the read included.
+    const mergedOver = versionedLog(written)
+      .filter((change) => change.version > base.version && change.version < app.version)
+      .map((change) => ({
+        version: change.version,
+        by: change.by,
+        at: change.at,
+        paths: change.paths.map((p) => p.path),
+      }));
+    return { app, mergedOver };
   }
 
   private update(
