@@ -15,7 +15,7 @@ import {
   Applications,
   type ChangeEntry,
   changeEntry,
-  pushChange,
+  withChange,
 } from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { automaticDecision, monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
@@ -110,13 +110,13 @@ async function scoreAndDecide(
   const result = score(app, ctx.config);
   if (!sameScore(app.recommendation, result)) {
     const at = new Date(ctx.clock.now());
-    app = (await updateWithVersion(collection, applicationId, app.version, {
-      $set: { recommendation: { ...result, at } },
-      $push: pushChange(
-        workerChange(app.version + 1, at, 'recommendation', result.recommendation),
-        ctx.config.MERGE_HISTORY_VERSIONS,
-      ),
-    })) as ScoredApplication;
+    const entry = workerChange(app.version + 1, at, 'recommendation', result.recommendation);
+    app = (await updateWithVersion(
+      collection,
+      applicationId,
+      app.version,
+      withChange({ $set: { recommendation: { ...result, at } } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
+    )) as ScoredApplication;
   }
   const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
   if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
@@ -168,13 +168,13 @@ async function storeRepaymentPlan(
     };
     if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
       return { applicationId, skipped: 'plan already stored' };
-    await updateWithVersion(collection, applicationId, app.version, {
-      $set: { repaymentPlan: plan },
-      $push: pushChange(
-        workerChange(app.version + 1, new Date(ctx.clock.now()), 'repaymentPlan', plan.monthlyPayment),
-        ctx.config.MERGE_HISTORY_VERSIONS,
-      ),
-    });
+    const entry = workerChange(app.version + 1, new Date(ctx.clock.now()), 'repaymentPlan', plan.monthlyPayment);
+    await updateWithVersion(
+      collection,
+      applicationId,
+      app.version,
+      withChange({ $set: { repaymentPlan: plan } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
+    );
     return { applicationId };
   };
   return retryOnConflict(MAX_ROUNDS, () => round().catch(rounds.miss), rounds.giveUp);

@@ -15,7 +15,7 @@ import {
   changeEntry,
   evidenceStatuses,
   jobRetry,
-  pushChange,
+  withChange,
 } from '../../shared/loans/applications.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/loans/documents.ts';
 import type { WorkerContext } from '../runtime.ts';
@@ -78,9 +78,9 @@ export const ocrQueries = {
     status: { $in: [...evidenceStatuses] },
   }),
   /** Its change-log entry names the path it wrote (ocr), with the version it produces. */
-  store: (record: OcrRecord, version: number): UpdateFilter<ApplicationWithOcr> => ({
-    $set: { ocr: record },
-    $push: pushChange(
+  store: (record: OcrRecord, version: number): UpdateFilter<ApplicationWithOcr> =>
+    withChange(
+      { $set: { ocr: record }, $inc: { version: 1 } },
       changeEntry({
         version,
         at: record.at,
@@ -89,8 +89,6 @@ export const ocrQueries = {
         paths: [{ path: 'ocr', new: record.documentId }],
       }),
     ),
-    $inc: { version: 1 },
-  }),
 };
 
 function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {

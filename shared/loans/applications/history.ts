@@ -3,7 +3,10 @@
 // Entries are trimmed from the front ($slice), and every write that bumps the version pushes exactly one,
 // so the last entry is the document's version and the one before it the version before: an entry's
 // version follows from its position even when its writer could not know it (a merge write does not pin
-// the version it replaces).
+// the version it replaces). The same write sets `changeHead` to its entry's id. A reader checks the log it
+// got (isConsistentLog) and reads again when it is not whole: the offline server appends to an array in
+// place, so a read that overlaps a write can see the new entry beside the old version, or a list without
+// its head (both measured in the property test); a real MongoDB never shows either.
 import type { AuditAction } from '../audit.ts';
 
 /** The default of MERGE_HISTORY_VERSIONS: how many versions each application keeps in its change log. */
@@ -45,14 +48,57 @@ export function changeEntry(fields: Omit<ChangeEntry, 'id' | 'keys'>): ChangeEnt
   return entry;
 }
 
-/** The $push that appends `entry` and keeps the newest `keep` entries; add it to the write that bumps the version. */
-export const pushChange = (entry: ChangeEntry, keep: number = DEFAULT_HISTORY_VERSIONS) => ({
-  changes: { $each: [entry], $slice: -keep },
-});
+/** A document that carries a change log. */
+export interface Logged {
+  version: number;
+  changes?: ChangeEntry[];
+  /** The id of the newest entry, set by the write that pushed it. */
+  changeHead?: string;
+}
 
-/** The log with each entry's version, from the document's version and the entries' positions. */
-export function versionedLog(doc: { version: number; changes?: ChangeEntry[] }): (ChangeEntry & { version: number })[] {
+/**
+ * `update` (operators) plus the log entry: appended, the newest `keep` kept, and named the head. Every
+ * write that bumps an application's version goes through this, so version and log move together.
+ */
+export function withChange<U extends Record<string, unknown>>(
+  update: U,
+  entry: ChangeEntry,
+  keep: number = DEFAULT_HISTORY_VERSIONS,
+): U & { $set: Record<string, unknown>; $push: Record<string, unknown> } {
+  const set = (update.$set ?? {}) as Record<string, unknown>;
+  const push = (update.$push ?? {}) as Record<string, unknown>;
+  return {
+    ...update,
+    $set: { ...set, changeHead: entry.id },
+    $push: { ...push, changes: { $each: [entry], $slice: -keep } },
+  };
+}
+
+/**
+ * Whether a log read with its document is whole: its head is its last entry, no entry appears twice, it
+ * is no longer than the version, and each entry that names its version sits where that version belongs.
+ */
+export function isConsistentLog(doc: Logged): boolean {
   const changes = doc.changes ?? [];
+  if (changes.length === 0) return doc.changeHead === undefined;
+  if (doc.changeHead !== undefined && changes.at(-1)?.id !== doc.changeHead) return false;
+  if (changes.length > doc.version || new Set(changes.map((entry) => entry.id)).size !== changes.length) return false;
+  return changes.every(
+    (entry, index) => entry.version === undefined || entry.version === doc.version - (changes.length - 1 - index),
+  );
+}
+
+/**
+ * The log with each entry's version, from the document's version and the entries' positions; entries
+ * past the head belong to a later version than the one read, and are left out (a log whose head is
+ * missing is not to be trusted: it reads as empty).
+ */
+export function versionedLog(doc: Logged): (ChangeEntry & { version: number })[] {
+  let changes = doc.changes ?? [];
+  if (doc.changeHead !== undefined) {
+    const head = changes.findIndex((entry) => entry.id === doc.changeHead);
+    changes = head === -1 ? [] : changes.slice(0, head + 1);
+  }
   return changes.map((entry, index) => ({ ...entry, version: doc.version - (changes.length - 1 - index) }));
 }
 
@@ -60,10 +106,7 @@ export function versionedLog(doc: { version: number; changes?: ChangeEntry[] }):
  * The entries after `base`, oldest first; null when the log no longer reaches back to `base` (it was
  * trimmed, or the document predates the log): the changes since then cannot be told.
  */
-export function changesSince(
-  doc: { version: number; changes?: ChangeEntry[] },
-  base: number,
-): (ChangeEntry & { version: number })[] | null {
+export function changesSince(doc: Logged, base: number): (ChangeEntry & { version: number })[] | null {
   const missing = doc.version - base;
   if (missing <= 0) return [];
   const log = versionedLog(doc);
@@ -71,6 +114,6 @@ export function changesSince(
 }
 
 /** The oldest version whose changes the log still holds (the base a patch may be made against), if any. */
-export function oldestMergeableBase(doc: { version: number; changes?: ChangeEntry[] }): number {
-  return doc.version - (doc.changes?.length ?? 0);
+export function oldestMergeableBase(doc: Logged): number {
+  return doc.version - versionedLog(doc).length;
 }

@@ -17,10 +17,11 @@ import {
   changeEntry,
   changesSince,
   DEFAULT_HISTORY_VERSIONS,
+  isConsistentLog,
   oldestMergeableBase,
   type PathChange,
-  pushChange,
   versionedLog,
+  withChange,
 } from './history.ts';
 import {
   type ApplicationPatch,
@@ -87,7 +88,7 @@ export const patchQueries = {
     const { current, targets } = judged;
     const matches = [...new Set(targets.map((target) => target.match))];
     const around = [...new Set(targets.flatMap((target) => ancestorsOrSelf(target.match)))];
-    const newest = current.changes?.at(-1)?.id;
+    const newest = versionedLog(current).at(-1)?.id;
     return {
       ...applicationQueries.writable(current._id, plan.states, newest ? undefined : current.version),
       ...(plan.approving ? fourEyesFilter('approve', actorId) : {}),
@@ -106,8 +107,12 @@ export const patchQueries = {
   writtenProjection: { lastChange: 0 } as const,
 };
 
+/** Reads of a document before giving up on seeing its change log whole. */
+const WHOLE_READS = 5;
+
 const topLevel = (leaves: Leaf[]) => Object.fromEntries(leaves.map((leaf) => [leaf.path.split('.')[0]!, true]));
-const publicOf = ({ lastChange: _change, changes: _log, ...app }: ApplicationDoc): Application => app;
+const publicOf = ({ lastChange: _change, changes: _log, changeHead: _head, ...app }: ApplicationDoc): Application =>
+  app;
 
 export class ApplicationPatches {
   readonly collection: Collection<ApplicationDoc>;
@@ -146,8 +151,7 @@ export class ApplicationPatches {
 
   /** Reads the document and refuses the patch if its base, its overlaps or the status rules say no. */
   private async judge(id: string, leaves: Leaf[], plan: UpdatePlan, base: PatchBase, actor: Actor): Promise<Judged> {
-    const current = await this.collection.findOne(applicationQueries.byId(id));
-    if (!current) throw new NotFoundError(`application ${id} not found`);
+    const current = await this.readWhole(id);
     if (current.version < base.version) {
       const message = `application ${id} is at version ${current.version}, not ${base.version}`;
       if (base.from === 'if-match') throw new PreconditionFailedError(message, publicOf(current));
@@ -178,6 +182,17 @@ export class ApplicationPatches {
     refuseUpdate(id, current, plan, {}, actor.id);
     checkBounds(current, leaves);
     return { current, since, targets };
+  }
+
+  /** The document with a whole change log (see isConsistentLog): read again, briefly, while it is not. */
+  private async readWhole(id: string): Promise<ApplicationDoc> {
+    for (let attempt = 1; attempt <= WHOLE_READS; attempt++) {
+      const current = await this.collection.findOne(applicationQueries.byId(id));
+      if (!current) throw new NotFoundError(`application ${id} not found`);
+      if (isConsistentLog(current)) return current;
+      await sleep(backoffDelay(attempt, { base: 2, cap: 20 }));
+    }
+    throw new ConflictError(`application ${id} kept changing while it was read; retry`, null);
   }
 
   /** The conditional write; writeMissed when a change landed since the read that the filter refuses. */
@@ -220,15 +235,15 @@ export class ApplicationPatches {
     const app = publicOf(written);
     const from = plan.to ? current.status : app.status;
     await recordEffects([writtenChange(app, from, lastChange)], this.audit, this.options.queue);
-    // Merged over: every change between the base and this one, those that landed after the read included.
-    const mergedOver = versionedLog(written)
-      .filter((change) => change.version > base.version && change.version < app.version)
-      .map((change) => ({
-        version: change.version,
-        by: change.by,
-        at: change.at,
-        paths: change.paths.map((p) => p.path),
-      }));
+    // Merged over: the changes since the base that the read saw, then those that landed between the
+    // read and this write (the write's own trim may have dropped the oldest from the log it returns).
+    const landed = versionedLog(written).filter((c) => c.version > current.version && c.version < app.version);
+    const mergedOver = [...judged.since, ...landed].map((change) => ({
+      version: change.version,
+      by: change.by,
+      at: change.at,
+      paths: change.paths.map((path) => path.path),
+    }));
     return { app, mergedOver };
   }
 
@@ -244,12 +259,12 @@ export class ApplicationPatches {
     if (plan.to) set.status = plan.to;
     if (plan.to === 'approved') set.approvedBy = actorId;
     if (plan.financial) unset.recommendation = '';
-    return {
+    const update = {
       $set: set,
       ...(Object.keys(unset).length > 0 ? { $unset: unset } : {}),
       ...(plan.financial ? { $addToSet: { preparedBy: actorId } } : {}),
-      $push: pushChange(entry, this.keep),
       $inc: { version: 1 },
-    } as UpdateFilter<ApplicationDoc>;
+    };
+    return withChange(update, entry, this.keep) as UpdateFilter<ApplicationDoc>;
   }
 }

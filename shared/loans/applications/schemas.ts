@@ -112,6 +112,7 @@ export interface ApplicationDoc extends Application {
   lastChange: LastChange;
   /** The recent changes, one per version (history.ts); never shown in responses. */
   changes?: ChangeEntry[];
+  changeHead?: string;
 }
 
 export interface Actor {
