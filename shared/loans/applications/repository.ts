@@ -207,7 +207,7 @@ export class Applications {
       requestId: actor.requestId,
     });
     const entry = changeEntry({ version: 1, at, by: actor.id, action: 'create', paths: [] });
-    await this.collection.insertOne({ ...app, lastChange, changes: [entry] });
+    await this.collection.insertOne({ ...app, lastChange, changes: [entry], changeHead: entry.id });
     await this.afterChange([{ app, from: null, at, actor: actor.id, action: 'create', requestId: actor.requestId }]);
     return app;
   }
