@@ -173,9 +173,7 @@ try {
         `${row.writes} | ${(row.commands / Math.max(1, row.succeeded)).toFixed(2)} | ${row.seconds.toFixed(1)} |`,
     );
   }
-  console.log(
-    `\nnpm run bench:merge -- --admins ${admins} --applications ${applicationCount} --pause-ms ${pauseMs}`,
-  );
+  console.log(`\nnpm run bench:merge -- --admins ${admins} --applications ${applicationCount} --pause-ms ${pauseMs}`);
 } finally {
   await db.dropDatabase().catch(() => {});
   await client.close();
