@@ -57,20 +57,21 @@ export interface Logged {
 }
 
 /**
- * `update` (operators) plus the log entry: appended, the newest `keep` kept, and named the head. Every
+ * `update` (operators) plus the log entry: appended, the newest `keep` kept (a writer that does not know
+ * MERGE_HISTORY_VERSIONS passes none and trims nothing: the next write that knows it trims), and named the head. Every
  * write that bumps an application's version goes through this, so version and log move together.
  */
 export function withChange<U extends Record<string, unknown>>(
   update: U,
   entry: ChangeEntry,
-  keep: number = DEFAULT_HISTORY_VERSIONS,
+  keep?: number,
 ): U & { $set: Record<string, unknown>; $push: Record<string, unknown> } {
   const set = (update.$set ?? {}) as Record<string, unknown>;
   const push = (update.$push ?? {}) as Record<string, unknown>;
   return {
     ...update,
     $set: { ...set, changeHead: entry.id },
-    $push: { ...push, changes: { $each: [entry], $slice: -keep } },
+    $push: { ...push, changes: keep === undefined ? { $each: [entry] } : { $each: [entry], $slice: -keep } },
   };
 }
 
