@@ -20,6 +20,9 @@ import { ApplicationJson, toJson } from './applications.ts';
 export const MERGE_PATCH_TYPE = 'application/merge-patch+json';
 export const isMergePatchType = (type: string | undefined) =>
   /^application\/merge-patch\+json\s*(;|$)/i.test(type ?? '');
+/** The requests that take a merge patch: PATCH of one application (other PATCH routes take JSON). */
+export const isMergePatch = (method: string, path: string) =>
+  method === 'PATCH' && /^\/api\/applications\/[^/]+\/?$/.test(path);
 
 const ApplicationPatch = z
   .object({

@@ -75,6 +75,29 @@ describe('the request', () => {
   });
 });
 
+describe('the description and the other PATCH route', () => {
+  it('documents both outcomes of PATCH with examples in /openapi.json', async () => {
+    const spec = (await suite.call('GET', '/openapi.json')).body;
+    const operation = spec.paths['/api/applications/{id}'].patch;
+    expect(Object.keys(operation.requestBody.content)).toEqual([MERGE_PATCH_TYPE]);
+    expect(operation.responses['200'].content['application/json'].example.mergedOver).toHaveLength(1);
+    expect(Object.keys(operation.responses['409'].content['application/json'].examples)).toEqual([
+      'merge_conflict',
+      'merge_base_too_old',
+    ]);
+  });
+
+  it('leaves PATCH /api/admins/:id on application/json', async () => {
+    const res = await suite.call('PATCH', `/api/admins/${suite.adminIds.viewer}`, { body: { disabled: false } });
+    expect(res.status).toBe(200);
+    const wrongType = await suite.call('PATCH', `/api/admins/${suite.adminIds.viewer}`, {
+      body: { disabled: false },
+      headers: { 'content-type': MERGE_PATCH_TYPE },
+    });
+    expect(wrongType.status).toBe(415);
+  });
+});
+
 describe('merging', () => {
   it('merges over a PUT to another field and collides with a PUT to the same one', async () => {
     const id = await created();
