@@ -2,6 +2,7 @@
 // its own (applicant fields, contact details, one review checklist item each): all succeed, every value
 // holds, the version rises by 100 and the audit trail has one entry per version in the change log's order.
 // All on the same field: exactly one succeeds, the other 99 get 409 naming that field and the winner's value.
+import { type CommandStartedEvent, MongoClient } from 'mongodb';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import { MERGE_PATCH_TYPE } from '../../api/routes/application-patch.ts';
@@ -10,18 +11,30 @@ import { APPLICATIONS_COLLECTION, type ApplicationDoc, versionedLog } from '../.
 import { createTestApp } from '../support/app.ts';
 import { sampleApplication } from '../support/applications.ts';
 import { call, TEST_PASSWORD } from '../support/http.ts';
-import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 
 const ADMINS = 100;
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
 let services: Services;
 const admins: { id: string; token: string }[] = [];
+/** The app's own client, watched: conditional writes on applications are counted. */
+let watched: MongoClient;
+let applicationWrites = 0;
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
+  watched = new MongoClient(mongoUrl(), { monitorCommands: true, maxPoolSize: 100 });
+  watched.on('commandStarted', (event: CommandStartedEvent) => {
+    if (event.commandName === 'findAndModify' && event.command.findAndModify === APPLICATIONS_COLLECTION) {
+      applicationWrites++;
+    }
+  });
   // Room for a hundred requests at once on one instance.
-  ({ app, services } = await createTestApp(database.db, { MAX_IN_FLIGHT: '256', RATE_LIMIT_PER_MINUTE: '10000' }));
+  ({ app, services } = await createTestApp(watched.db(database.name), {
+    MAX_IN_FLIGHT: '256',
+    RATE_LIMIT_PER_MINUTE: '10000',
+  }));
   for (let n = 0; n < ADMINS; n++) {
     const email = `reviewer-${n}@example.com`;
     const { _id } = await services.admins.create({ email, password: TEST_PASSWORD, roles: ['reviewer'] });
@@ -29,7 +42,10 @@ beforeAll(async () => {
     admins.push({ id: _id, token: res.body.accessToken });
   }
 }, 120_000);
-afterAll(() => database.close());
+afterAll(async () => {
+  await watched.close();
+  await database.close();
+});
 
 async function createOne(): Promise<string> {
   const res = await call(app, admins[0]!.token, 'POST', '/api/applications', { body: sampleApplication() });
@@ -75,8 +91,11 @@ it('a hundred disjoint patches from one base all land, with one audit entry per 
   const id = await createOne();
   const patches = Array.from({ length: ADMINS }, (_, n) => disjointPatch(n));
   expect(new Set(patches.map((p) => p.path)).size).toBe(ADMINS);
+  applicationWrites = 0;
   const replies = await Promise.all(patches.map((p, n) => patch(n, id, p.body)));
   expect(replies.map((res) => res.status)).toEqual(Array(ADMINS).fill(200));
+  // One conditional write each: a patch's filter names what it touches, not the version, so none retried.
+  expect(applicationWrites).toBe(ADMINS);
   // Every write produced its own version, and each merged over exactly the ones before it.
   const versions = replies.map((res) => res.body.version as number).sort((a, b) => a - b);
   expect(versions).toEqual(Array.from({ length: ADMINS }, (_, n) => n + 2));
