@@ -20,6 +20,7 @@ import { applicationPatchRoutes, isMergePatch, isMergePatchType } from './routes
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
+import { eventRoutes } from './routes/events.ts';
 import { ledgerRoutes } from './routes/ledger.ts';
 import type { Services } from './services.ts';
 
@@ -41,6 +42,7 @@ export interface ResponseInfo {
   ms: number;
 }
 
+const EVENTS_PATH = '/api/events';
 const bodyMethods = new Set(['POST', 'PUT', 'PATCH']);
 /** /ready answers within this (or DB_TIMEOUT_MS if smaller), so a probe sees a frozen database in time. */
 const READY_TIMEOUT_MS = 1_000;
@@ -73,7 +75,14 @@ async function pingWithin(db: Db, timeoutMs: number): Promise<boolean> {
 }
 
 /** Path groups whose every route needs a session and counts against the admin's request budget. */
-const sessionGroups = ['/api/applications/*', '/api/documents/*', '/api/admin/*', '/api/admins/*', '/api/ledger/*'];
+const sessionGroups = [
+  '/api/applications/*',
+  '/api/events',
+  '/api/documents/*',
+  '/api/admin/*',
+  '/api/admins/*',
+  '/api/ledger/*',
+];
 /** Routes that need a session but are not counted against the budget (so an admin can always log out). */
 const sessionOnly = ['/api/auth/logout', '/api/auth/logout-all', '/api/auth/me'];
 
@@ -211,7 +220,8 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     maxQueued: config.MAX_QUEUED,
     queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
   });
-  app.use('/api/*', shedding.middleware);
+  // An event stream lives for hours: it is bounded by EVENTS_MAX_STREAMS instead, never by MAX_IN_FLIGHT.
+  app.use('/api/*', (c, next) => (c.req.path === EVENTS_PATH ? next() : shedding.middleware(c, next)));
   app.use(secureHeaders());
   app.use(cors({ origin: config.CORS_ORIGINS, credentials: false, maxAge: 600 }));
   mountBodyChecks(app, config);
@@ -231,6 +241,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   documentRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);
+  eventRoutes(app, services);
   docsRoutes(app);
   options.extraRoutes?.(app);
 

@@ -5,7 +5,7 @@ import { getConnInfo } from 'hono/deno';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
 import { connect } from '../shared/core/db.ts';
 import { createApp } from './app.ts';
-import { createServices, prepareDatabase, startBackground } from './services.ts';
+import { createServices, prepareDatabase, startBackground, startFeed } from './services.ts';
 
 // The slice of the Deno namespace this file uses (tsc runs with Node's types only).
 declare const Deno: {
@@ -29,6 +29,7 @@ try {
 const database = await connect(config);
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
+await startFeed(services);
 // Deno has timers: caches refresh in the background as on Node. /metrics is Node-only (404 here).
 const stopBackground = startBackground(services);
 const app = createApp(services, { remoteAddress: (c) => getConnInfo(c).remote.address });
@@ -49,6 +50,8 @@ async function stop(signal: string) {
   stopping = true;
   services.logger.info('api stopping', { signal });
   setTimeout(() => Deno.exit(1), 10_000);
+  // Open event streams get `event: reload` and end, so shutdown() waits for none of them.
+  services.streams.closeAll();
   // shutdown() stops accepting and waits for the requests in flight.
   await server.shutdown();
   await stopBackground();

@@ -36,6 +36,7 @@ export const statusByCode = {
   four_eyes_preparer_cannot_disburse: 403,
   four_eyes_approver_cannot_disburse: 403,
   rate_limited: 429,
+  too_many_streams: 429,
   not_found: 404,
   conflict: 409,
   evidence_frozen: 409,
@@ -48,6 +49,8 @@ export const statusByCode = {
   lock_lost: 503,
   overloaded: 503,
   unavailable: 503,
+  // Live events need a long-lived instance (Node, Deno); Workers answer this.
+  events_unsupported: 501,
   // nginx's word for a client that left: nobody reads the answer.
   client_closed_request: 499,
   internal: 500,

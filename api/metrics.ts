@@ -4,10 +4,13 @@ import type { Hono } from 'hono';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { QueueStats } from '../shared/concurrency/queue/index.ts';
 import type { AppEnv, ResponseInfo } from './app.ts';
+import type { StreamStats } from './event-streams.ts';
 import { HttpError } from './http-errors.ts';
 
 export interface MetricsOptions {
   queue: { stats(): Promise<QueueStats> };
+  /** The instance's event streams (read at scrape time). */
+  events?: StreamStats;
   /** Queue stats are one aggregation; scrapes within this many ms share one. */
   queueStatsCacheMs?: number;
   /** Process metrics (CPU, memory, event loop lag, GC). */
@@ -83,6 +86,36 @@ function registerQueueGauges(registry: Registry, queueStats: () => Promise<Queue
   };
 }
 
+/** Open event streams, events written to them, clients dropped for not reading: read at scrape time. */
+function registerEventGauges(registry: Registry, stats: StreamStats): void {
+  new Gauge({
+    name: 'events_open_streams',
+    help: 'Open GET /api/events streams on this instance',
+    registers: [registry],
+    collect() {
+      this.set(stats.open);
+    },
+  });
+  new Counter({
+    name: 'events_sent_total',
+    help: 'Change events written to event streams',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats.sent);
+    },
+  });
+  new Counter({
+    name: 'events_clients_dropped_total',
+    help: 'Event streams dropped because their client left EVENTS_CLIENT_BUFFER events unread',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats.dropped);
+    },
+  });
+}
+
 export function createMetrics(options: MetricsOptions): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
@@ -100,6 +133,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  if (options.events) registerEventGauges(registry, options.events);
   const queueStatsOrCount = registerQueueGauges(
     registry,
     cachedQueueStats(options.queue, options.queueStatsCacheMs ?? 1000),

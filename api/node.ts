@@ -7,7 +7,7 @@ import { connect } from '../shared/core/db.ts';
 import { createApp } from './app.ts';
 import { loadDotEnv } from './dotenv.ts';
 import { createMetrics } from './metrics.ts';
-import { createServices, prepareDatabase, startBackground } from './services.ts';
+import { createServices, prepareDatabase, startBackground, startFeed } from './services.ts';
 
 let config: ApiConfig;
 try {
@@ -22,9 +22,15 @@ try {
 const database = await connect(config);
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
+await startFeed(services);
 const stopBackground = startBackground(services);
 // Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
-const metrics = createMetrics({ queue: services.queue, defaultMetrics: true, token: config.METRICS_TOKEN });
+const metrics = createMetrics({
+  queue: services.queue,
+  events: services.streams.stats,
+  defaultMetrics: true,
+  token: config.METRICS_TOKEN,
+});
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,
   onResponse: metrics.onResponse,
@@ -40,13 +46,18 @@ function stop(signal: string) {
   if (stopping) return;
   stopping = true;
   services.logger.info('api stopping', { signal });
+  // Open event streams get `event: reload` and end, so close() waits for none of them.
+  services.streams.closeAll();
   server.close(async () => {
     await stopBackground();
     await database.close();
     process.exit(0);
   });
   // Idle keep-alive connections would hold close() open; in-flight requests still finish.
-  (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  const closeIdle = () => (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  closeIdle();
+  // The connections of the streams just ended turn idle once their last bytes are written.
+  setTimeout(closeIdle, 100).unref();
   setTimeout(() => process.exit(1), 10_000).unref();
 }
 process.on('SIGTERM', () => stop('SIGTERM'));

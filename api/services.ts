@@ -16,11 +16,13 @@ import { ensureIndexes, type IndexPlan } from '../shared/core/db.ts';
 import { Admins, adminAuditIndexes, adminIndexes } from '../shared/identity/admins.ts';
 import { Revocations, revocationIndexes } from '../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessions.ts';
-import { applicationIndexes } from '../shared/loans/applications.ts';
+import { ApplicationFeed } from '../shared/loans/application-feed.ts';
+import { ApplicationListCache, applicationIndexes } from '../shared/loans/applications.ts';
 import { auditIndexes } from '../shared/loans/audit.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
 import { ledgerIndexes } from '../shared/loans/ledger.ts';
-import { createLogger, type Logger } from './log.ts';
+import { EventStreams } from './event-streams.ts';
+import { createLogger, errorFields, type Logger } from './log.ts';
 
 export interface Services {
   db: Db;
@@ -38,6 +40,18 @@ export interface Services {
   loginByAccount: ExactRateLimiter;
   loginByAddress: ExactRateLimiter;
   apiLimiter: RequestLimiter;
+  /**
+   * The instance's one change feed of applications: `feed.subscribe(fn)` hears every change. Started on
+   * long-lived instances (Node, Deno: startFeed); on Workers it stays stopped and /api/events answers 501.
+   */
+  feed: ApplicationFeed;
+  /** The open GET /api/events streams of this instance. */
+  streams: EventStreams;
+  /**
+   * This instance's list pages and totals. Every write through this instance drops the entries it may
+   * change at once; the feed drops them for changes made elsewhere (other instances, the workers).
+   */
+  listCache: ApplicationListCache;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -83,6 +97,16 @@ export async function createServices(
     clock,
   });
   const admins = new Admins(db, { passwordIterations: config.PASSWORD_ITERATIONS, clock });
+  const feed = changeFeed(db, config, clock, logger);
+  const listCache = new ApplicationListCache({
+    clock,
+    pageMs: config.LIST_CACHE_MS,
+    totalMs: config.LIST_TOTAL_CACHE_MS,
+    maxEntries: config.LIST_CACHE_MAX_ENTRIES,
+  });
+  // Another instance's (or a worker's) change drops the pages it can move as soon as the feed hears it;
+  // LIST_CACHE_MS bounds what the feed misses or hears late.
+  feed.subscribe((event) => listCache.changed({ status: event.status, from: event.from }));
   return {
     db,
     config,
@@ -101,6 +125,7 @@ export async function createServices(
     revocations,
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
+    listCache,
     ...loginLimiters(db, config, clock),
     apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',
@@ -108,7 +133,27 @@ export async function createServices(
       windowMs: 60_000,
       clock,
     }),
+    feed,
+    streams: new EventStreams(feed, config),
   };
+}
+
+function changeFeed(db: Db, config: ApiConfig, clock: ServerClock, logger: Logger): ApplicationFeed {
+  return new ApplicationFeed(db, {
+    clock,
+    source: config.EVENTS_SOURCE,
+    pollMs: config.EVENTS_POLL_MS,
+    marginMs: config.EVENTS_POLL_MARGIN_MS,
+    historyMs: config.EVENTS_HISTORY_MS,
+    historyMax: config.EVENTS_HISTORY_MAX,
+    onError: (error) => logger.warn('change feed', errorFields(error)),
+  });
+}
+
+/** Node and Deno: the change feed for /api/events (primes its history, picks its source). */
+export async function startFeed(services: Services): Promise<void> {
+  await services.feed.start();
+  services.logger.info('change feed started', { source: services.feed.mode });
 }
 
 /** Login throttles: a growing delay per (account, address), and bounds per account and per address. */
@@ -145,6 +190,8 @@ export function startBackground(services: Services): () => Promise<void> {
   const resync = setInterval(() => void services.clock.maybeSync().catch(() => {}), 30_000);
   (resync as { unref?: () => void }).unref?.();
   return async () => {
+    services.streams.closeAll();
+    await services.feed.close();
     clearInterval(resync);
     services.revocations.stop();
     await services.apiLimiter.stop();

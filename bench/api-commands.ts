@@ -36,6 +36,10 @@ await ensureIndexes(db, apiIndexes);
 await seedApplications(db, DOCS);
 const services = await createServices(db, config, createLogger('silent'));
 const app = createApp(services, { remoteAddress: () => '127.0.0.1' });
+// The same API with its list cache off: what every list costs when it reaches the database.
+const uncached = createApp(await createServices(db, { ...config, LIST_CACHE_MS: 0 }, createLogger('silent')), {
+  remoteAddress: () => '127.0.0.1',
+});
 await services.admins.create({ email: 'bench@example.com', password: 'bench password 123', roles: ['admin'] });
 
 const json = (body: unknown, token?: string): RequestInit => ({
@@ -72,6 +76,7 @@ interface Row {
   run: (i: number) => Response | Promise<Response>;
 }
 let batchCursor = N;
+let listEtag: string | undefined;
 const rows: Row[] = [
   {
     route: 'POST /api/auth/login',
@@ -80,13 +85,27 @@ const rows: Row[] = [
   { route: 'GET /api/auth/me', run: () => app.request('/api/auth/me', auth) },
   { route: 'GET /api/applications/:id', run: (i) => app.request(`/api/applications/${ids[i % ids.length]}`, auth) },
   {
-    route: 'GET /api/applications?total=false',
-    run: () => app.request('/api/applications?limit=50&total=false', auth),
+    route: 'GET /api/applications?total=false, LIST_CACHE_MS=0',
+    run: () => uncached.request('/api/applications?limit=50&total=false', auth),
   },
-  { route: 'GET /api/applications (with total)', run: () => app.request('/api/applications?limit=50', auth) },
   {
-    route: 'GET /api/applications?status=pending (with total)',
-    run: () => app.request('/api/applications?limit=50&status=pending', auth),
+    route: 'GET /api/applications (with total), LIST_CACHE_MS=0',
+    run: () => uncached.request('/api/applications?limit=50', auth),
+  },
+  {
+    route: 'GET /api/applications?status=pending (with total), LIST_CACHE_MS=0',
+    run: () => uncached.request('/api/applications?limit=50&status=pending', auth),
+  },
+  {
+    route: 'GET /api/applications (with total), list cache on (1 s)',
+    run: () => app.request('/api/applications?limit=50', auth),
+  },
+  {
+    route: 'GET /api/applications, If-None-Match current (304), cache on',
+    run: async () => {
+      listEtag ??= (await app.request('/api/applications?limit=50', auth)).headers.get('etag') ?? '';
+      return app.request('/api/applications?limit=50', { headers: { ...auth.headers, 'if-none-match': listEtag } });
+    },
   },
   {
     route: 'PUT /api/applications/:id (version in body)',

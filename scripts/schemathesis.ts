@@ -11,6 +11,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const venvDir = join(here, '..', 'node_modules', '.cache', 'schemathesis-venv');
 export const requirementsFile = join(here, 'schemathesis-requirements.txt');
 export const schemathesisBin = join(venvDir, 'bin', 'schemathesis');
+export const configFile = join(here, 'schemathesis.toml');
 
 /** The checks we hold the API to (schemathesis 4 names); each is sound for our spec, see RELIABILITY.md. */
 export const checks = [
@@ -50,6 +51,8 @@ export function runSchemathesis(
   options: { maxExamples?: number; timeoutMs?: number; seed?: number; extraArgs?: string[] } = {},
 ): Promise<SchemathesisResult> {
   const args = [
+    '--config-file',
+    configFile,
     'run',
     `${baseUrl}/openapi.json`,
     '--url',

@@ -193,6 +193,7 @@ export function applicationPatchRoutes(app: OpenAPIHono<AppEnv>, services: Servi
   const patches = new ApplicationPatches(services.db, {
     clock: services.clock,
     queue: services.queue,
+    listCache: services.listCache,
     fourEyes: services.config.FOUR_EYES,
     historyVersions: services.config.MERGE_HISTORY_VERSIONS,
   });

@@ -1,21 +1,25 @@
 // /api/applications: list (page or cursor), get with ETag, create, versioned PUT, batch status update.
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import type { CacheRead } from '../../shared/concurrency/ttl-cache.ts';
 import type { Permission } from '../../shared/identity/rbac.ts';
 import {
   type Application,
+  type ApplicationListCache,
   Applications,
   adminTargetStatuses,
   applicationIdSchema,
   applicationInputSchema,
   applicationUpdateSchema,
+  type CachedPage,
   editableFields,
+  type ListPageQuery,
   type Precondition,
   sortOptions,
   statuses,
 } from '../../shared/loans/applications.ts';
 import { type AppEnv, requirePermission } from '../auth.ts';
-import { etagOf, parseIfMatch } from '../headers.ts';
+import { bodyEtag, etagOf, noneMatchHits, parseIfMatch, parseIfNoneMatch } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
 import { ApplicationIdParam, errorResponses, jsonBody, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
@@ -113,6 +117,30 @@ const IfMatchHeader = z.object({
     .openapi({ description: 'RFC 9110: "<version>" (the ETag you read), a list of them, or *' }),
 });
 
+const IfNoneMatchHeader = z.object({
+  'if-none-match': z.string().max(1024).optional().openapi({
+    description: 'RFC 9110: the ETag(s) you hold, or *: 304 with no body when one is still current (weak comparison)',
+  }),
+});
+
+const header = (description: string) => ({ schema: { type: 'string' as const }, description });
+
+/** What a list answer (200 or 304) says about its freshness. */
+const listFreshnessHeaders = {
+  ETag: header('strong: a hash of this exact body; send it back in If-None-Match'),
+  'Cache-Control': header('private, no-cache: keep it, but revalidate with If-None-Match before each use'),
+  Age: header('whole seconds since the query behind this answer was sent (RFC 9111)'),
+  'Cache-Status': header(
+    'RFC 9211, cache loan-admin: hit (from this instance; ttl and detail say how long it still serves), ' +
+      'fwd=miss (read now; collapsed: shared with concurrent requests; stored: kept), fwd=bypass (LIST_CACHE_MS=0)',
+  ),
+};
+
+const singleHeaders = {
+  ETag: header('the version, quoted'),
+  'Cache-Control': header('private, no-cache: revalidate with If-None-Match before each use'),
+};
+
 const BatchRequest = z
   .object({
     applicationIds: z
@@ -148,7 +176,7 @@ const BatchResponse = z
 
 const single = (schema: typeof ApplicationJson, description: string) => ({
   description,
-  headers: { ETag: { schema: { type: 'string' as const }, description: 'the version, quoted' } },
+  headers: { ETag: header('the version, quoted') },
   content: { 'application/json': { schema } },
 });
 
@@ -163,11 +191,22 @@ const listRoute = createRoute({
   summary: 'List applications: page mode (page, total) or cursor mode (cursor) for deep paging',
   description:
     'Page mode skips (page - 1) * limit rows, at most LIST_MAX_SKIP (10,000 by default); beyond that the answer ' +
-    'is 400 with code page_too_deep: start from the first page and follow nextCursor with ?cursor=.',
+    'is 400 with code page_too_deep: start from the first page and follow nextCursor with ?cursor=.\n\n' +
+    'Freshness: each instance serves a page from memory for at most LIST_CACHE_MS (1 s by default) after the ' +
+    'query behind it was sent, so a change shows in every list at most that long after its write (at once on ' +
+    'the instance that wrote it). A total may be reused for LIST_TOTAL_CACHE_MS. Age and Cache-Status say ' +
+    'how old the answer is and where it came from. Every answer carries an ETag (a hash of the body): send it ' +
+    'in If-None-Match and an unchanged page answers 304 with no body. Permissions are checked on every ' +
+    'request, whatever the instance holds.',
   ...signedIn('applications:read'),
-  request: { query: ListQuery },
+  request: { query: ListQuery, headers: IfNoneMatchHeader },
   responses: {
-    200: { description: 'A page', content: { 'application/json': { schema: ListResponse } } },
+    200: {
+      description: 'A page',
+      headers: listFreshnessHeaders,
+      content: { 'application/json': { schema: ListResponse } },
+    },
+    304: { description: 'Not modified: the ETag you sent is this page now', headers: listFreshnessHeaders },
     ...errorResponses(400, 401, 403, 429),
   },
 });
@@ -177,9 +216,20 @@ const getRoute = createRoute({
   path: '/api/applications/{id}',
   tags: ['applications'],
   summary: 'One application, with its version as ETag',
+  description:
+    'Always read from the database (never from a list cache): exact right after any write. If-None-Match ' +
+    "with the current version's ETag answers 304 with no body.",
   ...signedIn('applications:read'),
-  request: { params: ApplicationIdParam },
-  responses: { 200: single(ApplicationJson, 'The application'), ...errorResponses(400, 401, 403, 404, 429) },
+  request: { params: ApplicationIdParam, headers: IfNoneMatchHeader },
+  responses: {
+    200: {
+      description: 'The application',
+      headers: singleHeaders,
+      content: { 'application/json': { schema: ApplicationJson } },
+    },
+    304: { description: 'Not modified: the ETag you sent is the current version', headers: singleHeaders },
+    ...errorResponses(400, 401, 403, 404, 429),
+  },
 });
 
 const createAppRoute = createRoute({
@@ -265,24 +315,73 @@ function preconditionOf(version: number | undefined, ifMatch: string | undefined
   return pre;
 }
 
-function listHandler(applications: Applications, maxSkip: number): RouteHandler<typeof listRoute, AppEnv> {
+/** The If-None-Match header, parsed; 400 when malformed. */
+function ifNoneMatchOf(value: string | undefined): '*' | string[] | undefined {
+  if (value === undefined) return undefined;
+  const parsed = parseIfNoneMatch(value);
+  if (parsed === null) {
+    throw new HttpError(400, 'validation', 'If-None-Match must be * or a list of entity tags.', [
+      { path: 'if-none-match', message: 'not an entity-tag list' },
+    ]);
+  }
+  return parsed;
+}
+
+/** Reads a page and serialises it once: the body and ETag a cache entry serves until it expires. */
+async function renderPage(applications: Applications, query: ListPageQuery, signal?: AbortSignal): Promise<CachedPage> {
+  const result = await applications.list({ ...query, ...(signal ? { signal } : {}) });
+  const items = result.items.map(toJson);
+  const { limit } = query;
+  const json =
+    query.cursor !== undefined
+      ? { items, limit, nextCursor: result.nextCursor }
+      : { items, page: query.page ?? 1, limit, total: result.total, nextCursor: result.nextCursor };
+  const body = JSON.stringify(json);
+  return { body, etag: await bodyEtag(body), readAt: result.readAt };
+}
+
+/** RFC 9211: where this answer came from. ttl is whole seconds (the RFC's integer); detail has milliseconds. */
+function cacheStatus(read: CacheRead<CachedPage>, cacheOff: boolean): string {
+  if (cacheOff) return 'loan-admin; fwd=bypass';
+  if (read.outcome === 'hit') {
+    return `loan-admin; hit; ttl=${Math.floor(read.ttlMs / 1000)}; detail="ttl-ms=${Math.floor(read.ttlMs)}"`;
+  }
+  return `loan-admin; fwd=miss${read.outcome === 'collapsed' ? '; collapsed' : ''}${read.stored ? '; stored' : ''}`;
+}
+
+function listHeaders(read: CacheRead<CachedPage>, now: number, cacheOff: boolean): Record<string, string> {
+  return {
+    ETag: read.value.etag,
+    'Cache-Control': 'private, no-cache',
+    Age: String(Math.max(0, Math.floor((now - read.sentAt) / 1000))),
+    'Cache-Status': cacheStatus(read, cacheOff),
+  };
+}
+
+interface ListDeps {
+  applications: Applications;
+  listCache: ApplicationListCache;
+  services: Services;
+}
+
+function listHandler({ applications, listCache, services }: ListDeps): RouteHandler<typeof listRoute, AppEnv> {
+  const { LIST_MAX_SKIP, LIST_CACHE_MS } = services.config;
   return async (c) => {
     const query = c.req.valid('query');
-    checkListMode(query, maxSkip);
+    const noneMatch = ifNoneMatchOf(c.req.valid('header')['if-none-match']);
+    checkListMode(query, LIST_MAX_SKIP);
     const cursorMode = query.cursor !== undefined;
-    const page = query.page ?? 1;
-    const result = await applications.list({
+    const key: ListPageQuery = {
       status: query.status,
       sort: query.sort,
       limit: query.limit,
-      page,
-      cursor: query.cursor,
+      ...(cursorMode ? { cursor: query.cursor } : { page: query.page ?? 1 }),
       withTotal: !cursorMode && query.total === 'true',
-      signal: c.req.raw.signal,
-    });
-    const items = result.items.map(toJson);
-    if (cursorMode) return c.json({ items, limit: query.limit, nextCursor: result.nextCursor }, 200);
-    return c.json({ items, page, limit: query.limit, total: result.total, nextCursor: result.nextCursor }, 200);
+    };
+    const read = await listCache.page(key, (signal) => renderPage(applications, key, signal), c.req.raw.signal);
+    const headers = listHeaders(read, services.clock.now(), LIST_CACHE_MS === 0);
+    if (noneMatch && noneMatchHits(noneMatch, read.value.etag)) return c.body(null, 304, headers);
+    return c.body(read.value.body, 200, { ...headers, 'Content-Type': 'application/json' });
   };
 }
 
@@ -301,21 +400,28 @@ function updateHandler(applications: Applications): RouteHandler<typeof updateRo
 }
 
 export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
+  const { listCache } = services;
+  // Every write through it drops this instance's list entries it may change (listCache.changed).
   const applications = new Applications(services.db, {
     clock: services.clock,
     queue: services.queue,
-    countCacheMs: services.config.LIST_TOTAL_CACHE_MS,
+    listCache,
     fourEyes: services.config.FOUR_EYES,
     historyVersions: services.config.MERGE_HISTORY_VERSIONS,
   });
 
-  app.openapi(listRoute, listHandler(applications, services.config.LIST_MAX_SKIP));
+  app.openapi(listRoute, listHandler({ applications, listCache, services }));
 
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
+    const noneMatch = ifNoneMatchOf(c.req.valid('header')['if-none-match']);
+    // Exact: read on every request, compared against the version it has now.
     const found = await applications.get(id, c.req.raw.signal);
     if (!found) throw new HttpError(404, 'not_found', `Application ${id} not found.`);
-    c.header('ETag', etagOf(found.version));
+    const etag = etagOf(found.version);
+    c.header('ETag', etag);
+    c.header('Cache-Control', 'private, no-cache');
+    if (noneMatch && noneMatchHits(noneMatch, etag)) return c.body(null, 304);
     return c.json(toJson(found), 200);
   });
 

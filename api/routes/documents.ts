@@ -257,6 +257,7 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     clock: services.clock,
     queue: services.queue,
     historyVersions: services.config.MERGE_HISTORY_VERSIONS,
+    listCache: services.listCache,
   });
 
   app.openapi(uploadRoute, uploadHandler({ documents, applications, services }));

@@ -1,5 +1,6 @@
 // Disbursement under the loan's lease, a loan's ledger entries, and verification of the whole chain.
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
+import type { ApplicationListCache } from '../../shared/loans/applications.ts';
 import {
   type DisbursementResult,
   Disbursements,
@@ -140,7 +141,10 @@ const verifyRoute = createRoute({
   },
 });
 
-function disburseHandler(disbursements: Disbursements): RouteHandler<typeof disburseRoute, AppEnv> {
+function disburseHandler(
+  disbursements: Disbursements,
+  listCache: ApplicationListCache,
+): RouteHandler<typeof disburseRoute, AppEnv> {
   return async (c) => {
     const { id } = c.req.valid('param');
     const header = c.req.valid('header')['idempotency-key'];
@@ -153,7 +157,11 @@ function disburseHandler(disbursements: Disbursements): RouteHandler<typeof disb
         { path: 'idempotency-key', message: `must match ${idempotencyKeyPattern.source}, optionally quoted` },
       ]);
     }
-    const result = await disbursements.disburse(id, key, { id: c.get('auth').sub, requestId: c.get('requestId') });
+    const actor = { id: c.get('auth').sub, requestId: c.get('requestId') };
+    // Whatever step it reached (intent, disbursed), this instance's lists show it at once.
+    const result = await disbursements
+      .disburse(id, key, actor)
+      .finally(() => listCache.changed({ status: 'disbursed', from: 'approved' }));
     return c.json(toDisbursementJson(result), 200);
   };
 }
@@ -169,7 +177,7 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     fourEyes: services.config.FOUR_EYES,
   });
 
-  app.openapi(disburseRoute, disburseHandler(disbursements));
+  app.openapi(disburseRoute, disburseHandler(disbursements, services.listCache));
 
   app.openapi(loanLedgerRoute, async (c) => {
     const { id } = c.req.valid('param');

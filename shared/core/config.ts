@@ -51,6 +51,13 @@ export const configSchema = z.object({
     .transform((value) => value === 'true' || value === '1'),
   /** How long an instance may reuse a list's total (ms); 0 counts on every list request. */
   LIST_TOTAL_CACHE_MS: int(0, 60_000).default(1_000),
+  /**
+   * How long an instance serves a list page from memory, from when its query was sent (ms): a change shows
+   * in every list at most this long after its write. 0 reads every list.
+   */
+  LIST_CACHE_MS: int(0, 60_000).default(1_000),
+  /** List pages an instance keeps at most; the oldest is evicted first. */
+  LIST_CACHE_MAX_ENTRIES: int(1, 100_000).default(1_000),
   /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
   LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
   /**
@@ -110,6 +117,26 @@ export const configSchema = z.object({
   WORKER_PROBE_PORT: int(0, 65_535).default(0),
   /** On SIGTERM a worker finishes its jobs for at most this long, then releases the rest. */
   WORKER_DRAIN_MS: int(0, 600_000).default(20_000),
+
+  /**
+   * Live events (GET /api/events): where an instance learns of changes to applications. auto probes the
+   * change stream once at start (a findOneAndUpdate must raise an event) and polls where it does not.
+   */
+  EVENTS_SOURCE: z.enum(['auto', 'change-stream', 'poll']).default('auto'),
+  /** The poll source: one query per instance per interval (ms)... */
+  EVENTS_POLL_MS: int(50, 60_000).default(500),
+  /** ...reading this far back past the previous query (ms): writes whose stamps land out of order. */
+  EVENTS_POLL_MARGIN_MS: int(0, 600_000).default(2_000),
+  /** How far back every instance keeps events in memory for Last-Event-ID resume (ms), at most EVENTS_HISTORY_MAX. */
+  EVENTS_HISTORY_MS: int(0, 86_400_000).default(5 * 60_000),
+  EVENTS_HISTORY_MAX: int(1, 1_000_000).default(50_000),
+  /** A heartbeat comment this often (ms); the session is checked again at each one. */
+  EVENTS_HEARTBEAT_MS: int(10, 600_000).default(15_000),
+  /** Events a client has not yet taken; past this the client is dropped (it reconnects and resumes). */
+  EVENTS_CLIENT_BUFFER: int(1, 100_000).default(1_000),
+  /** Open event streams per admin per instance (429 past it), and per instance (503 past it). */
+  EVENTS_MAX_PER_ADMIN: int(1, 1_000).default(5),
+  EVENTS_MAX_STREAMS: int(1, 1_000_000).default(5_000),
 
   /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */
   JWT_KEYS: z.string().min(1).optional(),

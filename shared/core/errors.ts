@@ -25,6 +25,7 @@ export const errorCodes = [
   'four_eyes_preparer_cannot_disburse',
   'four_eyes_approver_cannot_disburse',
   'rate_limited',
+  'too_many_streams',
   // The record
   'not_found',
   'conflict',
@@ -39,6 +40,7 @@ export const errorCodes = [
   'lock_lost',
   'overloaded',
   'unavailable',
+  'events_unsupported',
   'client_closed_request',
   'internal',
   'misconfigured',

@@ -1,9 +1,16 @@
 // Loan applications, one module per concern under applications/: the status machine, the schemas and
-// stored document, the collection's queries and indexes, list cursors, update preconditions, the
+// stored document, the collection's queries and indexes, list cursors, this instance's list cache, update preconditions, the
 // effects that follow a write, replay, and the repository. Importers use this one entry.
 export * from './applications/cursors.ts';
 export { recordEffects, type WrittenChange } from './applications/effects.ts';
 export * from './applications/history.ts';
+export {
+  type ApplicationChange,
+  ApplicationListCache,
+  type CachedPage,
+  type ListCacheOptions,
+  type ListPageQuery,
+} from './applications/list-cache.ts';
 export * from './applications/merge.ts';
 export {
   ApplicationPatches,

@@ -1,7 +1,10 @@
 // Listing applications over HTTP: page mode with total, cursor mode (keyset), sort orders, status
-// filter, and the edges of page and limit. Its own database, so totals are exact.
+// filter, and the edges of page and limit. Its own database, so totals are exact. The list cache is on
+// (as in production): every write here goes through the API, which drops the entries it changes, except
+// one direct clean-up that clears the cache itself.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { createApp } from '../../api/app.ts';
+import type { Services } from '../../api/services.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { APPLICATIONS_COLLECTION } from '../../shared/loans/applications.ts';
 import { createTestApp, openApiSuite } from '../support/app.ts';
@@ -11,6 +14,7 @@ import type { TestDatabase } from '../support/mongo.ts';
 
 let database: TestDatabase;
 let app: ReturnType<typeof createApp>;
+let services: Services;
 const roles: Role[] = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'];
 
 let call: ReturnType<typeof callerFor>;
@@ -20,7 +24,11 @@ const { createOne } = applicationSteps(() => call);
 const applications = () => database.db.collection(APPLICATIONS_COLLECTION);
 
 beforeAll(async () => {
-  ({ database, app, call } = await openApiSuite(import.meta.filename, { RATE_LIMIT_PER_MINUTE: '1000000' }, roles));
+  ({ database, app, services, call } = await openApiSuite(
+    import.meta.filename,
+    { RATE_LIMIT_PER_MINUTE: '1000000', LIST_CACHE_MS: '1000' },
+    roles,
+  ));
 });
 afterAll(() => database.close());
 
@@ -185,6 +193,8 @@ describe('listing', () => {
     } finally {
       // The other tests count the N applications of the fixture, in whatever order they run.
       await applications().deleteMany({ _id: { $in: added as never[] } });
+      // Written behind the API's back: this instance's lists must not serve pages that still hold them.
+      services.listCache.clear();
     }
     expect(ids.slice(0, before.length)).toEqual(before);
     expect(new Set(ids).size).toBe(ids.length);

@@ -13,7 +13,8 @@ import { type ApiInstance, startApiInstances } from '../../scripts/api-instances
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { findNginx, nginxWorkDir, type RunningNginx, startNginx } from '../../scripts/nginx/nginx.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
-import { sleep } from '../support/wait.ts';
+import { readSse } from '../support/sse.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 // Without nginx the file is skipped by name, except in CI, where `npm run setup` must have installed it.
 const noNginx = !findNginx() && !process.env.CI;
@@ -173,6 +174,27 @@ describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), ()
     const twelveMiB = await upload(12 * 1024 * 1024);
     expect(twelveMiB.status).toBe(413);
     expect((await upstreamOf(`upload-${12 * 1024 * 1024}`)).upstream).toBe(''); // refused before any instance
+  });
+
+  it('streams a live event through its /api/events location (unbuffered) to a client connected via nginx', async () => {
+    const token = await login(nginx.origin, 3);
+    const auth = { authorization: `Bearer ${token}` };
+    const res = await fetch(`${nginx.origin}/api/events`, { headers: auth });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const client = readSse(res);
+    await waitFor(() => client.retry !== undefined, { what: 'the retry field through nginx' });
+    const made = await fetch(`${nginx.origin}/api/applications`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ applicantName: 'Ada Nginx', monthlyIncome: 5000, loanAmount: 20_000, termMonths: 24 }),
+    });
+    expect(made.status).toBe(201);
+    const { _id } = await made.json();
+    await waitFor(() => client.events.some((event) => event.event === 'change' && event.data.applicationId === _id), {
+      what: 'the change event through nginx',
+    });
+    await client.close();
   });
 
   // Last: it kills an instance.

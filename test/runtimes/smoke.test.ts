@@ -36,6 +36,7 @@ beforeAll(async () => {
     LOG_LEVEL: 'warn',
     REVOCATION_STALENESS_MS: '200',
     LIST_TOTAL_CACHE_MS: '0',
+    LIST_CACHE_MS: '0',
     RATE_LIMIT_PER_MINUTE: '100000',
   };
   // Node first: it creates the indexes and the first admin; the other two then start side by side.

@@ -24,6 +24,7 @@ export function testConfig(overrides: Record<string, string> = {}): ApiConfig {
       REVOCATION_STALENESS_MS: '200',
       // Tests check totals right after writing: no reuse unless a test asks for it.
       LIST_TOTAL_CACHE_MS: '0',
+      LIST_CACHE_MS: '0',
       ...overrides,
     },
     apiConfigSchema,

@@ -115,7 +115,12 @@ async function scoreAndDecide(
       collection,
       applicationId,
       app.version,
-      withChange({ $set: { recommendation: { ...result, at } } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
+      // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
+      withChange(
+        { $set: { recommendation: { ...result, at }, updatedAt: at } },
+        entry,
+        ctx.config.MERGE_HISTORY_VERSIONS,
+      ),
     )) as ScoredApplication;
   }
   const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
@@ -168,12 +173,13 @@ async function storeRepaymentPlan(
     };
     if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
       return { applicationId, skipped: 'plan already stored' };
-    const entry = workerChange(app.version + 1, new Date(ctx.clock.now()), 'repaymentPlan', plan.monthlyPayment);
+    const at = new Date(ctx.clock.now());
+    const entry = workerChange(app.version + 1, at, 'repaymentPlan', plan.monthlyPayment);
     await updateWithVersion(
       collection,
       applicationId,
       app.version,
-      withChange({ $set: { repaymentPlan: plan } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
+      withChange({ $set: { repaymentPlan: plan, updatedAt: at } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
     );
     return { applicationId };
   };

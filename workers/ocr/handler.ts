@@ -80,7 +80,8 @@ export const ocrQueries = {
   /** Its change-log entry names the path it wrote (ocr), with the version it produces. */
   store: (record: OcrRecord, version: number): UpdateFilter<ApplicationWithOcr> =>
     withChange(
-      { $set: { ocr: record }, $inc: { version: 1 } },
+      // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
+      { $set: { ocr: record, updatedAt: record.at }, $inc: { version: 1 } },
       changeEntry({
         version,
         at: record.at,

@@ -1,8 +1,9 @@
 // List cursors: opaque to clients, they name where a keyset page ends.
 import { z } from 'zod';
 import { ValidationError } from '../../core/errors.ts';
-import { applicationIdSchema, sortOptions } from './schemas.ts';
-import { statuses } from './status.ts';
+import type { KeysetPosition } from './queries.ts';
+import { applicationIdSchema, parseSort, type SortOption, sortOptions } from './schemas.ts';
+import { type ApplicationStatus, statuses } from './status.ts';
 
 const cursorSchema = z
   .object({
@@ -29,4 +30,37 @@ export function decodeCursor(cursor: string): CursorPosition {
   const result = cursorSchema.safeParse(parsed);
   if (!result.success) throw new ValidationError('cursor is not valid', [{ path: 'cursor', message: 'not a cursor' }]);
   return result.data;
+}
+
+/** What a list reads, once its cursor (if any) is decoded: the effective sort and status, and where it starts. */
+export interface ListPlan {
+  sort: SortOption;
+  status: ApplicationStatus | undefined;
+  after: KeysetPosition | undefined;
+  skip: number;
+}
+
+/**
+ * The list a query names. A cursor carries its sort and status: a query may repeat them, not contradict
+ * them (ValidationError). Page mode skips (page - 1) * limit rows.
+ */
+export function listPlan(query: {
+  status?: ApplicationStatus;
+  sort?: SortOption;
+  limit: number;
+  page?: number;
+  cursor?: string;
+}): ListPlan {
+  if (query.cursor === undefined) {
+    const skip = query.page ? (query.page - 1) * query.limit : 0;
+    return { sort: query.sort ?? '-createdAt', status: query.status, after: undefined, skip };
+  }
+  const position = decodeCursor(query.cursor);
+  if ((query.sort && query.sort !== position.s) || (query.status && query.status !== position.st)) {
+    throw new ValidationError('the cursor was made for another sort or status filter', [
+      { path: 'cursor', message: 'sort and status must match the cursor, or be left out' },
+    ]);
+  }
+  const after = { ...parseSort(position.s), value: new Date(position.v), id: position.i };
+  return { sort: position.s, status: position.st ?? undefined, after, skip: 0 };
 }

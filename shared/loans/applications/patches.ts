@@ -23,6 +23,7 @@ import {
   versionedLog,
   withChange,
 } from './history.ts';
+import type { ApplicationListCache } from './list-cache.ts';
 import {
   type ApplicationPatch,
   type CollisionTarget,
@@ -66,6 +67,8 @@ export interface PatchOptions {
   fourEyes?: boolean;
   /** MERGE_HISTORY_VERSIONS. */
   historyVersions?: number;
+  /** This instance's list pages: a written patch drops those it may change, as every write does. */
+  listCache?: ApplicationListCache;
   /** Rounds (read, judge, write) before giving up with a 409; misses come only from real races. */
   attempts?: number;
 }
@@ -234,6 +237,7 @@ export class ApplicationPatches {
     if (!written) return writeMissed;
     const app = publicOf(written);
     const from = plan.to ? current.status : app.status;
+    this.options.listCache?.changed({ status: app.status, from });
     await recordEffects([writtenChange(app, from, lastChange)], this.audit, this.options.queue);
     // Merged over: the changes since the base that the read saw, then those that landed between the
     // read and this write (the write's own trim may have dropped the oldest from the log it returns).

@@ -9,11 +9,12 @@ import type { Clock } from '../../core/clock.ts';
 import { ConflictError, NotFoundError, PreconditionFailedError, ValidationError } from '../../core/errors.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../../identity/rbac.ts';
 import { AuditLog } from '../audit.ts';
-import { decodeCursor, encodeCursor } from './cursors.ts';
+import { encodeCursor, listPlan } from './cursors.ts';
 import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
 import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
+import type { ApplicationListCache } from './list-cache.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
-import { APPLICATIONS_COLLECTION, applicationQueries, type KeysetPosition, type VersionCondition } from './queries.ts';
+import { APPLICATIONS_COLLECTION, applicationQueries, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
 import {
   type Actor,
@@ -54,6 +55,8 @@ export interface ListResult {
   items: Application[];
   total?: number;
   nextCursor: string | null;
+  /** When the oldest part of the answer was sent for (the page query, or a reused total): its age. */
+  readAt: number;
 }
 
 export type BatchOutcome = 'updated' | 'conflict' | 'not_found' | 'invalid' | 'forbidden';
@@ -80,11 +83,10 @@ export interface ApplicationsOptions {
   /** Item writes of a batch in flight at once. */
   batchConcurrency?: number;
   /**
-   * How long a list total may be reused by this instance (ms); 0 counts on every request. Admins
-   * paging through a list see a total at most this old, and the database counts each status at
-   * most once per period per instance, however many lists are served.
+   * This instance's list pages and totals: totals are reused from it, and every write through this
+   * repository drops the entries it may change. Without it every list counts.
    */
-  countCacheMs?: number;
+  listCache?: ApplicationListCache;
   /** Enforce four eyes on approvals (FOUR_EYES); on unless turned off. */
   fourEyes?: boolean;
   /** Versions each application keeps in its change log (MERGE_HISTORY_VERSIONS). */
@@ -166,10 +168,9 @@ export class Applications {
   private readonly clock: Clock;
   private readonly queue: Queue;
   private readonly batchConcurrency: number;
-  private readonly countCacheMs: number;
+  private readonly listCache: ApplicationListCache | undefined;
   private readonly fourEyes: boolean;
   private readonly keep: number;
-  private readonly counts = new Map<string, { at: number; value: Promise<number> }>();
 
   constructor(db: Db, options: ApplicationsOptions) {
     this.collection = db.collection<ApplicationDoc>(APPLICATIONS_COLLECTION);
@@ -177,7 +178,7 @@ export class Applications {
     this.clock = options.clock;
     this.queue = options.queue;
     this.batchConcurrency = options.batchConcurrency ?? 8;
-    this.countCacheMs = options.countCacheMs ?? 0;
+    this.listCache = options.listCache;
     this.fourEyes = options.fourEyes ?? true;
     this.keep = options.historyVersions ?? DEFAULT_HISTORY_VERSIONS;
   }
@@ -381,22 +382,9 @@ export class Applications {
   }
 
   async list(query: ListQuery): Promise<ListResult> {
-    let sort = query.sort ?? '-createdAt';
-    let status = query.status;
-    let after: KeysetPosition | undefined;
-    if (query.cursor !== undefined) {
-      const position = decodeCursor(query.cursor);
-      if ((query.sort && query.sort !== position.s) || (query.status && query.status !== position.st)) {
-        throw new ValidationError('the cursor was made for another sort or status filter', [
-          { path: 'cursor', message: 'sort and status must match the cursor, or be left out' },
-        ]);
-      }
-      sort = position.s;
-      status = position.st ?? undefined;
-      after = { ...parseSort(sort), value: new Date(position.v), id: position.i };
-    }
+    const { sort, status, after, skip } = listPlan(query);
     const { field, dir } = parseSort(sort);
-    const skip = after || !query.page ? 0 : (query.page - 1) * query.limit;
+    const sentAt = this.clock.now();
     // One more than asked tells whether a next page exists, without a count.
     const page = this.collection
       .find(applicationQueries.list(status, after), {
@@ -407,33 +395,34 @@ export class Applications {
       .skip(skip)
       .limit(query.limit + 1)
       .toArray();
-    const [docs, total] = await Promise.all([page, query.withTotal ? this.count(status) : undefined]);
+    const [docs, total] = await Promise.all([page, query.withTotal ? this.countRead(status) : undefined]);
     const items = docs.slice(0, query.limit);
     const last = items.at(-1);
     const nextCursor =
       docs.length > query.limit && last
         ? encodeCursor({ s: sort, st: status ?? null, v: last[field].getTime(), i: last._id })
         : null;
-    return { items, nextCursor, ...(total === undefined ? {} : { total }) };
+    const readAt = total ? Math.min(sentAt, total.sentAt) : sentAt;
+    return { items, nextCursor, readAt, ...(total === undefined ? {} : { total: total.value }) };
   }
 
   /**
    * The list's total. With a status: a count of {status, ...} index keys (O(matching), no documents
    * fetched). Without: the collection's size from its metadata (O(1); exact except after an unclean
-   * shutdown of mongod, until it is validated).
+   * shutdown of mongod, until it is validated). Reused from the list cache's totals when there is one.
    */
-  count(status?: ApplicationStatus): Promise<number> {
-    const key = status ?? '';
-    const now = this.clock.now();
-    const cached = this.counts.get(key);
-    if (cached && now - cached.at < this.countCacheMs) return cached.value;
-    const value = status
-      ? this.collection.countDocuments(applicationQueries.countByStatus(status))
-      : this.collection.estimatedDocumentCount();
-    // Concurrent lists share one count; a failed count is not kept.
-    this.counts.set(key, { at: now, value });
-    value.catch(() => this.counts.delete(key));
-    return value;
+  async count(status?: ApplicationStatus): Promise<number> {
+    return (await this.countRead(status)).value;
+  }
+
+  private countRead(status?: ApplicationStatus): Promise<{ value: number; sentAt: number }> {
+    const load = () =>
+      status
+        ? this.collection.countDocuments(applicationQueries.countByStatus(status))
+        : this.collection.estimatedDocumentCount();
+    if (this.listCache) return this.listCache.total(status, load);
+    const sentAt = this.clock.now();
+    return load().then((value) => ({ value, sentAt }));
   }
 
   /**
@@ -546,6 +535,8 @@ export class Applications {
   }
 
   private afterChange(changes: WrittenChange[]): Promise<void> {
+    // This instance's own lists show the write at once; other instances learn it within their bound.
+    for (const change of changes) this.listCache?.changed({ status: change.app.status, from: change.from });
     return recordEffects(changes, this.audit, this.queue);
   }
 }
