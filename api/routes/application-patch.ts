@@ -4,9 +4,7 @@ import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-o
 import {
   ApplicationPatches,
   applicationPatchShape,
-  checklistInputSchema,
   leavesOf,
-  noteInputSchema,
   type PatchBase,
 } from '../../shared/loans/applications.ts';
 import { type AppEnv, requirePermission } from '../auth.ts';
@@ -41,11 +39,7 @@ const ApplicationPatch = z
   .strict()
   .openapi('ApplicationPatch');
 
-const stamped = { by: z.string(), at: z.string() };
 const MergedApplication = ApplicationJson.extend({
-  contact: z.object({ phone: z.string(), email: z.string(), address: z.string() }).partial().optional(),
-  notes: z.record(z.string(), noteInputSchema.extend(stamped)).optional(),
-  checklist: z.record(z.string(), checklistInputSchema.extend(stamped)).optional(),
   mergedOver: z
     .array(z.object({ version: z.number().int(), by: z.string(), at: z.string(), paths: z.array(z.string()) }))
     .openapi({ description: 'the changes made since the base version that this patch was merged over' }),

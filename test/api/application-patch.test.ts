@@ -87,6 +87,32 @@ describe('the description and the other PATCH route', () => {
     ]);
   });
 
+  it('describes contact, notes and checklist on every answer that carries an application, as they come', async () => {
+    const spec = (await suite.call('GET', '/openapi.json')).body;
+    const application = spec.components.schemas.Application;
+    expect(Object.keys(application.properties)).toEqual(expect.arrayContaining(['contact', 'notes', 'checklist']));
+    expect(application.properties.notes.additionalProperties.required).toEqual(['text', 'by', 'at']);
+    const id = await created();
+    ok(
+      await patch(id, {
+        baseVersion: 1,
+        contact: { phone: '+1 555 0100' },
+        notes: { n1: { text: 'first call' } },
+        checklist: { payslips: { done: true } },
+      }),
+    );
+    const one = (await suite.call('GET', `/api/applications/${id}`)).body;
+    const listed = (await suite.call('GET', '/api/applications?limit=200')).body.items.find(
+      (item: { _id: string }) => item._id === id,
+    );
+    for (const doc of [one, listed]) {
+      expect(doc.contact).toEqual({ phone: '+1 555 0100' });
+      expect(doc.notes.n1).toEqual({ text: 'first call', by: suite.adminIds.admin, at: expect.any(String) });
+      expect(new Date(doc.notes.n1.at).toISOString()).toBe(doc.notes.n1.at);
+      expect(doc.checklist.payslips).toMatchObject({ done: true, by: suite.adminIds.admin });
+    }
+  });
+
   it('leaves PATCH /api/admins/:id on application/json', async () => {
     const res = await suite.call('PATCH', `/api/admins/${suite.adminIds.viewer}`, { body: { disabled: false } });
     expect(res.status).toBe(200);
