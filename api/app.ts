@@ -16,6 +16,7 @@ import { errorFields, type Logger } from './log.ts';
 import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { applicationPatchRoutes, isMergePatch, isMergePatchType } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
@@ -136,7 +137,13 @@ function mountBodyChecks(app: OpenAPIHono<AppEnv>, config: ApiConfig): void {
     const type = c.req.header('content-type');
     // Over real HTTP a bodiless POST (Content-Length: 0) still arrives with a body stream on Node and workerd.
     const hasBody = type !== undefined || (c.req.raw.body !== null && c.req.header('content-length') !== '0');
-    if (bodyMethods.has(c.req.method) && hasBody && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
+    // An application's PATCH takes a JSON Merge Patch (RFC 7396) and nothing else.
+    const mergePatch = isMergePatch(c.req.method, c.req.path);
+    if (mergePatch && !isMergePatchType(type)) {
+      throw new HttpError(415, 'unsupported_media_type', 'Send the patch as application/merge-patch+json.');
+    }
+    const isJson = /^application\/json\s*(;|$)/i.test(type ?? '');
+    if (!mergePatch && bodyMethods.has(c.req.method) && hasBody && !isJson) {
       throw new HttpError(415, 'unsupported_media_type', 'Send the body as application/json.');
     }
     await next();
@@ -230,6 +237,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   mountSessions(app, services);
   authRoutes(app, services, clientAddress);
   applicationRoutes(app, services);
+  applicationPatchRoutes(app, services);
   documentRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);

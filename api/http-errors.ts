@@ -40,6 +40,8 @@ export const statusByCode = {
   not_found: 404,
   conflict: 409,
   evidence_frozen: 409,
+  merge_conflict: 409,
+  merge_base_too_old: 409,
   last_admin: 409,
   stale_token: 409,
   precondition_failed: 412,

@@ -9,6 +9,7 @@ import {
   type ApplicationDoc,
   type ApplicationStatus,
   applicationIndexes,
+  changeEntry,
   newApplicationId,
 } from '../shared/loans/applications.ts';
 import { progress } from './progress.ts';
@@ -30,6 +31,8 @@ const statusMix: ApplicationStatus[] = [
 
 export function demoApplication(n: number, now: number): ApplicationDoc {
   const at = new Date(now - (n % 100_000) * 60_000);
+  // The change log starts at creation, as Applications.create starts it: PATCH merges from version 1 on.
+  const created = changeEntry({ version: 1, at, by: 'seed', action: 'create', paths: [] });
   const pick = <T>(list: readonly T[], salt: number) => list[(n * 7919 + salt) % list.length]!;
   const monthlyIncome = 1_500 + ((n * 37) % 120) * 100;
   return {
@@ -48,6 +51,8 @@ export function demoApplication(n: number, now: number): ApplicationDoc {
     createdBy: 'seed',
     updatedBy: 'seed',
     lastChange: { at, actor: 'seed', action: 'create' },
+    changes: [created],
+    changeHead: created.id,
   };
 }
 

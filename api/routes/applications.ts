@@ -12,8 +12,10 @@ import {
   applicationInputSchema,
   applicationUpdateSchema,
   type CachedPage,
+  checklistInputSchema,
   editableFields,
   type ListPageQuery,
+  noteInputSchema,
   type Precondition,
   sortOptions,
   statuses,
@@ -33,7 +35,8 @@ const MAX_BATCH = 500;
 const ApplicationInput = z.object(applicationInputSchema.shape).strict().openapi('ApplicationInput');
 const ApplicationUpdate = z.object(applicationUpdateSchema.shape).strict().openapi('ApplicationUpdate');
 
-const ApplicationJson = z
+const stamped = { by: z.string(), at: z.string() };
+export const ApplicationJson = z
   .object({
     ...applicationInputSchema.shape,
     _id: z.string().openapi({ example: 'APP-5f0c6c3e-8d0b-4a8e-9a53-0f6a3d1b2c4d' }),
@@ -69,6 +72,13 @@ const ApplicationJson = z
       .object({ idempotencyKey: z.string(), amount: z.number(), state: z.enum(['disbursing', 'disbursed']) })
       .loose()
       .optional(),
+    // Nested data that merges per entry (PATCH); absent until a patch sets it.
+    contact: z.object({ phone: z.string(), email: z.string(), address: z.string() }).partial().optional(),
+    notes: z
+      .record(z.string(), noteInputSchema.extend(stamped))
+      .optional()
+      .openapi({ description: 'notes keyed by the id their author picked; the server stamps by and at' }),
+    checklist: z.record(z.string(), checklistInputSchema.extend(stamped)).optional(),
   })
   .openapi('Application');
 type ApplicationJson = z.infer<typeof ApplicationJson>;
@@ -180,8 +190,22 @@ const single = (schema: typeof ApplicationJson, description: string) => ({
   content: { 'application/json': { schema } },
 });
 
-function toJson(app: Application): ApplicationJson {
-  return { ...app, createdAt: app.createdAt.toISOString(), updatedAt: app.updatedAt.toISOString() };
+/** Entries stamped with a Date (notes, checklist items) as JSON has them. */
+function stampedJson<T extends { at: Date }>(entries: Record<string, T> | undefined) {
+  if (!entries) return undefined;
+  return Object.fromEntries(
+    Object.entries(entries).map(([id, entry]) => [id, { ...entry, at: entry.at.toISOString() }]),
+  );
+}
+
+export function toJson(app: Application): ApplicationJson {
+  return {
+    ...app,
+    createdAt: app.createdAt.toISOString(),
+    updatedAt: app.updatedAt.toISOString(),
+    notes: stampedJson(app.notes),
+    checklist: stampedJson(app.checklist),
+  };
 }
 
 const listRoute = createRoute({
@@ -407,6 +431,7 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
     queue: services.queue,
     listCache,
     fourEyes: services.config.FOUR_EYES,
+    historyVersions: services.config.MERGE_HISTORY_VERSIONS,
   });
 
   app.openapi(listRoute, listHandler({ applications, listCache, services }));

@@ -256,6 +256,7 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
   const applications = new Applications(services.db, {
     clock: services.clock,
     queue: services.queue,
+    historyVersions: services.config.MERGE_HISTORY_VERSIONS,
     listCache: services.listCache,
   });
 

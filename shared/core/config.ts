@@ -60,6 +60,11 @@ export const configSchema = z.object({
   LIST_CACHE_MAX_ENTRIES: int(1, 100_000).default(1_000),
   /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
   LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
+  /**
+   * Versions each application keeps in its change log (PATCH merges over the changes since its base);
+   * a PATCH whose base is older answers 409 merge_base_too_old.
+   */
+  MERGE_HISTORY_VERSIONS: int(1, 10_000).default(100),
   /** When set, GET /metrics (Node) needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open. */
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Overload bound: requests served at once, requests waiting for a slot, and how long one may wait. */

@@ -30,6 +30,8 @@ export const errorCodes = [
   'not_found',
   'conflict',
   'evidence_frozen',
+  'merge_conflict',
+  'merge_base_too_old',
   'last_admin',
   'stale_token',
   'precondition_failed',
@@ -61,11 +63,16 @@ export class AppError extends Error {
   }
 }
 
-/** A write carried a stale version; `current` is the document as it is now. */
+/** A write carried a stale version; `current` is the document as it is now (`details`: e.g. the merge conflicts). */
 export class ConflictError<T = unknown> extends AppError {
   readonly current: T;
-  constructor(message: string, current: T, code: ErrorCode = 'conflict', options?: ErrorOptions) {
-    super(code, message, undefined, options);
+  constructor(
+    message: string,
+    current: T,
+    code: ErrorCode = 'conflict',
+    options?: ErrorOptions & { details?: unknown },
+  ) {
+    super(code, message, options?.details, options?.cause === undefined ? undefined : { cause: options.cause });
     this.current = current;
   }
 }

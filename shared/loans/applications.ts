@@ -3,6 +3,7 @@
 // effects that follow a write, replay, and the repository. Importers use this one entry.
 export * from './applications/cursors.ts';
 export { recordEffects, type WrittenChange } from './applications/effects.ts';
+export * from './applications/history.ts';
 export {
   type ApplicationChange,
   ApplicationListCache,
@@ -10,6 +11,15 @@ export {
   type ListCacheOptions,
   type ListPageQuery,
 } from './applications/list-cache.ts';
+export * from './applications/merge.ts';
+export {
+  ApplicationPatches,
+  type MergedChange,
+  type PatchBase,
+  type PatchOptions,
+  type PatchResult,
+  patchQueries,
+} from './applications/patches.ts';
 export type { Precondition } from './applications/preconditions.ts';
 export { APPLICATIONS_COLLECTION, applicationIndexes, applicationQueries } from './applications/queries.ts';
 export { REPLAY_CHECKPOINTS_COLLECTION, type ReplayResult } from './applications/replay.ts';

@@ -17,6 +17,7 @@ import type { Clock } from '../core/clock.ts';
 import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
+import { changeEntry, type PathChange, withChange } from './applications/history.ts';
 import {
   type Actor,
   APPLICATIONS_COLLECTION,
@@ -131,23 +132,42 @@ export const disbursementQueries = {
     status: 'approved',
     'disbursement.idempotencyKey': key,
   }),
-  recordIntent: (intent: DisbursementIntent, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
-    $set: { disbursement: intent, updatedAt: meta.at, updatedBy: meta.actor, lastChange: meta.lastChange },
-    $inc: { version: 1 },
-  }),
-  markDisbursed: (entry: LedgerEntry, meta: ChangeMeta): UpdateFilter<DisbursableApplication> => ({
-    $set: {
-      status: 'disbursed',
-      'disbursement.state': 'disbursed',
-      'disbursement.ledgerSeq': entry.seq,
-      'disbursement.disbursedAt': entry.at,
-      updatedAt: meta.at,
-      updatedBy: meta.actor,
-      lastChange: meta.lastChange,
-    },
-    $inc: { version: 1 },
-  }),
+  recordIntent: (intent: DisbursementIntent, meta: ChangeMeta): UpdateFilter<DisbursableApplication> =>
+    logged(
+      {
+        $set: { disbursement: intent, updatedAt: meta.at, updatedBy: meta.actor, lastChange: meta.lastChange },
+        $inc: { version: 1 },
+      },
+      meta,
+      [{ path: 'disbursement', new: intent.state }],
+    ),
+  markDisbursed: (entry: LedgerEntry, meta: ChangeMeta): UpdateFilter<DisbursableApplication> =>
+    logged(
+      {
+        $set: {
+          status: 'disbursed',
+          'disbursement.state': 'disbursed',
+          'disbursement.ledgerSeq': entry.seq,
+          'disbursement.disbursedAt': entry.at,
+          updatedAt: meta.at,
+          updatedBy: meta.actor,
+          lastChange: meta.lastChange,
+        },
+        $inc: { version: 1 },
+      },
+      meta,
+      [
+        { path: 'status', old: 'approved', new: 'disbursed' },
+        { path: 'disbursement', old: 'disbursing', new: 'disbursed' },
+      ],
+    ),
 };
+
+/** A disbursement step's update with its change-log entry (every write that bumps the version logs one). */
+function logged(update: Record<string, unknown>, meta: ChangeMeta, paths: PathChange[]) {
+  const { version, at } = meta.lastChange;
+  return withChange(update, changeEntry({ version, at, by: meta.actor, action: 'disbursement', paths }));
+}
 
 // ---- The cross-check: ledger <-> disbursement records <-> applications ------------------------------
 
@@ -742,7 +762,9 @@ export class Disbursements {
   }
 }
 
-function publicApplication(app: DisbursableApplication): Omit<DisbursableApplication, 'lastChange'> {
-  const { lastChange: _omitted, ...rest } = app;
+function publicApplication(
+  app: DisbursableApplication,
+): Omit<DisbursableApplication, 'lastChange' | 'changes' | 'changeHead'> {
+  const { lastChange: _omitted, changes: _log, changeHead: _head, ...rest } = app;
   return rest;
 }

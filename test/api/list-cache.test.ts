@@ -225,6 +225,33 @@ describe('conditional requests', () => {
     expect(after.headers.get('etag')).not.toBe(etag);
   });
 
+  it('a PATCH through this instance drops the list pages it changes at once (field and status)', async () => {
+    const made = await call(app, tokens.reviewer, 'POST', '/api/applications', { body: sampleApplication(3) });
+    const id: string = made.body._id;
+    const newest = () => list('limit=5&sort=-updatedAt');
+    const pending = () => list('limit=100&status=pending&sort=-updatedAt');
+    expect(cacheStatus(await newest())).toMatch(/fwd=miss/);
+    expect(cacheStatus(await newest())).toMatch(/^loan-admin; hit;/);
+    const patched = await call(app, tokens.reviewer, 'PATCH', `/api/applications/${id}`, {
+      body: JSON.stringify({ applicantName: 'Patched Through The API' }),
+      headers: { 'content-type': 'application/merge-patch+json', 'if-match': '"1"' },
+    });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    const afterField = await newest();
+    expect(cacheStatus(afterField)).toMatch(/fwd=miss/);
+    expect(afterField.body.items[0].applicantName).toBe('Patched Through The API');
+    // A status move drops the pages of the status it left.
+    expect((await pending()).body.items.map((item: { _id: string }) => item._id)).toContain(id);
+    const moved = await call(app, tokens.reviewer, 'PATCH', `/api/applications/${id}`, {
+      body: JSON.stringify({ status: 'under_review' }),
+      headers: { 'content-type': 'application/merge-patch+json', 'if-match': '"2"' },
+    });
+    expect(moved.status, JSON.stringify(moved.body)).toBe(200);
+    const afterMove = await pending();
+    expect(cacheStatus(afterMove)).toMatch(/fwd=miss/);
+    expect(afterMove.body.items.map((item: { _id: string }) => item._id)).not.toContain(id);
+  });
+
   it('one application: 304 for its current version, 200 with the new ETag after a write', async () => {
     const created = await call(app, tokens.reviewer, 'POST', '/api/applications', { body: sampleApplication(2) });
     const path = `/api/applications/${created.body._id}`;

@@ -9,7 +9,14 @@ import type { Collection } from 'mongodb';
 import type { Job } from '../../shared/concurrency/queue/index.ts';
 import { retryOnConflict, updateWithVersion, writeMissed } from '../../shared/concurrency/versions.ts';
 import { ConflictError, ValidationError } from '../../shared/core/errors.ts';
-import { APPLICATIONS_COLLECTION, type Application, Applications } from '../../shared/loans/applications.ts';
+import {
+  APPLICATIONS_COLLECTION,
+  type Application,
+  Applications,
+  type ChangeEntry,
+  changeEntry,
+  withChange,
+} from '../../shared/loans/applications.ts';
 import type { WorkerContext } from '../runtime.ts';
 import { automaticDecision, monthlyPayment, type Score, type ScoringInput, score } from './score.ts';
 
@@ -55,6 +62,7 @@ export async function handleApproval(
     clock: ctx.clock,
     queue: ctx.queue,
     fourEyes: ctx.config.FOUR_EYES,
+    historyVersions: ctx.config.MERGE_HISTORY_VERSIONS,
   });
   const rounds = keptChanging(applicationId);
   return retryOnConflict(
@@ -101,10 +109,19 @@ async function scoreAndDecide(
     return { applicationId, skipped: `status ${app.status}` };
   const result = score(app, ctx.config);
   if (!sameScore(app.recommendation, result)) {
-    app = (await updateWithVersion(collection, applicationId, app.version, {
+    const at = new Date(ctx.clock.now());
+    const entry = workerChange(app.version + 1, at, 'recommendation', result.recommendation);
+    app = (await updateWithVersion(
+      collection,
+      applicationId,
+      app.version,
       // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
-      $set: { recommendation: { ...result, at: new Date(ctx.clock.now()) }, updatedAt: new Date(ctx.clock.now()) },
-    })) as ScoredApplication;
+      withChange(
+        { $set: { recommendation: { ...result, at }, updatedAt: at } },
+        entry,
+        ctx.config.MERGE_HISTORY_VERSIONS,
+      ),
+    )) as ScoredApplication;
   }
   const decision = automaticDecision(result.recommendation, app.loanAmount, ctx.config);
   if (!ctx.config.APPROVAL_AUTO_DECIDE || app.status !== 'under_review' || !decision) {
@@ -123,6 +140,17 @@ async function scoreAndDecide(
   );
   ctx.logger.info('application decided', { applicationId, to, reasons: result.reasons });
   return { applicationId, recommendation: result.recommendation, decided: to };
+}
+
+/** The change-log entry of the worker's own writes (every version bump pushes one). */
+function workerChange(
+  version: number,
+  at: Date,
+  path: 'recommendation' | 'repaymentPlan',
+  value: unknown,
+): ChangeEntry {
+  const action = path === 'recommendation' ? 'recommendation' : 'repayment-plan';
+  return changeEntry({ version, at, by: APPROVAL_ACTOR, action, paths: [{ path, new: value }] });
 }
 
 async function storeRepaymentPlan(
@@ -145,9 +173,14 @@ async function storeRepaymentPlan(
     };
     if (JSON.stringify(app.repaymentPlan) === JSON.stringify(plan))
       return { applicationId, skipped: 'plan already stored' };
-    await updateWithVersion(collection, applicationId, app.version, {
-      $set: { repaymentPlan: plan, updatedAt: new Date(ctx.clock.now()) },
-    });
+    const at = new Date(ctx.clock.now());
+    const entry = workerChange(app.version + 1, at, 'repaymentPlan', plan.monthlyPayment);
+    await updateWithVersion(
+      collection,
+      applicationId,
+      app.version,
+      withChange({ $set: { repaymentPlan: plan, updatedAt: at } }, entry, ctx.config.MERGE_HISTORY_VERSIONS),
+    );
     return { applicationId };
   };
   return retryOnConflict(MAX_ROUNDS, () => round().catch(rounds.miss), rounds.giveUp);

@@ -12,8 +12,10 @@ import { ConflictError, NotFoundError, UnreadableDocumentError, ValidationError 
 import {
   APPLICATIONS_COLLECTION,
   type ApplicationDoc,
+  changeEntry,
   evidenceStatuses,
   jobRetry,
+  withChange,
 } from '../../shared/loans/applications.ts';
 import { Documents, type DocumentType, documentIndexes } from '../../shared/loans/documents.ts';
 import type { WorkerContext } from '../runtime.ts';
@@ -65,6 +67,7 @@ export interface OcrResult {
 export type OcrContext = Pick<WorkerContext, 'db' | 'clock' | 'queue'>;
 
 const MAX_WRITE_ATTEMPTS = 10;
+const OCR_ACTOR = 'ocr-worker';
 
 export const ocrQueries = {
   byId: (id: string): Filter<ApplicationWithOcr> => ({ _id: id }),
@@ -74,11 +77,19 @@ export const ocrQueries = {
     version,
     status: { $in: [...evidenceStatuses] },
   }),
-  store: (record: OcrRecord): UpdateFilter<ApplicationWithOcr> => ({
-    // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
-    $set: { ocr: record, updatedAt: record.at },
-    $inc: { version: 1 },
-  }),
+  /** Its change-log entry names the path it wrote (ocr), with the version it produces. */
+  store: (record: OcrRecord, version: number): UpdateFilter<ApplicationWithOcr> =>
+    withChange(
+      // updatedAt too: list order and the change feed (GET /api/events) read every write by it.
+      { $set: { ocr: record, updatedAt: record.at }, $inc: { version: 1 } },
+      changeEntry({
+        version,
+        at: record.at,
+        by: OCR_ACTOR,
+        action: 'ocr',
+        paths: [{ path: 'ocr', new: record.documentId }],
+      }),
+    ),
 };
 
 function sameFields(a: ExtractedFields | undefined, b: ExtractedFields): boolean {
@@ -169,7 +180,7 @@ async function storeRecord(
       if (outcome) return { outcome, version: current.version };
       const written = await applications.findOneAndUpdate(
         ocrQueries.writable(applicationId, current.version),
-        ocrQueries.store(record),
+        ocrQueries.store(record, current.version + 1),
         { returnDocument: 'after', projection: { version: 1 } },
       );
       if (written) return { outcome: 'written', version: written.version };

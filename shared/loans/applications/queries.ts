@@ -1,6 +1,7 @@
 // The applications collection: its indexes, and every filter and update the repository sends.
 import type { Filter, Sort, UpdateFilter } from 'mongodb';
 import type { IndexPlan } from '../../core/db.ts';
+import { type ChangeEntry, withChange } from './history.ts';
 import type { ApplicationDoc, SortField } from './schemas.ts';
 import { type ApplicationStatus, evidenceStatuses } from './status.ts';
 
@@ -40,14 +41,27 @@ export const applicationQueries = {
     status: states.length === 1 ? states[0]! : { $in: [...states] },
     ...(version === undefined ? {} : { version }),
   }),
-  change: (set: Partial<ApplicationDoc>): UpdateFilter<ApplicationDoc> => ({ $set: set, $inc: { version: 1 } }),
+  /** Every write that bumps the version also appends its entry to the change log (history.ts). */
+  change: (set: Partial<ApplicationDoc>, entry: ChangeEntry, keep: number): UpdateFilter<ApplicationDoc> =>
+    withChange({ $set: set, $inc: { version: 1 } }, entry, keep),
   /** A change by a preparer: it joins preparedBy; a financial change also drops the stale recommendation. */
-  prepare: (set: Partial<ApplicationDoc>, preparer: string, financial: boolean): UpdateFilter<ApplicationDoc> => ({
-    $set: set,
-    $addToSet: { preparedBy: preparer },
-    ...(financial ? { $unset: { recommendation: '' } } : {}),
-    $inc: { version: 1 },
-  }),
+  prepare: (
+    set: Partial<ApplicationDoc>,
+    preparer: string,
+    financial: boolean,
+    entry: ChangeEntry,
+    keep: number,
+  ): UpdateFilter<ApplicationDoc> =>
+    withChange(
+      {
+        $set: set,
+        $addToSet: { preparedBy: preparer },
+        ...(financial ? { $unset: { recommendation: '' } } : {}),
+        $inc: { version: 1 },
+      },
+      entry,
+      keep,
+    ),
   /** Still open to evidence (a document upload records its uploader as a preparer through this filter). */
   openToEvidence: (id: string): Filter<ApplicationDoc> => ({ _id: id, status: { $in: [...evidenceStatuses] } }),
   /**
@@ -77,7 +91,7 @@ export const applicationQueries = {
       : { 'lastChange.at': { $gte: from } },
   replayOrder: { 'lastChange.at': 1, _id: 1 } as Sort,
   /** What a replay needs of a document: its latest change and the state it left. */
-  replayProjection: { status: 1, version: 1, lastChange: 1 } as const,
-  /** Responses never show the bookkeeping. */
-  publicProjection: { lastChange: 0 } as const,
+  replayProjection: { status: 1, version: 1, lastChange: 1, 'changes.id': 1, changeHead: 1 } as const,
+  /** Responses never show the bookkeeping (the last change, the change log and its head). */
+  publicProjection: { lastChange: 0, changes: 0, changeHead: 0 } as const,
 };

@@ -3,6 +3,7 @@
 import type { Collection } from 'mongodb';
 import type { Clock } from '../../core/clock.ts';
 import { type WrittenChange, writtenChange } from './effects.ts';
+import { versionedLog } from './history.ts';
 import { applicationQueries } from './queries.ts';
 import type { ApplicationDoc } from './schemas.ts';
 
@@ -23,9 +24,13 @@ interface ReplayCheckpoint {
 }
 
 /** The change a document's lastChange describes, under the version it produced (later writes may have bumped it). */
-function replayedChange({ lastChange, ...app }: ApplicationDoc): WrittenChange {
+function replayedChange({ lastChange, changes, ...app }: ApplicationDoc): WrittenChange {
   const from = lastChange.action === 'create' ? null : (lastChange.from ?? app.status);
-  return writtenChange({ ...app, version: lastChange.version ?? app.version }, from, lastChange);
+  // A merge write cannot pin its version: its log entry's position tells it.
+  const logged = lastChange.change
+    ? versionedLog({ version: app.version, changes }).find((entry) => entry.id === lastChange.change)
+    : undefined;
+  return writtenChange({ ...app, version: lastChange.version ?? logged?.version ?? app.version }, from, lastChange);
 }
 
 /** See Applications.replayChanges. */

@@ -11,6 +11,7 @@ import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../../identity/r
 import { AuditLog } from '../audit.ts';
 import { encodeCursor, listPlan } from './cursors.ts';
 import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
+import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
 import type { ApplicationListCache } from './list-cache.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
 import { APPLICATIONS_COLLECTION, applicationQueries, type VersionCondition } from './queries.ts';
@@ -88,10 +89,12 @@ export interface ApplicationsOptions {
   listCache?: ApplicationListCache;
   /** Enforce four eyes on approvals (FOUR_EYES); on unless turned off. */
   fourEyes?: boolean;
+  /** Versions each application keeps in its change log (MERGE_HISTORY_VERSIONS). */
+  historyVersions?: number;
 }
 
-/** What an update asks for, worked out once before its rounds. */
-interface UpdatePlan {
+/** What an update asks for, worked out once before its rounds (PUT and PATCH). */
+export interface UpdatePlan {
   fields: Partial<ApplicationInput>;
   /** The applicant fields it edits, sorted. */
   edited: string[];
@@ -106,8 +109,8 @@ interface UpdatePlan {
   version: VersionCondition | null;
 }
 
-function planUpdate(
-  change: { status?: TargetStatus; fields: Partial<ApplicationInput> },
+export function planUpdate(
+  change: { status?: TargetStatus; fields: Partial<ApplicationInput> | Record<string, unknown> },
   pre: Precondition,
   fourEyes: boolean,
 ): UpdatePlan {
@@ -124,7 +127,7 @@ function planUpdate(
 }
 
 /** After a missed write, throws the reason the application refuses the update, in the documented order. */
-function refuseUpdate(
+export function refuseUpdate(
   id: string,
   current: Application | null,
   plan: UpdatePlan,
@@ -167,6 +170,7 @@ export class Applications {
   private readonly batchConcurrency: number;
   private readonly listCache: ApplicationListCache | undefined;
   private readonly fourEyes: boolean;
+  private readonly keep: number;
 
   constructor(db: Db, options: ApplicationsOptions) {
     this.collection = db.collection<ApplicationDoc>(APPLICATIONS_COLLECTION);
@@ -176,6 +180,7 @@ export class Applications {
     this.batchConcurrency = options.batchConcurrency ?? 8;
     this.listCache = options.listCache;
     this.fourEyes = options.fourEyes ?? true;
+    this.keep = options.historyVersions ?? DEFAULT_HISTORY_VERSIONS;
   }
 
   private now(): Date {
@@ -202,7 +207,8 @@ export class Applications {
       action: 'create',
       requestId: actor.requestId,
     });
-    await this.collection.insertOne({ ...app, lastChange });
+    const entry = changeEntry({ version: 1, at, by: actor.id, action: 'create', paths: [] });
+    await this.collection.insertOne({ ...app, lastChange, changes: [entry], changeHead: entry.id });
     await this.afterChange([{ app, from: null, at, actor: actor.id, action: 'create', requestId: actor.requestId }]);
     return app;
   }
@@ -266,9 +272,15 @@ export class Applications {
     const filter = applicationQueries.writable(id, states, pinned ?? version);
     // The rule is part of the write's filter: it holds on exactly the version the write replaces.
     if (plan.approving) Object.assign(filter, fourEyesFilter('approve', actor.id));
+    // A PUT reads nothing before it writes: its log entry knows the new values, and the old status only.
+    const paths: PathChange[] = plan.edited.map((path) => ({ path, new: (fields as Record<string, unknown>)[path] }));
+    if (to) paths.push(withoutUndefined({ path: 'status', old: lastChange.from, new: to }));
+    const entry = changeEntry({ version: lastChange.version, at, by: actor.id, action: 'update', paths });
     const before = await this.collection.findOneAndUpdate(
       filter,
-      financial ? applicationQueries.prepare(set, actor.id, true) : applicationQueries.change(set),
+      financial
+        ? applicationQueries.prepare(set, actor.id, true, entry, this.keep)
+        : applicationQueries.change(set, entry, this.keep),
       { returnDocument: 'before', projection: applicationQueries.publicProjection },
     );
     if (!before) return null;
@@ -320,9 +332,22 @@ export class Applications {
           fields: ['documents'],
           requestId: actor.requestId,
         });
+        const entry = changeEntry({
+          version: current.version + 1,
+          at,
+          by: actor.id,
+          action: 'update',
+          paths: [{ path: 'documents' }],
+        });
         const written = await this.collection.updateOne(
           { ...applicationQueries.openToEvidence(id), version: current.version },
-          applicationQueries.prepare({ updatedAt: at, updatedBy: actor.id, lastChange }, actor.id, false),
+          applicationQueries.prepare(
+            { updatedAt: at, updatedBy: actor.id, lastChange },
+            actor.id,
+            false,
+            entry,
+            this.keep,
+          ),
         );
         if (written.matchedCount === 1) {
           const app: Application = {
@@ -464,9 +489,16 @@ export class Applications {
     });
     const set: Partial<ApplicationDoc> = { status: to, updatedAt: at, updatedBy: actor.id, lastChange };
     if (to === 'approved') set.approvedBy = actor.id;
+    const entry = changeEntry({
+      version: doc.version + 1,
+      at,
+      by: actor.id,
+      action: 'batch-update',
+      paths: [{ path: 'status', old: doc.status, new: to }],
+    });
     const updated = await this.collection.updateOne(
       applicationQueries.writable(id, [doc.status], doc.version),
-      applicationQueries.change(set),
+      applicationQueries.change(set, entry, this.keep),
     );
     if (updated.matchedCount === 0) {
       return { result: { id, outcome: 'conflict', error: `changed since the batch read version ${doc.version}` } };

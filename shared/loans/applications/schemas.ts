@@ -1,6 +1,7 @@
 // What an application is: its id, the applicant fields a client may send, and the stored document.
 import { z } from 'zod';
 import type { AuditAction } from '../audit.ts';
+import type { ChangeEntry } from './history.ts';
 import { type ApplicationStatus, adminTargetStatuses } from './status.ts';
 
 export const applicationIdSchema = z.string().regex(/^APP-[0-9A-Za-z-]{8,64}$/, 'not an application id');
@@ -36,6 +37,34 @@ export const applicationUpdateSchema = applicationInputSchema
   .strict();
 export type ApplicationUpdate = z.infer<typeof applicationUpdateSchema>;
 
+/** Keys of entries in the keyed collections (notes, checklist): they become path segments, so no dots or $. */
+export const entryKeySchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, 1 to 64');
+export const contactShape = {
+  phone: z
+    .string()
+    .trim()
+    .regex(/^\+?[0-9 ()-]{3,32}$/, 'digits, spaces, ( ) and -, optionally after +'),
+  email: z.email().max(254),
+  address: z.string().trim().min(1).max(500),
+};
+/** What a client sends for a note or a checklist item; the server adds who and when. */
+export const noteInputSchema = z.object({ text: z.string().trim().min(1).max(4000) }).strict();
+export const checklistInputSchema = z.object({ done: z.boolean() }).strict();
+/** Bounds of the keyed collections, checked on the version a patch is judged against. */
+export const MAX_NOTES = 200;
+export const MAX_CHECKLIST_ITEMS = 200;
+
+export interface Note {
+  text: string;
+  by: string;
+  at: Date;
+}
+export interface ChecklistItem {
+  done: boolean;
+  by: string;
+  at: Date;
+}
+
 export const sortOptions = ['-createdAt', 'createdAt', '-updatedAt', 'updatedAt'] as const;
 export type SortOption = (typeof sortOptions)[number];
 export type SortField = 'createdAt' | 'updatedAt';
@@ -58,6 +87,8 @@ export interface LastChange {
   from?: ApplicationStatus;
   fields?: string[];
   requestId?: string;
+  /** The id of the change-log entry this write pushed, when it could not pin its version (a merge). */
+  change?: string;
 }
 
 export interface Application extends ApplicationInput {
@@ -71,10 +102,17 @@ export interface Application extends ApplicationInput {
   /** The creator, financial-field editors and document uploaders (four eyes: see shared/identity/rbac.ts). */
   preparedBy?: string[];
   approvedBy?: string;
+  /** Nested data that merges per entry (PATCH): contact details, notes and a review checklist keyed by id. */
+  contact?: { phone?: string; email?: string; address?: string };
+  notes?: Record<string, Note>;
+  checklist?: Record<string, ChecklistItem>;
 }
 
 export interface ApplicationDoc extends Application {
   lastChange: LastChange;
+  /** The recent changes, one per version (history.ts); never shown in responses. */
+  changes?: ChangeEntry[];
+  changeHead?: string;
 }
 
 export interface Actor {
