@@ -16,7 +16,7 @@ import { errorFields, type Logger } from './log.ts';
 import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
-import { applicationPatchRoutes, isMergePatch, isMergePatchType } from './routes/application-patch.ts';
+import { applicationPatchRoutes, isMergePatch, isMergePatchType, notMergePatch } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
@@ -137,11 +137,10 @@ function mountBodyChecks(app: OpenAPIHono<AppEnv>, config: ApiConfig): void {
     const type = c.req.header('content-type');
     // Over real HTTP a bodiless POST (Content-Length: 0) still arrives with a body stream on Node and workerd.
     const hasBody = type !== undefined || (c.req.raw.body !== null && c.req.header('content-length') !== '0');
-    // An application's PATCH takes a JSON Merge Patch (RFC 7396) and nothing else.
+    // An application's PATCH takes a JSON Merge Patch (RFC 7396) and nothing else. Without a body it
+    // goes on to the session check (401 first) and to the route, which refuses it (415).
     const mergePatch = isMergePatch(c.req.method, c.req.path);
-    if (mergePatch && !isMergePatchType(type)) {
-      throw new HttpError(415, 'unsupported_media_type', 'Send the patch as application/merge-patch+json.');
-    }
+    if (mergePatch && hasBody && !isMergePatchType(type)) throw notMergePatch();
     const isJson = /^application\/json\s*(;|$)/i.test(type ?? '');
     if (!mergePatch && bodyMethods.has(c.req.method) && hasBody && !isJson) {
       throw new HttpError(415, 'unsupported_media_type', 'Send the body as application/json.');

@@ -18,6 +18,8 @@ import { ApplicationJson, toJson } from './applications.ts';
 export const MERGE_PATCH_TYPE = 'application/merge-patch+json';
 export const isMergePatchType = (type: string | undefined) =>
   /^application\/merge-patch\+json\s*(;|$)/i.test(type ?? '');
+export const notMergePatch = () =>
+  new HttpError(415, 'unsupported_media_type', 'Send the patch as application/merge-patch+json.');
 /** The requests that take a merge patch: PATCH of one application (other PATCH routes take JSON). */
 export const isMergePatch = (method: string, path: string) =>
   method === 'PATCH' && /^\/api\/applications\/[^/]+\/?$/.test(path);
@@ -25,14 +27,14 @@ export const isMergePatch = (method: string, path: string) =>
 const ApplicationPatch = z
   .object({
     ...applicationPatchShape,
-    baseVersion: applicationPatchShape.baseVersion.openapi({
+    baseVersion: applicationPatchShape.baseVersion.meta({
       description: 'the version the patch was made against; or send it as If-Match: "<version>"',
     }),
-    notes: applicationPatchShape.notes.openapi({
+    notes: applicationPatchShape.notes.meta({
       description:
         'notes keyed by an id the client picks ([A-Za-z0-9_-]{1,64}); null deletes one; each note merges alone',
     }),
-    checklist: applicationPatchShape.checklist.openapi({
+    checklist: applicationPatchShape.checklist.meta({
       description: 'review checklist items keyed by name; each item merges alone',
     }),
   })
@@ -169,6 +171,8 @@ export function patchBaseOf(baseVersion: number | undefined, ifMatch: string | u
 function patchHandler(patches: ApplicationPatches): RouteHandler<typeof patchRoute, AppEnv> {
   return async (c) => {
     const { id } = c.req.valid('param');
+    // A PATCH that came without a body (the body check lets it reach the session check first).
+    if (!isMergePatchType(c.req.header('content-type'))) throw notMergePatch();
     const body = c.req.valid('json');
     // Permissions come from the body, before anything touches the database.
     if (body.status) requirePermission(c, `status:${body.status}`);

@@ -41,6 +41,10 @@ describe('the request', () => {
     const res = await suite.call('PATCH', `/api/applications/${id}`, { body: { baseVersion: 1, purpose: 'x' } });
     expect(res.status).toBe(415);
     expect(res.body.error.code).toBe('unsupported_media_type');
+    // No body at all: the session is checked first (401 without one), then the same 415.
+    const bare = await suite.call('PATCH', `/api/applications/${id}`, { headers: { 'if-match': '"1"' } });
+    expect(bare.status, JSON.stringify(bare.body)).toBe(415);
+    expect(bare.body.error.code).toBe('unsupported_media_type');
   });
 
   it('needs a base version (428), one If-Match tag that agrees with baseVersion (400)', async () => {
