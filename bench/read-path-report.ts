@@ -31,6 +31,10 @@ export interface HttpSummary {
   p99: number;
   vusersCreated: number;
   vusersFailed: number;
+  /** Edits the working day sent (the processor's `edits.sent` counter; 0 for other scenarios). */
+  edits: number;
+  /** Refused edits by error code (`edits.409.<code>` counters). */
+  refusals: Record<string, number>;
   /** First to last request, from Artillery's own period stamps. */
   firstAt: number;
   lastAt: number;
@@ -49,7 +53,10 @@ interface ArtilleryAggregate {
 export function summarizeArtillery(report: { aggregate: ArtilleryAggregate }): HttpSummary {
   const counters = report.aggregate.counters ?? {};
   const statuses: Record<string, number> = {};
+  const refusals: Record<string, number> = {};
   for (const [name, value] of Object.entries(counters)) {
+    const refusal = /^edits\.409\.(.+)$/.exec(name)?.[1];
+    if (refusal) refusals[refusal] = value;
     const code = /^http\.codes\.(\d+)$/.exec(name)?.[1];
     const error = /^errors\.(.+)$/.exec(name)?.[1];
     if (code) statuses[code] = value;
@@ -66,6 +73,8 @@ export function summarizeArtillery(report: { aggregate: ArtilleryAggregate }): H
     p99: latency.p99 ?? Number.NaN,
     vusersCreated: counters['vusers.created'] ?? 0,
     vusersFailed: counters['vusers.failed'] ?? 0,
+    edits: counters['edits.sent'] ?? 0,
+    refusals,
     firstAt: report.aggregate.firstCounterAt ?? report.aggregate.firstMetricAt ?? Number.NaN,
     lastAt: report.aggregate.lastCounterAt ?? report.aggregate.lastMetricAt ?? Number.NaN,
   };

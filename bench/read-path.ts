@@ -9,6 +9,7 @@
 //   npm run bench:read-path                                            (this checkout, everything)
 //   git worktree add ../baseline <commit>; BENCH_TREES=baseline=../baseline,current=. npm run bench:read-path
 //   BENCH_SCENARIOS=burst,working-day,soak BENCH_SETUPS=single,nginx BENCH_WD_ADMINS=250,500,1000
+//   BENCH_SCENARIOS=edits BENCH_EDITS_SHARE=0.2   (opt in: the largest working day editing by PUT, then PATCH)
 //   BENCH_BURST_USERS=1000 BENCH_WD_SECONDS=20 BENCH_CYCLES=5 BENCH_THINK_S=3 BENCH_EDIT_SHARE=0.05
 //   BENCH_SSE_CLIENTS=1000 BENCH_CHANGES=10 BENCH_DOCS=10000
 //   BENCH_API_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof"   (profile the API processes)
@@ -43,6 +44,7 @@ const settings = {
   cycles: num('BENCH_CYCLES', 5),
   thinkS: num('BENCH_THINK_S', 3),
   editShare: num('BENCH_EDIT_SHARE', 0.05),
+  editsShare: num('BENCH_EDITS_SHARE', 0.2),
   sseClients: num('BENCH_SSE_CLIENTS', 1000),
   changes: num('BENCH_CHANGES', 10),
   docs: num('BENCH_DOCS', 10_000),
@@ -52,10 +54,12 @@ const here = import.meta.dirname;
 const artilleryBin = join(createRequire(import.meta.url).resolve('artillery/package.json'), '..', 'bin', 'run');
 
 interface Run {
-  scenario: 'burst' | 'working-day' | 'soak';
+  scenario: 'burst' | 'working-day' | 'soak' | 'edits';
   instances: number;
   admins: number;
   label: string;
+  /** The working day's edits: PUT (the default) or PATCH. */
+  editMethod?: 'put' | 'patch';
 }
 
 function plan(): Run[] {
@@ -77,6 +81,16 @@ function plan(): Run[] {
         label: `working day, ${admins} admins, ${where(instances)}`,
       });
   }
+  // PUT against PATCH: the largest working day with a larger share of edits, on one instance (opt in).
+  if (settings.scenarios.includes('edits'))
+    for (const editMethod of ['put', 'patch'] as const)
+      runs.push({
+        scenario: 'edits',
+        instances: 1,
+        admins: largest,
+        editMethod,
+        label: `edits by ${editMethod.toUpperCase()}: working day of ${largest} admins, ${settings.editsShare * 100}% of rounds edit, ${where(1)}`,
+      });
   for (const instances of setups) {
     if (settings.scenarios.includes('soak'))
       runs.push({
@@ -137,14 +151,15 @@ async function artillery(stack: Stack, script: string, overrides: object, dir: s
   return { http, commandsPerS: rates.total, commandsByName: rates.byCommand, seconds: rates.seconds };
 }
 
-function workingDayOverrides(admins: number) {
+function workingDayOverrides(admins: number, edits: { share: number; method: 'put' | 'patch' }) {
   return {
     config: {
       phases: [{ name: 'working day', duration: settings.wdSeconds, arrivalCount: admins }],
-      variables: { cycles: settings.cycles, think: settings.thinkS, editShare: settings.editShare },
+      variables: { cycles: settings.cycles, think: settings.thinkS, editShare: edits.share, editMethod: edits.method },
     },
   };
 }
+const dayEdits = { share: settings.editShare, method: 'put' } as const;
 const workingDayLimitMs = () => (settings.wdSeconds + settings.cycles * (2 * settings.thinkS + 30) + 90) * 1000;
 
 /** Is GET /api/events served by this checkout? A 404 means the route does not exist there. */
@@ -207,7 +222,7 @@ async function soak(stack: Stack, dir: string, admins: number): Promise<Measure>
   console.error(`  SSE clients opened: ${JSON.stringify(opened.statuses)}`);
   const script = join(here, 'artillery', 'working-day.yml');
   const [load, changes] = await Promise.all([
-    artillery(stack, script, workingDayOverrides(admins), dir, workingDayLimitMs()),
+    artillery(stack, script, workingDayOverrides(admins, dayEdits), dir, workingDayLimitMs()),
     writer(stack, stack.tokens[admins]!, 5000),
   ]);
   await new Promise((r) => setTimeout(r, 3000)); // the last change's way to every client
@@ -246,7 +261,9 @@ async function measure(tree: Tree, run: Run): Promise<Measure> {
         : await artillery(
             stack,
             join(here, 'artillery', 'working-day.yml'),
-            workingDayOverrides(run.admins),
+            run.scenario === 'edits'
+              ? workingDayOverrides(run.admins, { share: settings.editsShare, method: run.editMethod ?? 'put' })
+              : workingDayOverrides(run.admins, dayEdits),
             dir,
             workingDayLimitMs(),
           );
@@ -265,6 +282,13 @@ function rows(m: Measure): Record<string, string | number> {
     out.statuses = formatCounts(m.http.statuses, 6, ': ');
     out['p50 / p95 / p99 ms'] = `${m.http.p50} / ${m.http.p95} / ${m.http.p99}`;
     out['virtual users (failed)'] = `${m.http.vusersCreated} (${m.http.vusersFailed})`;
+    if (m.http.edits > 0) {
+      // Only an edit can answer 409 in the working day: its share of the edits is the conflict rate.
+      const conflicts = m.http.statuses['409'] ?? 0;
+      out['edits sent / 409 / conflict rate'] =
+        `${m.http.edits} / ${conflicts} / ${round((100 * conflicts) / m.http.edits, 1)} %`;
+      out['409 by code'] = formatCounts(m.http.refusals, 6, ': ') || '-';
+    }
     out['requests/s'] = m.seconds ? round(m.http.requests / m.seconds, 0) : '-';
     out['db commands/s (wire count, without heartbeats)'] = m.commandsPerS ?? '-';
     out['db commands per request'] =

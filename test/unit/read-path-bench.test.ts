@@ -22,6 +22,8 @@ it('reads requests, statuses, client errors and latency from an Artillery report
         'errors.ETIMEDOUT': 20,
         'vusers.created': 100,
         'vusers.failed': 20,
+        'edits.sent': 42,
+        'edits.409.merge_conflict': 3,
       },
       summaries: { 'http.response_time': { median: 12.1, p95: 80.6, p99: 150.3 } },
       firstCounterAt: 1_000,
@@ -37,6 +39,8 @@ it('reads requests, statuses, client errors and latency from an Artillery report
     p99: 150.3,
     vusersCreated: 100,
     vusersFailed: 20,
+    edits: 42,
+    refusals: { merge_conflict: 3 },
     firstAt: 1_000,
     lastAt: 21_000,
   });
