@@ -19,6 +19,7 @@ import { adminRoutes } from './routes/admin.ts';
 import { applicationPatchRoutes, isMergePatch, isMergePatchType, notMergePatch } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
+import { consoleSessionRoutes } from './routes/console-session.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
 import { eventRoutes } from './routes/events.ts';
 import { ledgerRoutes } from './routes/ledger.ts';
@@ -235,6 +236,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   };
   mountSessions(app, services);
   authRoutes(app, services, clientAddress);
+  consoleSessionRoutes(app, services, clientAddress);
   applicationRoutes(app, services);
   applicationPatchRoutes(app, services);
   documentRoutes(app, services);

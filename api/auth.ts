@@ -1,5 +1,6 @@
 // Authentication, authorisation and per-admin rate limiting, as middleware.
 import type { Context, MiddlewareHandler } from 'hono';
+import { getCookie } from 'hono/cookie';
 import type { RequestIdVariables } from 'hono/request-id';
 import type { RateDecision } from '../shared/concurrency/rate-limit.ts';
 import { UnauthorizedError } from '../shared/core/errors.ts';
@@ -16,19 +17,42 @@ export function bearerToken(c: Context): string | null {
   return match?.[1] ?? null;
 }
 
-/** Verifies the access token (no database round trip while the revocation cache is fresh). */
+/** The console's cookies (api/routes/console-session.ts sets them): the access token, sent on every path. */
+export const ACCESS_COOKIE = 'la_access';
+/** The header a cookie session's state-changing request carries its CSRF token in. */
+export const CSRF_HEADER = 'X-CSRF-Token';
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** This request's access token: the Bearer header, else the console's cookie (a header wins). */
+export function requestToken(c: Context): { token: string; from: 'bearer' | 'cookie' } | null {
+  const bearer = bearerToken(c);
+  if (bearer) return { token: bearer, from: 'bearer' };
+  const cookie = c.req.header('authorization') ? undefined : getCookie(c, ACCESS_COOKIE);
+  return cookie ? { token: cookie, from: 'cookie' } : null;
+}
+
+/**
+ * Verifies the access token (no database round trip while the revocation cache is fresh). A token from
+ * the console's cookie also needs, on every state-changing request, the session's CSRF token in
+ * X-CSRF-Token: a page of another origin can make the browser send the cookie, never read that token.
+ */
 export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const token = bearerToken(c);
-    if (!token) {
+    const presented = requestToken(c);
+    if (!presented) {
       // A Bearer header whose token cannot even be parsed presented a bad token; none at all did not.
-      const presented = /^Bearer(\s|$)/i.test((c.req.header('authorization') ?? '').trim());
-      throw new UnauthorizedError('Send Authorization: Bearer <accessToken>.', 'unauthorized', {
-        invalidToken: presented,
-      });
+      const malformed = /^Bearer(\s|$)/i.test((c.req.header('authorization') ?? '').trim());
+      throw new UnauthorizedError(
+        'Send Authorization: Bearer <accessToken>, or sign in to the console.',
+        'unauthorized',
+        {
+          invalidToken: malformed,
+        },
+      );
     }
+    let claims: AccessClaims;
     try {
-      c.set('auth', await services.sessions.verify(token));
+      claims = await services.sessions.verify(presented.token);
     } catch (error) {
       // Only a verdict on the token is a 401; a database that does not answer (the revocation cache
       // refresh) is the error mapper's 503, or the client would throw away a good token.
@@ -37,6 +61,18 @@ export function authenticate(services: Services): MiddlewareHandler<AppEnv> {
       }
       throw error;
     }
+    if (
+      presented.from === 'cookie' &&
+      !safeMethods.has(c.req.method) &&
+      !(await services.sessions.checkCsrf(claims.sid, c.req.header(CSRF_HEADER)))
+    ) {
+      throw new HttpError(
+        403,
+        'csrf_failed',
+        `A console session sends its CSRF token (GET /api/console/session) in ${CSRF_HEADER} with every change.`,
+      );
+    }
+    c.set('auth', claims);
     await next();
   };
 }

@@ -32,6 +32,8 @@ export const statusByCode = {
   session_revoked: 401,
   refresh_reused: 401,
   forbidden: 403,
+  // A console (cookie) session's state-changing request without its X-CSRF-Token.
+  csrf_failed: 403,
   four_eyes_preparer_cannot_approve: 403,
   four_eyes_preparer_cannot_disburse: 403,
   four_eyes_approver_cannot_disburse: 403,

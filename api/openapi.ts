@@ -3,7 +3,7 @@
 import { type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Permission } from '../shared/identity/rbac.ts';
 import { applicationIdSchema } from '../shared/loans/applications.ts';
-import { type AppEnv, authorize } from './auth.ts';
+import { ACCESS_COOKIE, type AppEnv, authorize, CSRF_HEADER } from './auth.ts';
 
 export const ErrorBody = z
   .object({
@@ -47,12 +47,18 @@ export function jsonBody<T extends z.ZodType>(schema: T) {
 /** The `{id}` of every /api/applications/{id}/... route. */
 export const ApplicationIdParam = z.object({ id: applicationIdSchema });
 
-/** Registers the Bearer scheme that `signedIn` routes name. */
+/** Registers the schemes that `signedIn` routes name: a Bearer token, or the console's cookie session. */
 export function registerBearerAuth(app: OpenAPIHono<AppEnv>): void {
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
     scheme: 'bearer',
     bearerFormat: 'JWT',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'cookieAuth', {
+    type: 'apiKey',
+    in: 'cookie',
+    name: ACCESS_COOKIE,
+    description: `the console's session (POST /api/console/session); a POST, PUT, PATCH or DELETE also sends its CSRF token in ${CSRF_HEADER}`,
   });
 }
 
@@ -61,9 +67,9 @@ export function registerBearerAuth(app: OpenAPIHono<AppEnv>): void {
  * The session itself and the per-admin budget are checked once per path group (app.ts, mountSessions).
  */
 export const signedIn = (permission: Permission) => ({
-  security: [{ bearerAuth: [] }],
+  security: bearerSecurity,
   middleware: authorize(permission),
 });
 
 /** A route documented as Bearer-secured whose session is checked by the path's own middleware. */
-export const bearerSecurity = [{ bearerAuth: [] }];
+export const bearerSecurity: Record<string, string[]>[] = [{ bearerAuth: [] }, { cookieAuth: [] }];

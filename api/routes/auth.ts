@@ -3,13 +3,13 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { UnauthorizedError } from '../../shared/core/errors.ts';
 import { normalizeEmail } from '../../shared/identity/admins.ts';
-import { roles } from '../../shared/identity/sessions.ts';
+import { roles, type TokenPair as TokenPairValue } from '../../shared/identity/sessions.ts';
 import { type AppEnv, rateLimitHeaders } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { bearerSecurity, errorResponses, jsonBody } from '../openapi.ts';
 import type { Services } from '../services.ts';
 
-const Credentials = z
+export const Credentials = z
   .object({
     email: z.email().max(254).openapi({ example: 'admin@example.com' }),
     password: z.string().min(1).max(1024).openapi({ example: 'correct horse battery staple' }),
@@ -124,33 +124,35 @@ async function admitLogin(services: Services, account: string, address: string, 
   return delay;
 }
 
+/** A password login, throttled as above: the new session's tokens (the API's and the console's). */
+export async function passwordLogin(
+  services: Services,
+  credentials: { email: string; password: string },
+  address: string,
+): Promise<TokenPairValue> {
+  const account = normalizeEmail(credentials.email);
+  const pair = JSON.stringify([account, address]);
+  const delay = await admitLogin(services, account, address, pair);
+  const admin = await services.admins.authenticate(account, credentials.password);
+  // One answer for an unknown email and a wrong password.
+  if (!admin) throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials');
+  await Promise.all([
+    services.loginDelays.succeeded(pair),
+    delay.known ? null : services.loginByAccount.undo(account),
+    services.loginByAddress.undo(address),
+  ]);
+  try {
+    return await services.sessions.issue({ id: admin._id, roles: admin.roles, epoch: admin.sessionEpoch ?? 0 });
+  } catch (error) {
+    // Disabled between the password check and the session: the answer of any disabled admin's login.
+    if (error instanceof UnauthorizedError)
+      throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials', { cause: error });
+    throw error;
+  }
+}
+
 export function authRoutes(app: OpenAPIHono<AppEnv>, services: Services, clientAddress: (c: Context) => string) {
-  app.openapi(login, async (c) => {
-    const { email, password } = c.req.valid('json');
-    const account = normalizeEmail(email);
-    const address = clientAddress(c);
-    const pair = JSON.stringify([account, address]);
-    const delay = await admitLogin(services, account, address, pair);
-    const admin = await services.admins.authenticate(account, password);
-    // One answer for an unknown email and a wrong password.
-    if (!admin) throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials');
-    await Promise.all([
-      services.loginDelays.succeeded(pair),
-      delay.known ? null : services.loginByAccount.undo(account),
-      services.loginByAddress.undo(address),
-    ]);
-    try {
-      return c.json(
-        await services.sessions.issue({ id: admin._id, roles: admin.roles, epoch: admin.sessionEpoch ?? 0 }),
-        200,
-      );
-    } catch (error) {
-      // Disabled between the password check and the session: the answer of any disabled admin's login.
-      if (error instanceof UnauthorizedError)
-        throw new UnauthorizedError('The email or the password is wrong.', 'invalid_credentials', { cause: error });
-      throw error;
-    }
-  });
+  app.openapi(login, async (c) => c.json(await passwordLogin(services, c.req.valid('json'), clientAddress(c)), 200));
 
   app.openapi(refresh, async (c) => {
     const { refreshToken } = c.req.valid('json');

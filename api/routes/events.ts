@@ -1,7 +1,7 @@
 // GET /api/events: live changes to applications as Server-Sent Events, resumable with Last-Event-ID.
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { statuses } from '../../shared/loans/applications.ts';
-import { type AppEnv, bearerToken } from '../auth.ts';
+import { type AppEnv, requestToken } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { errorResponses, signedIn } from '../openapi.ts';
 import type { Services } from '../services.ts';
@@ -115,7 +115,7 @@ export function eventRoutes(app: OpenAPIHono<AppEnv>, services: Services): void 
         'This runtime keeps no change feed (services live one request here); poll GET /api/applications?sort=-updatedAt instead.',
       );
     }
-    const token = bearerToken(c)!;
+    const { token } = requestToken(c)!;
     const lastEventId = c.req.valid('header')['last-event-id'];
     const body = services.streams.open({
       adminId: c.get('auth').sub,

@@ -21,6 +21,7 @@ export const errorCodes = [
   'session_revoked',
   'refresh_reused',
   'forbidden',
+  'csrf_failed',
   'four_eyes_preparer_cannot_approve',
   'four_eyes_preparer_cannot_disburse',
   'four_eyes_approver_cannot_disburse',

@@ -123,12 +123,29 @@ async function sha256(text: string): Promise<string> {
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function randomToken(bytes = 32): string {
-  const raw = crypto.getRandomValues(new Uint8Array(bytes));
-  return btoa(String.fromCharCode(...raw))
+const base64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
     .replace(/\+/g, '-')
     .replace(/\//g, '_')
     .replace(/=+$/, '');
+
+async function csrfMac(key: Uint8Array, sid: string): Promise<string> {
+  const hmac = await crypto.subtle.importKey('raw', key as BufferSource, { name: 'HMAC', hash: 'SHA-256' }, false, [
+    'sign',
+  ]);
+  return base64url(new Uint8Array(await crypto.subtle.sign('HMAC', hmac, encoder.encode(`csrf:${sid}`))));
+}
+
+/** Compares two strings in time that depends on their length only. */
+function sameText(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return difference === 0;
+}
+
+function randomToken(bytes = 32): string {
+  return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
 export class Sessions {
@@ -275,6 +292,22 @@ export class Sessions {
     if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(accessToken, claims);
     return claims;
+  }
+
+  /**
+   * The CSRF token of a session family (a cookie session of the console): HMAC-SHA-256 of its id under
+   * the signing key, base64url. It stays the same across refreshes; a page gets it from the API (never
+   * from a cookie) and sends it in X-CSRF-Token on every state-changing request.
+   */
+  csrfToken(sid: string): Promise<string> {
+    return csrfMac(this.options.keys.get(this.options.signingKid)!, sid);
+  }
+
+  /** Whether `token` is the CSRF token of `sid` under any of the keys (so a key rotation keeps sessions). */
+  async checkCsrf(sid: string, token: string | undefined): Promise<boolean> {
+    if (!token || token.length > 128) return false;
+    for (const key of this.options.keys.values()) if (sameText(await csrfMac(key, sid), token)) return true;
+    return false;
   }
 
   /** Ends one session: its access token and its refresh family. */

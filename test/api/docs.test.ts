@@ -162,7 +162,13 @@ describe('/openapi.json', () => {
       ]),
     );
     expect(spec.paths['/api/auth/login'].post.security).toBeUndefined();
-    expect(spec.paths['/api/auth/me'].get.security).toEqual([{ bearerAuth: [] }]);
+    // A Bearer token, or the console's cookie session.
+    expect(spec.paths['/api/auth/me'].get.security).toEqual([{ bearerAuth: [] }, { cookieAuth: [] }]);
+    expect(spec.components.securitySchemes.cookieAuth).toMatchObject({
+      type: 'apiKey',
+      in: 'cookie',
+      name: 'la_access',
+    });
     expect(spec.paths['/api/admins/{id}'].patch.parameters).toEqual(
       expect.arrayContaining([expect.objectContaining({ name: 'id', in: 'path', required: true })]),
     );
