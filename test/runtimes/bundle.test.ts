@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { expect, it } from 'vitest';
 
-it('bundles for workerd offline, without the Node-only parts, under 4 MiB (1 MiB gzip)', async () => {
+it('bundles for workerd offline, without the Node-only parts, under 4.5 MiB (1 MiB gzip)', async () => {
   const outdir = mkdtempSync(join(tmpdir(), 'workers-bundle-'));
   try {
     const wrangler = join(import.meta.dirname, '..', '..', 'node_modules', '.bin', 'wrangler');
@@ -26,7 +26,9 @@ it('bundles for workerd offline, without the Node-only parts, under 4 MiB (1 MiB
     const size = statSync(bundle).size;
     const gzip = gzipSync(code).length;
     console.log(`workers bundle: ${(size / 1024).toFixed(0)} KiB, ${(gzip / 1024).toFixed(0)} KiB gzip`);
-    expect(size).toBeLessThan(4 * 1024 * 1024);
+    // Cloudflare bounds the compressed size (3 MiB on the free plan); the raw bound only catches a
+    // dependency dragged in whole (4,091 KiB before the console session, 4,110 KiB with it).
+    expect(size).toBeLessThan(4.5 * 1024 * 1024);
     expect(gzip).toBeLessThan(1024 * 1024);
     const text = code.toString();
     for (const nodeOnly of ['prom-client', '@hono/node-server', 'collectDefaultMetrics'])

@@ -620,7 +620,12 @@ describe('role escalation through every mutating route', () => {
     }
     // Session routes change only the caller's own session: they are not escalation paths. Upload is a
     // reviewer's right (applications:edit), so for a reviewer it is not one either.
-    const own = new Set(['/api/auth/logout', '/api/auth/logout-all']);
+    const own = new Set([
+      '/api/auth/logout',
+      '/api/auth/logout-all',
+      '/api/console/session',
+      '/api/console/session/refresh',
+    ]);
     const replies = await refusedAndNothingWritten([400, 401, 403, 415], async () => {
       const out: Reply[] = [];
       for (const role of ['viewer', 'reviewer'] as const) {
