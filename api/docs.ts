@@ -12,8 +12,8 @@ h2{margin:24px 0 8px;font-size:16px;text-transform:uppercase;letter-spacing:.05e
 details{background:#fff;border:1px solid #dde2e8;border-radius:4px;margin:6px 0}
 summary{cursor:pointer;padding:8px 10px;display:flex;gap:10px;align-items:baseline}
 .m{font:bold 12px monospace;padding:2px 6px;border-radius:3px;color:#fff;min-width:52px;text-align:center}
-.get{background:#2f7dd1}.post{background:#2e9d5b}.put{background:#c9851a}.patch{background:#8a5cc9}
-.delete{background:#c94040}.p{font-family:monospace;font-weight:600}.s{color:#4a5563}
+.get{background:#1f63b0}.post{background:#1e7a43}.put{background:#8f5a00}.patch{background:#6b3fae}
+.delete{background:#b02a2a}.p{font-family:monospace;font-weight:600}.s{color:#4a5563}
 .body{padding:4px 14px 12px;border-top:1px solid #eef1f4}h3{font-size:13px;margin:12px 0 4px}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 8px;border-bottom:1px solid #eef1f4;vertical-align:top}
 pre{background:#f2f4f7;padding:8px;border-radius:4px;overflow:auto;margin:4px 0;font-size:12px}
@@ -50,7 +50,7 @@ const operation = (path, method, op) => {
   const text = [method, path, op.summary, (op.tags || []).join(' ')].join(' ').toLowerCase();
   return el('details', { 'data-text': text },
     el('summary', {}, el('span', { class: 'm ' + method }, method.toUpperCase()), el('span', { class: 'p' }, path),
-      el('span', { class: 's' }, op.summary || ''), op.security && op.security.length ? el('span', { title: 'needs a bearer token' }, '\\u{1F512}') : null),
+      el('span', { class: 's' }, op.summary || ''), op.security && op.security.length ? el('span', { class: 'tag' }, 'signed in') : null),
     el('div', { class: 'body' },
       op.description ? el('p', {}, op.description) : null,
       el('div', {}, (op.tags || []).map((t) => el('span', { class: 'tag' }, t))),
@@ -97,6 +97,7 @@ function page(nonce: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>API documentation</title>
+<link rel="icon" href="data:,">
 <style nonce="${nonce}">${style}</style>
 </head>
 <body>

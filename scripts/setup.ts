@@ -2,13 +2,15 @@
 // (Node itself comes from the `node` devDependency: npm scripts run on Node 24 even where the
 // machine's node is older; wrangler/workerd and Deno come from npm too.)
 //   - the offline MongoDB server's jars (Maven Central)
-//   - nginx (Debian) for the load-balancer tests, DejaVu fonts (Debian) for the OCR test documents
+//   - nginx (Debian) for the load-balancer tests, DejaVu fonts (Debian) for the OCR test documents,
+//     chromium (Debian) for the browser tests
 //   - schemathesis (PyPI) in a virtualenv for the API fuzzing test
 //   - compose-go (Go module proxy) for validating compose.yaml
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findChromium } from './browser.ts';
 import { resolveClasspath } from './mongo/offline-server.ts';
 import { findNginx } from './nginx/nginx.ts';
 import { install as installSchemathesis } from './schemathesis.ts';
@@ -33,6 +35,11 @@ const debian = [
     name: 'fonts-dejavu-core',
     present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf'),
     needFor: 'the OCR test documents (test/fixtures/documents.ts)',
+  },
+  {
+    name: 'chromium',
+    present: () => findChromium() !== null,
+    needFor: 'the browser tests (test/browser/, driven by playwright-core)',
   },
   {
     name: 'stress-ng',
