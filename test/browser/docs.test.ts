@@ -54,7 +54,7 @@ it.skipIf(!have)(
     expect(requests.filter((url) => !url.startsWith(`${api!.origin}/`))).toEqual([]);
     expect(problems).toEqual([]);
     // Nothing that needs a font beyond the basic planes (an emoji shows as a box on a machine without one).
-    const text = await page.evaluate(() => document.body.innerText);
+    const text = (await page.evaluate(() => document.body.textContent)) ?? '';
     expect([...text].filter((char) => char.codePointAt(0)! > 0xffff)).toEqual([]);
     // Open one operation, as a reader would, before the accessibility check.
     await page.locator('details summary').first().click();
