@@ -167,6 +167,30 @@ describe('sources', () => {
     await client.close();
   });
 
+  it("a console's cookie session opens the stream as a browser's EventSource would (no Authorization header)", async () => {
+    const email = `events-cookie-${crypto.randomUUID().slice(0, 8)}@example.com`;
+    await services.admins.create({ email, password: TEST_PASSWORD, roles: ['viewer'] });
+    const signedIn = await app.request('/api/console/session', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: TEST_PASSWORD }),
+    });
+    expect(signedIn.status).toBe(200);
+    const cookie = signedIn.headers
+      .getSetCookie()
+      .map((line) => line.split(';')[0])
+      .join('; ');
+    const res = await app.request('/api/events', { headers: { cookie, accept: 'text/event-stream' } });
+    expect(res.status).toBe(200);
+    const client = readSse(res);
+    const made = await create(3);
+    const [event] = await client.waitFor('change');
+    expect(event!.data).toMatchObject({ applicationId: made._id, version: 1 });
+    await client.close();
+    // Without the cookie, the same request is refused.
+    expect((await app.request('/api/events')).status).toBe(401);
+  });
+
   const offline = target().kind === 'offline';
   it(
     offline
