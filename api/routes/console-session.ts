@@ -6,8 +6,9 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import { decodeJwt } from 'jose';
 import { UnauthorizedError } from '../../shared/core/errors.ts';
-import { roles, type TokenPair } from '../../shared/identity/sessions.ts';
+import { type AccessClaims, refreshTokenParts, roles, type TokenPair } from '../../shared/identity/sessions.ts';
 import { ACCESS_COOKIE, type AppEnv, authenticate, CSRF_HEADER } from '../auth.ts';
 import { HttpError } from '../http-errors.ts';
 import { bearerSecurity, errorResponses, jsonBody } from '../openapi.ts';
@@ -102,15 +103,18 @@ function clearSessionCookies(c: Context): void {
   deleteCookie(c, REFRESH_COOKIE, { path: CONSOLE_SESSION_PATH, secure, httpOnly: true, sameSite: 'Strict' });
 }
 
-async function sessionBody(services: Services, pair: TokenPair) {
-  const claims = await services.sessions.verify(pair.accessToken);
+/** What a console page learns of its session: who, which roles, the CSRF token, and for how long. */
+async function sessionAnswer(services: Services, claims: AccessClaims, expiresIn: number) {
   return {
     adminId: claims.sub,
     roles: claims.roles,
     csrfToken: await services.sessions.csrfToken(claims.sid),
-    expiresIn: pair.expiresIn,
+    expiresIn,
   };
 }
+
+/** The claims of a pair this instance has just signed: read, not verified again. */
+const issuedClaims = (pair: TokenPair) => decodeJwt(pair.accessToken) as unknown as AccessClaims;
 
 export function consoleSessionRoutes(
   app: OpenAPIHono<AppEnv>,
@@ -122,31 +126,24 @@ export function consoleSessionRoutes(
   app.openapi(signIn, async (c) => {
     const pair = await passwordLogin(services, c.req.valid('json'), clientAddress(c));
     setSessionCookies(c, pair, services);
-    return c.json(await sessionBody(services, pair), 200);
+    return c.json(await sessionAnswer(services, issuedClaims(pair), pair.expiresIn), 200);
   });
 
   app.openapi({ ...current, middleware: session }, async (c) => {
     const auth = c.get('auth');
-    return c.json(
-      {
-        adminId: auth.sub,
-        roles: auth.roles,
-        csrfToken: await services.sessions.csrfToken(auth.sid),
-        expiresIn: Math.max(0, auth.exp - Math.floor(services.clock.now() / 1000)),
-      },
-      200,
-    );
+    const expiresIn = Math.max(0, auth.exp - Math.floor(services.clock.now() / 1000));
+    return c.json(await sessionAnswer(services, auth, expiresIn), 200);
   });
 
   app.openapi(refresh, async (c) => {
     const refreshToken = getCookie(c, REFRESH_COOKIE);
     if (!refreshToken) throw new UnauthorizedError('No console session to refresh: sign in.');
-    const sid = refreshToken.slice(0, Math.max(0, refreshToken.indexOf('.')));
+    const sid = refreshTokenParts(refreshToken)?.sid ?? '';
     if (!(await services.sessions.checkCsrf(sid, c.req.header(CSRF_HEADER))))
       throw new HttpError(403, 'csrf_failed', `Send the session's CSRF token in ${CSRF_HEADER}.`);
     const pair = await services.sessions.refresh(refreshToken);
     setSessionCookies(c, pair, services);
-    return c.json(await sessionBody(services, pair), 200);
+    return c.json(await sessionAnswer(services, issuedClaims(pair), pair.expiresIn), 200);
   });
 
   app.openapi({ ...signOut, middleware: session }, async (c) => {

@@ -144,6 +144,13 @@ function sameText(a: string, b: string): boolean {
   return difference === 0;
 }
 
+/** A refresh token is `<session id>.<secret>`; null when it is not shaped so. */
+export function refreshTokenParts(token: string): { sid: string; secret: string } | null {
+  const dot = token.indexOf('.');
+  const secret = token.slice(dot + 1);
+  return dot < 1 || !secret ? null : { sid: token.slice(0, dot), secret };
+}
+
 function randomToken(bytes = 32): string {
   return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
 }
@@ -218,10 +225,9 @@ export class Sessions {
    * again: a session started before a role change or disable (an older epoch) is ended, never refreshed.
    */
   async refresh(refreshToken: string): Promise<TokenPair> {
-    const dot = refreshToken.indexOf('.');
-    const sid = refreshToken.slice(0, dot);
-    const secret = refreshToken.slice(dot + 1);
-    if (dot < 1 || !secret) throw new UnauthorizedError('The refresh token is not valid.');
+    const parts = refreshTokenParts(refreshToken);
+    if (!parts) throw new UnauthorizedError('The refresh token is not valid.');
+    const { sid, secret } = parts;
     const hash = await sha256(secret);
     const next = randomToken();
     const now = new Date(this.options.clock.now());
