@@ -10,12 +10,14 @@ import type { Db } from 'mongodb';
 import type { ApiConfig } from '../shared/core/config.ts';
 import { ping } from '../shared/core/db.ts';
 import { type AppEnv, authenticate, rateLimitPerAdmin } from './auth.ts';
+import { consoleRoutes } from './console.ts';
 import { docsRoutes } from './docs.ts';
 import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';
 import { errorFields, type Logger } from './log.ts';
 import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { adminNameRoutes } from './routes/admin-names.ts';
 import { applicationPatchRoutes, isMergePatch, isMergePatchType, notMergePatch } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -240,10 +242,12 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   applicationRoutes(app, services);
   applicationPatchRoutes(app, services);
   documentRoutes(app, services);
+  adminNameRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);
   eventRoutes(app, services);
   docsRoutes(app);
+  consoleRoutes(app);
   options.extraRoutes?.(app);
 
   registerBearerAuth(app);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { loadDotEnv } from '../api/dotenv.ts';
 import { resolveEnvAliases } from '../shared/core/config.ts';
+import { writeConsoleAssets } from './build-console.ts';
 import { startEmbedded } from './mongo/embedded.ts';
 import { stopProcess } from './processes.ts';
 import { seedApplications } from './seed.ts';
@@ -18,6 +19,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const log = (line: string) => console.log(`[start] ${line}`);
 
 if (loadDotEnv()) log('read .env');
+await writeConsoleAssets();
+log('built the console');
 // MONGO_URI works as MONGO_URL, and a database name in its path as MONGO_DB, as in the API and workers.
 let settings: Record<string, string | undefined>;
 try {
@@ -105,6 +108,6 @@ process.on('SIGTERM', () => void shutdown(0));
 startChild('api', 'api/node.ts');
 startChild('approval worker', 'workers/approval/main.ts');
 startChild('OCR worker', 'workers/ocr/main.ts');
-log(`API: http://localhost:${port}  (docs: http://localhost:${port}/docs)`);
+log(`console: http://localhost:${port}/console/  API docs: http://localhost:${port}/docs`);
 if (!process.env.ADMIN_EMAIL)
   log(`login: ${demoAdmin.email} / ${demoAdmin.password} (demo admin, made if no admin exists)`);

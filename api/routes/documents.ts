@@ -124,8 +124,19 @@ const downloadRoute = createRoute({
   path: '/api/documents/{id}',
   tags: ['documents'],
   summary: 'Download a document, as the type its content showed',
+  description:
+    '`disposition=inline` shows it in the page (the console previews images and PDFs); the answer then carries ' +
+    'a Content-Security-Policy that lets it run nothing and be framed by this origin only.',
   ...signedIn('applications:read'),
-  request: { params: DocumentIdParam },
+  request: {
+    params: DocumentIdParam,
+    query: z.object({
+      disposition: z
+        .enum(['attachment', 'inline'])
+        .default('attachment')
+        .openapi({ description: 'attachment (a download, the default) or inline (a preview)' }),
+    }),
+  },
   responses: {
     200: {
       description: 'The document',
@@ -264,13 +275,15 @@ export function documentRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
 
   app.openapi(downloadRoute, async (c) => {
     const { id } = c.req.valid('param');
+    const { disposition } = c.req.valid('query');
     const found = await documents.get(id);
     if (!found) throw new HttpError(404, 'not_found', `Document ${id} not found.`);
     return c.body(documents.stream(id), 200, {
       'Content-Type': found.metadata.contentType,
       'Content-Length': String(found.metadata.size),
-      'Content-Disposition': `attachment; filename="${found.filename}"`,
+      'Content-Disposition': `${disposition}; filename="${found.filename}"`,
       'Cache-Control': 'private, no-store',
+      ...(disposition === 'inline' ? { 'Content-Security-Policy': "default-src 'none'; frame-ancestors 'self'" } : {}),
     });
   });
 

@@ -1,9 +1,11 @@
 // Starting an API entry as a child process and waiting until it answers, for tests and benchmarks.
 // Node-only. Each runtime's script (node.ts, deno.ts, workerd.ts) builds the command line.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sleep } from '../../shared/core/clock.ts';
+import { writeConsoleAssets } from '../build-console.ts';
 
 export const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -45,6 +47,7 @@ export interface SpawnSpec {
 
 /** Spawns the runtime in its own process group and resolves once readyPath answers 200. */
 export async function spawnRuntime(spec: SpawnSpec): Promise<RuntimeProcess> {
+  await writeConsoleAssets(); // the console is compiled into the API's bundle: the runtime serves this build
   const child: ChildProcess = spawn(spec.command, spec.args, {
     cwd: projectRoot,
     env: spec.env,

@@ -138,6 +138,12 @@ export class Admins {
     return admin as PublicAdmin | null;
   }
 
+  /** The names of these admins (ids that are no admin are left out): what screens show for an id. */
+  async names(ids: readonly string[]): Promise<{ id: string; name: string }[]> {
+    const found = await this.collection.find({ _id: { $in: [...ids] } }, { projection: { name: 1 } }).toArray();
+    return found.map((admin) => ({ id: admin._id, name: admin.name }));
+  }
+
   /** What sessions check at login and on every refresh. */
   async sessionState(id: string): Promise<AdminState | null> {
     const admin = await this.collection.findOne(

@@ -2,7 +2,7 @@
 // approver cannot disburse. Moving an application to a status needs `status:<target>`; whether the
 // move itself is legal is the state machine's business (shared/loans/applications.ts), not this table's.
 import { ForbiddenError } from '../core/errors.ts';
-import type { Role } from './sessions.ts';
+import type { Role } from './roles.ts';
 
 export const permissions = [
   'applications:read',

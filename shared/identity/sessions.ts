@@ -13,8 +13,9 @@ import { UnauthorizedError } from '../core/errors.ts';
 import { parseKeyList } from '../core/keys.ts';
 import type { Revocations } from './revocations.ts';
 
-export const roles = ['viewer', 'reviewer', 'approver', 'disburser', 'admin'] as const;
-export type Role = (typeof roles)[number];
+import { type Role, roles } from './roles.ts';
+
+export { type Role, roles };
 
 export interface AccessClaims {
   sub: string;

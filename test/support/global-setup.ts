@@ -1,5 +1,6 @@
 // Starts (or finds) the MongoDB target once for the whole run and hands its URL to every test file.
 import type { TestProject } from 'vitest/node';
+import { writeConsoleAssets } from '../../scripts/build-console.ts';
 import { startTarget, type TargetFeatures, type TargetKind } from '../../scripts/mongo/targets.ts';
 
 declare module 'vitest' {
@@ -11,6 +12,7 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject) {
   const log = (line: string) => process.stdout.write(`${line}\n`);
+  await writeConsoleAssets(); // the app imports the console's built assets
   const target = await startTarget(log);
   log(`MongoDB target: ${target.description}`);
   const missing = Object.entries(target.features)
