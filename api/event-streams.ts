@@ -130,6 +130,9 @@ export class EventStreams {
   readonly stats: StreamStats = { open: 0, sent: 0, dropped: 0 };
   private readonly perAdmin = new Map<string, number>();
   private readonly ends = new Set<() => void>();
+  /** Open streams whose sessions the sweep checks, and the sweep's timer while there are any. */
+  private readonly watched = new Map<ClientStream, StreamRequest>();
+  private sweep: ReturnType<typeof setInterval> | undefined;
   private readonly feed: ApplicationFeed;
   private readonly config: ApiConfig;
 
@@ -166,6 +169,7 @@ export class EventStreams {
       () => this.stats.sent++,
       (dropped) => {
         clearInterval(heartbeat);
+        this.unwatch(client);
         unsubscribe();
         request.signal.removeEventListener('abort', gone);
         this.ends.delete(end);
@@ -179,7 +183,8 @@ export class EventStreams {
     client.send(sseFrame.retry(), false);
     if (request.resume) this.resume(client, request.resume);
     unsubscribe = this.feed.subscribe((event) => client.send(sseFrame.event(event)));
-    heartbeat = setInterval(() => void this.beat(client, request), this.config.EVENTS_HEARTBEAT_MS);
+    heartbeat = setInterval(() => void this.beat(client), this.config.EVENTS_HEARTBEAT_MS);
+    this.watch(client, request);
     return client.body;
   }
 
@@ -190,18 +195,36 @@ export class EventStreams {
     } else for (const event of resume.replay) client.send(sseFrame.event(event));
   }
 
-  /** A heartbeat comment, after checking that the session still holds. */
-  private async beat(client: ClientStream, request: StreamRequest): Promise<void> {
-    try {
-      await request.recheck();
-    } catch (error) {
-      if (error instanceof UnauthorizedError) {
-        client.end(sseFrame.named('session_ended', { code: error.code }));
-        return;
-      }
-      // The database did not answer the revocation refresh: the session is not known to be over.
-    }
+  /** A heartbeat comment: it keeps proxies from closing an idle stream. */
+  private beat(client: ClientStream): void {
     client.send(sseFrame.heartbeat(), false);
+  }
+
+  private watch(client: ClientStream, request: StreamRequest): void {
+    this.watched.set(client, request);
+    this.sweep ??= setInterval(() => void this.checkSessions(), this.config.EVENTS_SESSION_CHECK_MS);
+  }
+
+  private unwatch(client: ClientStream): void {
+    this.watched.delete(client);
+    if (this.watched.size === 0) {
+      clearInterval(this.sweep);
+      this.sweep = undefined;
+    }
+  }
+
+  /** Ends, with `session_ended`, every stream whose session no longer holds (expired, revoked, disabled). */
+  private async checkSessions(): Promise<void> {
+    await Promise.all(
+      [...this.watched].map(async ([client, request]) => {
+        try {
+          await request.recheck();
+        } catch (error) {
+          if (error instanceof UnauthorizedError) client.end(sseFrame.named('session_ended', { code: error.code }));
+          // Otherwise the database did not answer the revocation refresh: the session is not known to be over.
+        }
+      }),
+    );
   }
 
   private count(adminId: string, delta: number): void {

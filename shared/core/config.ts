@@ -130,8 +130,14 @@ export const configSchema = z.object({
   /** How far back every instance keeps events in memory for Last-Event-ID resume (ms), at most EVENTS_HISTORY_MAX. */
   EVENTS_HISTORY_MS: int(0, 86_400_000).default(5 * 60_000),
   EVENTS_HISTORY_MAX: int(1, 1_000_000).default(50_000),
-  /** A heartbeat comment this often (ms); the session is checked again at each one. */
+  /** A heartbeat comment this often (ms). */
   EVENTS_HEARTBEAT_MS: int(10, 600_000).default(15_000),
+  /**
+   * Every open stream's session is checked again this often (ms), in one sweep per instance: a logout,
+   * a role change or a disabled admin ends the stream (`session_ended`) within this plus
+   * REVOCATION_STALENESS_MS, so a console open on it is signed out as fast as the API refuses its token.
+   */
+  EVENTS_SESSION_CHECK_MS: int(50, 600_000).default(1_000),
   /** Events a client has not yet taken; past this the client is dropped (it reconnects and resumes). */
   EVENTS_CLIENT_BUFFER: int(1, 100_000).default(1_000),
   /** Open event streams per admin per instance (429 past it), and per instance (503 past it). */

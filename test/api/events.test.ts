@@ -22,6 +22,7 @@ const settings = {
   EVENTS_SOURCE: 'poll',
   EVENTS_POLL_MS: '50',
   EVENTS_HEARTBEAT_MS: '100',
+  EVENTS_SESSION_CHECK_MS: '100',
   EVENTS_CLIENT_BUFFER: '5',
   EVENTS_MAX_PER_ADMIN: '2',
   EVENTS_MAX_STREAMS: '4',
@@ -290,7 +291,7 @@ describe('who gets events', () => {
     expect((await app.request('/api/events')).status).toBe(401);
   });
 
-  it('ends the stream with session_ended at the next heartbeat after logout, and sends heartbeats before', async () => {
+  it('ends the stream with session_ended at the next session check after logout, and sends heartbeats before', async () => {
     const token = await signIn(['viewer']);
     const client = await open(app, token);
     await vi.waitFor(() => expect(client.comments).toContain('heartbeat'));
