@@ -11,6 +11,7 @@ import { AdminsView } from './views/admins.tsx';
 import { ApplicationView } from './views/application.tsx';
 import { LiveBadge, Notice } from './views/common.tsx';
 import { LoginView } from './views/login.tsx';
+import { NewApplicationView } from './views/new-application.tsx';
 import { OperationsView } from './views/operations.tsx';
 import { QueueView } from './views/queue.tsx';
 
@@ -76,6 +77,9 @@ function Shell({ viewer, leave }: { viewer: Viewer; leave: () => void }) {
     [
       { keys: '?', label: 'Show the keyboard shortcuts', run: () => setHelp(true) },
       ...nav.map((item) => ({ keys: item.keys, label: `Go to ${item.label}`, run: () => go(item.hash) })),
+      ...(viewer.can('applications:create')
+        ? [{ keys: 'c', label: 'Create an application', run: () => go('#/new') }]
+        : []),
     ],
     [viewer],
   );
@@ -83,6 +87,7 @@ function Shell({ viewer, leave }: { viewer: Viewer; leave: () => void }) {
   let view = <QueueView viewer={viewer} query={query} />;
   if (application) view = <ApplicationView key={application} viewer={viewer} id={application} />;
   else if (path === '/operations' && viewer.can('queue:stats')) view = <OperationsView viewer={viewer} />;
+  else if (path === '/new' && viewer.can('applications:create')) view = <NewApplicationView />;
   else if (path === '/admins' && viewer.can('admins:manage')) view = <AdminsView viewer={viewer} />;
   return (
     <>

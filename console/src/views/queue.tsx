@@ -133,7 +133,14 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
 
   return (
     <section aria-labelledby="queue-title">
-      <h1 id="queue-title">Work queue</h1>
+      <div class="title-row">
+        <h1 id="queue-title">Work queue</h1>
+        {viewer.can('applications:create') && (
+          <a class="button" href="#/new" aria-keyshortcuts="c">
+            New application
+          </a>
+        )}
+      </div>
       <nav class="tabs" aria-label="Statuses">
         {['', ...statuses].map((value) => (
           <a
