@@ -68,7 +68,7 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
   const refresh = useThrottled(() => {
     void list.reload();
     void counts.reload();
-  }, 250);
+  }, 100);
   useEffect(
     () =>
       onChange((change) => {
