@@ -235,6 +235,45 @@ const listRoute = createRoute({
   },
 });
 
+const count = z.number().int().nonnegative();
+const StatusCounts = z
+  .object({
+    counts: z
+      .object(
+        Object.fromEntries(statuses.map((status) => [status, count])) as Record<
+          (typeof statuses)[number],
+          typeof count
+        >,
+      )
+      .openapi({ description: 'every status, 0 when none is in it' }),
+    total: count.openapi({ description: 'all applications' }),
+  })
+  .openapi('ApplicationCounts');
+
+const countsRoute = createRoute({
+  method: 'get',
+  path: '/api/applications/counts',
+  tags: ['applications'],
+  summary: 'How many applications are in each status',
+  description:
+    "One aggregate over the applications, served from the instance's memory for at most LIST_CACHE_MS (1 s by " +
+    'default) after it was sent, as the list pages are: a change shows here at most that long after its write, ' +
+    'at once on the instance that wrote it. Age and Cache-Status say how old the answer is and where it came from.',
+  ...signedIn('applications:read'),
+  responses: {
+    200: {
+      description: 'The counts',
+      headers: {
+        'Cache-Control': listFreshnessHeaders['Cache-Control'],
+        Age: listFreshnessHeaders.Age,
+        'Cache-Status': listFreshnessHeaders['Cache-Status'],
+      },
+      content: { 'application/json': { schema: StatusCounts } },
+    },
+    ...errorResponses(401, 403, 429),
+  },
+});
+
 const getRoute = createRoute({
   method: 'get',
   path: '/api/applications/{id}',
@@ -365,7 +404,7 @@ async function renderPage(applications: Applications, query: ListPageQuery, sign
 }
 
 /** RFC 9211: where this answer came from. ttl is whole seconds (the RFC's integer); detail has milliseconds. */
-function cacheStatus(read: CacheRead<CachedPage>, cacheOff: boolean): string {
+function cacheStatus(read: CacheRead<unknown>, cacheOff: boolean): string {
   if (cacheOff) return 'loan-admin; fwd=bypass';
   if (read.outcome === 'hit') {
     return `loan-admin; hit; ttl=${Math.floor(read.ttlMs / 1000)}; detail="ttl-ms=${Math.floor(read.ttlMs)}"`;
@@ -373,13 +412,17 @@ function cacheStatus(read: CacheRead<CachedPage>, cacheOff: boolean): string {
   return `loan-admin; fwd=miss${read.outcome === 'collapsed' ? '; collapsed' : ''}${read.stored ? '; stored' : ''}`;
 }
 
-function listHeaders(read: CacheRead<CachedPage>, now: number, cacheOff: boolean): Record<string, string> {
+/** How old a cached answer is and where it came from (Cache-Control, Age, Cache-Status). */
+function freshnessHeaders(read: CacheRead<unknown>, now: number, cacheOff: boolean): Record<string, string> {
   return {
-    ETag: read.value.etag,
     'Cache-Control': 'private, no-cache',
     Age: String(Math.max(0, Math.floor((now - read.sentAt) / 1000))),
     'Cache-Status': cacheStatus(read, cacheOff),
   };
+}
+
+function listHeaders(read: CacheRead<CachedPage>, now: number, cacheOff: boolean): Record<string, string> {
+  return { ETag: read.value.etag, ...freshnessHeaders(read, now, cacheOff) };
 }
 
 interface ListDeps {
@@ -435,6 +478,14 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
   });
 
   app.openapi(listRoute, listHandler({ applications, listCache, services }));
+
+  // Registered before /api/applications/{id}, which would otherwise take `counts` for an id (400).
+  app.openapi(countsRoute, async (c) => {
+    const read = await listCache.counts((signal) => applications.countsByStatus(signal), c.req.raw.signal);
+    const headers = freshnessHeaders(read, services.clock.now(), services.config.LIST_CACHE_MS === 0);
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    return c.json(read.value, 200);
+  });
 
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');

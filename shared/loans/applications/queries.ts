@@ -81,6 +81,12 @@ export const applicationQueries = {
   },
   listOrder: (field: SortField, dir: 1 | -1): Sort => ({ [field]: dir, _id: dir }),
   countByStatus: (status: ApplicationStatus): Filter<ApplicationDoc> => ({ status }),
+  /**
+   * Every status's count in one pass: a group on status. MongoDB can answer it from the {status, ...}
+   * indexes (DISTINCT_SCAN is not used for $sum, so it walks the status_createdAt keys: O(applications),
+   * no documents fetched); the offline server scans the collection.
+   */
+  countsByStatus: [{ $group: { _id: '$status', count: { $sum: 1 } } }] as const,
   /** Changes stamped at or after the checkpoint, past (at, id) when paging through them. */
   changedFrom: (from: Date, after?: { at: Date; id: string }): Filter<ApplicationDoc> =>
     after

@@ -12,7 +12,7 @@ import { AuditLog } from '../audit.ts';
 import { encodeCursor, listPlan } from './cursors.ts';
 import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
 import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
-import type { ApplicationListCache } from './list-cache.ts';
+import type { ApplicationListCache, StatusCounts } from './list-cache.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
 import { APPLICATIONS_COLLECTION, applicationQueries, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
@@ -413,6 +413,21 @@ export class Applications {
    */
   async count(status?: ApplicationStatus): Promise<number> {
     return (await this.countRead(status)).value;
+  }
+
+  /** How many applications are in each status (every status named, 0 when none) and their sum: one aggregate. */
+  async countsByStatus(signal?: AbortSignal): Promise<StatusCounts> {
+    const groups = await this.collection
+      .aggregate<{ _id: unknown; count: number }>([...applicationQueries.countsByStatus], signal ? { signal } : {})
+      .toArray();
+    const counts = Object.fromEntries(statuses.map((status) => [status, 0])) as Record<ApplicationStatus, number>;
+    let total = 0;
+    for (const { _id, count } of groups) {
+      // A status this code does not know (none is written) still counts in the total.
+      if (typeof _id === 'string' && _id in counts) counts[_id as ApplicationStatus] = count;
+      total += count;
+    }
+    return { counts, total };
   }
 
   private countRead(status?: ApplicationStatus): Promise<{ value: number; sentAt: number }> {
