@@ -16,6 +16,7 @@ import { errorFields, type Logger } from './log.ts';
 import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { applicationAuditRoutes } from './routes/application-audit.ts';
 import { applicationPatchRoutes, isMergePatch, isMergePatchType, notMergePatch } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -239,6 +240,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   consoleSessionRoutes(app, services, clientAddress);
   applicationRoutes(app, services);
   applicationPatchRoutes(app, services);
+  applicationAuditRoutes(app, services);
   documentRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);

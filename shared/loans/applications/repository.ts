@@ -220,6 +220,15 @@ export class Applications {
     });
   }
 
+  /** Whether the application exists (reads its _id only). */
+  async exists(id: string, signal?: AbortSignal): Promise<boolean> {
+    const found = await this.collection.findOne(applicationQueries.byId(id), {
+      projection: { _id: 1 },
+      ...(signal ? { signal } : {}),
+    });
+    return found !== null;
+  }
+
   /**
    * Applies `change` if the preconditions hold and the change is legal, in one findOneAndUpdate. On a miss,
    * one read tells why, in this order: NotFoundError, PreconditionFailedError (If-Match), ConflictError
