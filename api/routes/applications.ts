@@ -99,10 +99,24 @@ const ListQuery = z
     limit: z.coerce.number().int().min(1).max(200).default(50),
     status: z.enum(statuses).optional(),
     sort: z.enum(sortOptions).optional().openapi({ description: 'field, `-` for descending; default -createdAt' }),
+    q: z
+      .string()
+      .trim()
+      .min(1)
+      .max(100)
+      .regex(/^[^\p{Cc}]*$/u, 'no control characters')
+      .optional()
+      .openapi({
+        description:
+          'search, trimmed: an application id (APP-...) matches that application; anything else is a ' +
+          "case-insensitive prefix of the applicant's name (regular-expression characters match themselves). " +
+          'Combines with status, sort, page and cursor (a cursor carries its q)',
+        example: 'ada',
+      }),
     cursor: z
       .string()
       .min(1)
-      .max(512)
+      .max(1024)
       .optional()
       .openapi({ description: 'cursor mode: the nextCursor of the previous answer' }),
     total: z.enum(['true', 'false']).default('true').openapi({ description: 'page mode: false skips the count' }),
@@ -221,7 +235,12 @@ const listRoute = createRoute({
     'the instance that wrote it). A total may be reused for LIST_TOTAL_CACHE_MS. Age and Cache-Status say ' +
     'how old the answer is and where it came from. Every answer carries an ETag (a hash of the body): send it ' +
     'in If-None-Match and an unchanged page answers 304 with no body. Permissions are checked on every ' +
-    'request, whatever the instance holds.',
+    'request, whatever the instance holds.\n\n' +
+    'Search (q): a search is cached like any page, keyed by its trimmed q with the rest of the query (so ' +
+    'admins repeating a search within LIST_CACHE_MS share one query, and each search is one entry among ' +
+    'LIST_CACHE_MAX_ENTRIES); its total is counted with its page, never reused from the per-status totals. A ' +
+    'name search reads the list in its sort order and checks each application (no index holds the name): cheap ' +
+    'when many match, a scan of the collection (or of the status) when few do, and its total is always a scan.',
   ...signedIn('applications:read'),
   request: { query: ListQuery, headers: IfNoneMatchHeader },
   responses: {
@@ -441,6 +460,7 @@ function listHandler({ applications, listCache, services }: ListDeps): RouteHand
     const key: ListPageQuery = {
       status: query.status,
       sort: query.sort,
+      ...(query.q === undefined ? {} : { q: query.q }),
       limit: query.limit,
       ...(cursorMode ? { cursor: query.cursor } : { page: query.page ?? 1 }),
       withTotal: !cursorMode && query.total === 'true',

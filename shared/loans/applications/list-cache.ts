@@ -24,6 +24,8 @@ export interface ApplicationChange {
 export interface ListPageQuery {
   status?: ApplicationStatus;
   sort?: SortOption;
+  /** A search (trimmed): part of the key, so each search has pages of its own. */
+  q?: string;
   limit: number;
   page?: number;
   cursor?: string;
@@ -76,6 +78,7 @@ export class ApplicationListCache {
     const key = JSON.stringify([
       plan.status ?? null,
       plan.sort,
+      plan.q ?? null,
       query.cursor ?? null,
       plan.skip,
       query.limit,

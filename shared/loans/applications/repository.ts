@@ -41,6 +41,8 @@ import {
 export interface ListQuery {
   status?: ApplicationStatus;
   sort?: SortOption;
+  /** A search: an application id, or a case-insensitive prefix of the applicant's name. */
+  q?: string;
   limit: number;
   /** Page mode (skip); ignored with a cursor. */
   page?: number;
@@ -391,12 +393,12 @@ export class Applications {
   }
 
   async list(query: ListQuery): Promise<ListResult> {
-    const { sort, status, after, skip } = listPlan(query);
+    const { sort, status, q, after, skip } = listPlan(query);
     const { field, dir } = parseSort(sort);
     const sentAt = this.clock.now();
     // One more than asked tells whether a next page exists, without a count.
     const page = this.collection
-      .find(applicationQueries.list(status, after), {
+      .find(applicationQueries.list(status, after, q), {
         projection: applicationQueries.publicProjection,
         ...(query.signal ? { signal: query.signal } : {}),
       })
@@ -404,15 +406,20 @@ export class Applications {
       .skip(skip)
       .limit(query.limit + 1)
       .toArray();
-    const [docs, total] = await Promise.all([page, query.withTotal ? this.countRead(status) : undefined]);
+    const total = query.withTotal
+      ? q === undefined
+        ? this.countRead(status)
+        : this.countSearch(status, q)
+      : undefined;
+    const [docs, counted] = await Promise.all([page, total]);
     const items = docs.slice(0, query.limit);
     const last = items.at(-1);
     const nextCursor =
       docs.length > query.limit && last
-        ? encodeCursor({ s: sort, st: status ?? null, v: last[field].getTime(), i: last._id })
+        ? encodeCursor({ s: sort, st: status ?? null, v: last[field].getTime(), i: last._id, ...(q ? { q } : {}) })
         : null;
-    const readAt = total ? Math.min(sentAt, total.sentAt) : sentAt;
-    return { items, nextCursor, readAt, ...(total === undefined ? {} : { total: total.value }) };
+    const readAt = counted ? Math.min(sentAt, counted.sentAt) : sentAt;
+    return { items, nextCursor, readAt, ...(counted === undefined ? {} : { total: counted.value }) };
   }
 
   /**
@@ -422,6 +429,15 @@ export class Applications {
    */
   async count(status?: ApplicationStatus): Promise<number> {
     return (await this.countRead(status)).value;
+  }
+
+  /** A search's total: counted with its page (never from the totals, which are per status only); a scan. */
+  private async countSearch(
+    status: ApplicationStatus | undefined,
+    q: string,
+  ): Promise<{ value: number; sentAt: number }> {
+    const sentAt = this.clock.now();
+    return { value: await this.collection.countDocuments(applicationQueries.list(status, undefined, q)), sentAt };
   }
 
   /** How many applications are in each status (every status named, 0 when none) and their sum: one aggregate. */

@@ -65,6 +65,17 @@ export interface ChecklistItem {
   at: Date;
 }
 
+/**
+ * A list's search (q): an application id matches that application, anything else is a case-insensitive
+ * prefix of the applicant's name. Trimmed, 1 to 100 characters, no control characters.
+ */
+export const searchSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .max(100)
+  .regex(/^[^\p{Cc}]*$/u, 'no control characters');
+
 export const sortOptions = ['-createdAt', 'createdAt', '-updatedAt', 'updatedAt'] as const;
 export type SortOption = (typeof sortOptions)[number];
 export type SortField = 'createdAt' | 'updatedAt';
