@@ -24,6 +24,7 @@ import { consoleSessionRoutes } from './routes/console-session.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
 import { eventRoutes } from './routes/events.ts';
 import { ledgerRoutes } from './routes/ledger.ts';
+import { presenceRoutes } from './routes/presence.ts';
 import type { Services } from './services.ts';
 
 export type { AppEnv } from './auth.ts';
@@ -84,6 +85,7 @@ const sessionGroups = [
   '/api/admin/*',
   '/api/admins/*',
   '/api/ledger/*',
+  '/api/presence',
 ];
 /** Routes that need a session but are not counted against the budget (so an admin can always log out). */
 const sessionOnly = ['/api/auth/logout', '/api/auth/logout-all', '/api/auth/me'];
@@ -244,6 +246,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   documentRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);
+  presenceRoutes(app, services);
   eventRoutes(app, services);
   docsRoutes(app);
   options.extraRoutes?.(app);
