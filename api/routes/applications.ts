@@ -104,7 +104,9 @@ const ListQuery = z
       .trim()
       .min(1)
       .max(100)
-      .regex(/^[^\p{Cc}]*$/u, 'no control characters')
+      // Control characters (C0, DEL, C1) spelled out: JSON Schema tools do not all read \p{Cc}.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+      .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters')
       .optional()
       .openapi({
         description:

@@ -74,7 +74,9 @@ export const searchSchema = z
   .trim()
   .min(1)
   .max(100)
-  .regex(/^[^\p{Cc}]*$/u, 'no control characters');
+  // Control characters (C0, DEL, C1) spelled out: JSON Schema tools do not all read \p{Cc}.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters');
 
 export const sortOptions = ['-createdAt', 'createdAt', '-updatedAt', 'updatedAt'] as const;
 export type SortOption = (typeof sortOptions)[number];
