@@ -18,6 +18,7 @@ import { registerBearerAuth } from './openapi.ts';
 import { loadShedding } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { adminNameRoutes } from './routes/admin-names.ts';
+import { applicationAuditRoutes } from './routes/application-audit.ts';
 import { applicationPatchRoutes, isMergePatch, isMergePatchType, notMergePatch } from './routes/application-patch.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -25,6 +26,7 @@ import { consoleSessionRoutes } from './routes/console-session.ts';
 import { documentRoutes, isDocumentUpload } from './routes/documents.ts';
 import { eventRoutes } from './routes/events.ts';
 import { ledgerRoutes } from './routes/ledger.ts';
+import { presenceRoutes } from './routes/presence.ts';
 import type { Services } from './services.ts';
 
 export type { AppEnv } from './auth.ts';
@@ -85,6 +87,7 @@ const sessionGroups = [
   '/api/admin/*',
   '/api/admins/*',
   '/api/ledger/*',
+  '/api/presence',
 ];
 /** Routes that need a session but are not counted against the budget (so an admin can always log out). */
 const sessionOnly = ['/api/auth/logout', '/api/auth/logout-all', '/api/auth/me'];
@@ -241,10 +244,12 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
   consoleSessionRoutes(app, services, clientAddress);
   applicationRoutes(app, services);
   applicationPatchRoutes(app, services);
+  applicationAuditRoutes(app, services);
   documentRoutes(app, services);
   adminNameRoutes(app, services);
   adminRoutes(app, services);
   ledgerRoutes(app, services);
+  presenceRoutes(app, services);
   eventRoutes(app, services);
   docsRoutes(app);
   consoleRoutes(app);

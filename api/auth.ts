@@ -85,6 +85,25 @@ export function requirePermission(c: Context<AppEnv>, permission: Permission): v
   }
 }
 
+/** 403 unless the authenticated admin's roles grant at least one of `permissions`. */
+export function requireAnyPermission(c: Context<AppEnv>, permissions: readonly Permission[]): void {
+  const auth = c.get('auth');
+  if (!permissions.some((permission) => can(auth.roles, permission))) {
+    throw new HttpError(
+      403,
+      'forbidden',
+      `Your roles (${auth.roles.join(', ')}) allow none of ${permissions.join(', ')}.`,
+    );
+  }
+}
+
+export function authorizeAny(permissions: readonly Permission[]): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    requireAnyPermission(c, permissions);
+    await next();
+  };
+}
+
 export function authorize(permission: Permission): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     requirePermission(c, permission);

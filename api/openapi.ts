@@ -3,7 +3,7 @@
 import { type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Permission } from '../shared/identity/rbac.ts';
 import { applicationIdSchema } from '../shared/loans/applications.ts';
-import { ACCESS_COOKIE, type AppEnv, authorize, CSRF_HEADER } from './auth.ts';
+import { ACCESS_COOKIE, type AppEnv, authorize, authorizeAny, CSRF_HEADER } from './auth.ts';
 
 export const ErrorBody = z
   .object({
@@ -69,6 +69,12 @@ export function registerBearerAuth(app: OpenAPIHono<AppEnv>): void {
 export const signedIn = (permission: Permission) => ({
   security: bearerSecurity,
   middleware: authorize(permission),
+});
+
+/** As signedIn, for a route any one of several permissions opens. */
+export const signedInAny = (permissions: readonly Permission[]) => ({
+  security: bearerSecurity,
+  middleware: authorizeAny(permissions),
 });
 
 /** A route documented as Bearer-secured whose session is checked by the path's own middleware. */

@@ -21,6 +21,7 @@ import { ApplicationListCache, applicationIndexes } from '../shared/loans/applic
 import { auditIndexes } from '../shared/loans/audit.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
 import { ledgerIndexes } from '../shared/loans/ledger.ts';
+import { Presence, presenceIndexes } from '../shared/loans/presence.ts';
 import { EventStreams } from './event-streams.ts';
 import { createLogger, errorFields, type Logger } from './log.ts';
 
@@ -52,6 +53,8 @@ export interface Services {
    * change at once; the feed drops them for changes made elsewhere (other instances, the workers).
    */
   listCache: ApplicationListCache;
+  /** Who is editing which application: marks with an expiry, read through a 1 s per-instance cache. */
+  presence: Presence;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -65,6 +68,7 @@ export const apiIndexes: IndexPlan[] = [
   auditIndexes,
   ...documentIndexes,
   ledgerIndexes,
+  presenceIndexes,
 ];
 
 const LOGIN_WINDOW_MS = 15 * 60_000;
@@ -126,6 +130,7 @@ export async function createServices(
     locks: new LockManager(db, { ttlMs: config.LEASE_TTL_MS }),
     queue: new Queue(db, { clock }),
     listCache,
+    presence: new Presence(db, { clock, ttlMs: config.PRESENCE_TTL_MS }),
     ...loginLimiters(db, config, clock),
     apiLimiter: new (options.exactApiLimit ? ExactRateLimiter : SharedRateLimiter)(db, {
       name: 'api',

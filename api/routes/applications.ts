@@ -99,10 +99,26 @@ const ListQuery = z
     limit: z.coerce.number().int().min(1).max(200).default(50),
     status: z.enum(statuses).optional(),
     sort: z.enum(sortOptions).optional().openapi({ description: 'field, `-` for descending; default -createdAt' }),
+    q: z
+      .string()
+      .trim()
+      .min(1)
+      .max(100)
+      // Control characters (C0, DEL, C1) spelled out: JSON Schema tools do not all read \p{Cc}.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+      .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters')
+      .optional()
+      .openapi({
+        description:
+          'search, trimmed: an application id (APP-...) matches that application; anything else is a ' +
+          "case-insensitive prefix of the applicant's name (regular-expression characters match themselves). " +
+          'Combines with status, sort, page and cursor (a cursor carries its q)',
+        example: 'ada',
+      }),
     cursor: z
       .string()
       .min(1)
-      .max(512)
+      .max(1024)
       .optional()
       .openapi({ description: 'cursor mode: the nextCursor of the previous answer' }),
     total: z.enum(['true', 'false']).default('true').openapi({ description: 'page mode: false skips the count' }),
@@ -221,7 +237,12 @@ const listRoute = createRoute({
     'the instance that wrote it). A total may be reused for LIST_TOTAL_CACHE_MS. Age and Cache-Status say ' +
     'how old the answer is and where it came from. Every answer carries an ETag (a hash of the body): send it ' +
     'in If-None-Match and an unchanged page answers 304 with no body. Permissions are checked on every ' +
-    'request, whatever the instance holds.',
+    'request, whatever the instance holds.\n\n' +
+    'Search (q): a search is cached like any page, keyed by its trimmed q with the rest of the query (so ' +
+    'admins repeating a search within LIST_CACHE_MS share one query, and each search is one entry among ' +
+    'LIST_CACHE_MAX_ENTRIES); its total is counted with its page, never reused from the per-status totals. A ' +
+    'name search reads the list in its sort order and checks each application (no index holds the name): cheap ' +
+    'when many match, a scan of the collection (or of the status) when few do, and its total is always a scan.',
   ...signedIn('applications:read'),
   request: { query: ListQuery, headers: IfNoneMatchHeader },
   responses: {
@@ -232,6 +253,45 @@ const listRoute = createRoute({
     },
     304: { description: 'Not modified: the ETag you sent is this page now', headers: listFreshnessHeaders },
     ...errorResponses(400, 401, 403, 429),
+  },
+});
+
+const count = z.number().int().nonnegative();
+const StatusCounts = z
+  .object({
+    counts: z
+      .object(
+        Object.fromEntries(statuses.map((status) => [status, count])) as Record<
+          (typeof statuses)[number],
+          typeof count
+        >,
+      )
+      .openapi({ description: 'every status, 0 when none is in it' }),
+    total: count.openapi({ description: 'all applications' }),
+  })
+  .openapi('ApplicationCounts');
+
+const countsRoute = createRoute({
+  method: 'get',
+  path: '/api/applications/counts',
+  tags: ['applications'],
+  summary: 'How many applications are in each status',
+  description:
+    "One aggregate over the applications, served from the instance's memory for at most LIST_CACHE_MS (1 s by " +
+    'default) after it was sent, as the list pages are: a change shows here at most that long after its write, ' +
+    'at once on the instance that wrote it. Age and Cache-Status say how old the answer is and where it came from.',
+  ...signedIn('applications:read'),
+  responses: {
+    200: {
+      description: 'The counts',
+      headers: {
+        'Cache-Control': listFreshnessHeaders['Cache-Control'],
+        Age: listFreshnessHeaders.Age,
+        'Cache-Status': listFreshnessHeaders['Cache-Status'],
+      },
+      content: { 'application/json': { schema: StatusCounts } },
+    },
+    ...errorResponses(401, 403, 429),
   },
 });
 
@@ -365,7 +425,7 @@ async function renderPage(applications: Applications, query: ListPageQuery, sign
 }
 
 /** RFC 9211: where this answer came from. ttl is whole seconds (the RFC's integer); detail has milliseconds. */
-function cacheStatus(read: CacheRead<CachedPage>, cacheOff: boolean): string {
+function cacheStatus(read: CacheRead<unknown>, cacheOff: boolean): string {
   if (cacheOff) return 'loan-admin; fwd=bypass';
   if (read.outcome === 'hit') {
     return `loan-admin; hit; ttl=${Math.floor(read.ttlMs / 1000)}; detail="ttl-ms=${Math.floor(read.ttlMs)}"`;
@@ -373,13 +433,17 @@ function cacheStatus(read: CacheRead<CachedPage>, cacheOff: boolean): string {
   return `loan-admin; fwd=miss${read.outcome === 'collapsed' ? '; collapsed' : ''}${read.stored ? '; stored' : ''}`;
 }
 
-function listHeaders(read: CacheRead<CachedPage>, now: number, cacheOff: boolean): Record<string, string> {
+/** How old a cached answer is and where it came from (Cache-Control, Age, Cache-Status). */
+function freshnessHeaders(read: CacheRead<unknown>, now: number, cacheOff: boolean): Record<string, string> {
   return {
-    ETag: read.value.etag,
     'Cache-Control': 'private, no-cache',
     Age: String(Math.max(0, Math.floor((now - read.sentAt) / 1000))),
     'Cache-Status': cacheStatus(read, cacheOff),
   };
+}
+
+function listHeaders(read: CacheRead<CachedPage>, now: number, cacheOff: boolean): Record<string, string> {
+  return { ETag: read.value.etag, ...freshnessHeaders(read, now, cacheOff) };
 }
 
 interface ListDeps {
@@ -398,6 +462,7 @@ function listHandler({ applications, listCache, services }: ListDeps): RouteHand
     const key: ListPageQuery = {
       status: query.status,
       sort: query.sort,
+      ...(query.q === undefined ? {} : { q: query.q }),
       limit: query.limit,
       ...(cursorMode ? { cursor: query.cursor } : { page: query.page ?? 1 }),
       withTotal: !cursorMode && query.total === 'true',
@@ -435,6 +500,14 @@ export function applicationRoutes(app: OpenAPIHono<AppEnv>, services: Services) 
   });
 
   app.openapi(listRoute, listHandler({ applications, listCache, services }));
+
+  // Registered before /api/applications/{id}, which would otherwise take `counts` for an id (400).
+  app.openapi(countsRoute, async (c) => {
+    const read = await listCache.counts((signal) => applications.countsByStatus(signal), c.req.raw.signal);
+    const headers = freshnessHeaders(read, services.clock.now(), services.config.LIST_CACHE_MS === 0);
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    return c.json(read.value, 200);
+  });
 
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');

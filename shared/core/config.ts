@@ -58,6 +58,11 @@ export const configSchema = z.object({
   LIST_CACHE_MS: int(0, 60_000).default(1_000),
   /** List pages an instance keeps at most; the oldest is evicted first. */
   LIST_CACHE_MAX_ENTRIES: int(1, 100_000).default(1_000),
+  /**
+   * How long an admin's "editing this application" mark lasts without renewal (ms); the console renews it
+   * every few seconds (PUT /api/applications/{id}/presence).
+   */
+  PRESENCE_TTL_MS: int(1_000, 600_000).default(15_000),
   /** Page mode skips at most this many rows ((page - 1) * limit); deeper pages get 400 and must use a cursor. */
   LIST_MAX_SKIP: int(0, 10_000_000).default(10_000),
   /**

@@ -13,6 +13,8 @@ export const permissions = [
   'status:rejected',
   'status:disbursed',
   'queue:stats',
+  // Moving a dead-lettered job back to waiting (POST /api/admin/jobs/{id}/retry): reruns work, admins only.
+  'queue:retry',
   'admins:manage',
 ] as const;
 export type Permission = (typeof permissions)[number];

@@ -10,6 +10,7 @@ export {
   type CachedPage,
   type ListCacheOptions,
   type ListPageQuery,
+  type StatusCounts,
 } from './applications/list-cache.ts';
 export * from './applications/merge.ts';
 export {

@@ -39,9 +39,18 @@ export const auditIndexes: IndexPlan = {
 };
 
 export const auditQueries = {
-  ofApplication: (applicationId: string) => ({ applicationId }),
+  /** An application's entries, after a version when paging (the by_application index serves both). */
+  ofApplication: (applicationId: string, afterVersion?: number) =>
+    afterVersion === undefined ? { applicationId } : { applicationId, version: { $gt: afterVersion } },
   historyOrder: { version: 1 } as const,
 };
+
+export interface HistoryPage {
+  /** At most `limit` entries after `afterVersion`, oldest (lowest version) first. */
+  limit?: number;
+  afterVersion?: number;
+  signal?: AbortSignal;
+}
 
 export class AuditLog {
   readonly collection: Collection<AuditEntry>;
@@ -60,7 +69,12 @@ export class AuditLog {
     }
   }
 
-  async history(applicationId: string): Promise<AuditEntry[]> {
-    return this.collection.find(auditQueries.ofApplication(applicationId)).sort(auditQueries.historyOrder).toArray();
+  /** The application's entries by version, oldest first; all of them unless a page is asked for. */
+  async history(applicationId: string, page: HistoryPage = {}): Promise<AuditEntry[]> {
+    const cursor = this.collection
+      .find(auditQueries.ofApplication(applicationId, page.afterVersion), page.signal ? { signal: page.signal } : {})
+      .sort(auditQueries.historyOrder);
+    if (page.limit !== undefined) cursor.limit(page.limit);
+    return cursor.toArray();
   }
 }

@@ -582,6 +582,7 @@ describe('role escalation through every mutating route', () => {
       'PATCH /api/admins/{id}': { roles: ['admin'] },
       'POST /api/auth/login': { email: 'evil@example.com', password: 'x', roles: ['admin'] },
       'POST /api/auth/refresh': { refreshToken: 'x.y', roles: ['admin'] },
+      'PUT /api/applications/{id}/presence': { editing: true, adminId: ids.admin, roles: ['admin'] },
     };
     const operations: { method: string; path: string; body?: unknown }[] = [];
     for (const [template, methods] of Object.entries(spec.paths)) {
@@ -619,7 +620,8 @@ describe('role escalation through every mutating route', () => {
       ).toBe(true);
     }
     // Session routes change only the caller's own session: they are not escalation paths. Upload is a
-    // reviewer's right (applications:edit), so for a reviewer it is not one either.
+    // reviewer's right (applications:edit), so for a reviewer it is not one either; nor is saying (or
+    // unsaying) that they are editing an application (presence), which marks only the caller.
     const own = new Set([
       '/api/auth/logout',
       '/api/auth/logout-all',
@@ -631,7 +633,7 @@ describe('role escalation through every mutating route', () => {
       for (const role of ['viewer', 'reviewer'] as const) {
         for (const operation of operations) {
           if (own.has(operation.path)) continue;
-          if (role === 'reviewer' && operation.path.endsWith('/documents')) continue;
+          if (role === 'reviewer' && /\/(documents|presence)$/.test(operation.path)) continue;
           for (const headers of tricks) {
             const reply = await call(app, tokens[role], operation.method, operation.path, {
               body: operation.body,

@@ -2,6 +2,6 @@
 export type { BackoffOptions, Job, JobDocument, JobError, JobInfo, JobOptions, JobState } from './job.ts';
 export { backoffDelay } from './job.ts';
 export { JOBS_COLLECTION, queueIndexes, queueIndexPlan } from './plans.ts';
-export { Queue, type QueueOptions, type QueueStats } from './queue.ts';
+export { Queue, type QueueOptions, type QueueStats, type RetryDeadOutcome } from './queue.ts';
 export type { WakeUp } from './wake-up.ts';
 export { type Handler, Worker, type WorkerCounters, type WorkerOptions } from './worker.ts';

@@ -49,6 +49,10 @@ export interface JobDocument<Data = unknown, Result = unknown> {
   finishedAt: Date | null;
   result?: Result;
   lastError: JobError | null;
+  /** Times an admin moved it back from the dead letters (Queue.retryDead), the last one by whom and when. */
+  retries?: number;
+  retriedBy?: string;
+  retriedAt?: Date;
 }
 
 const MAX_PRIORITY = 2_097_152; // BullMQ's limit (2^21)
@@ -114,6 +118,10 @@ export interface JobInfo<Data = unknown, Result = unknown> extends Job<Data> {
   finishedAt: Date | null;
   result: Result | undefined;
   lastError: JobError | null;
+  /** Times it was moved back from the dead letters; 0 when never. */
+  retries: number;
+  retriedBy: string | null;
+  retriedAt: Date | null;
 }
 
 export function toJob<Data>(doc: JobDocument): Job<Data> {
@@ -144,6 +152,9 @@ export function toJobInfo<Data, Result>(doc: JobDocument, now: number): JobInfo<
     finishedAt: doc.finishedAt,
     result: doc.result as Result | undefined,
     lastError: doc.lastError,
+    retries: doc.retries ?? 0,
+    retriedBy: doc.retriedBy ?? null,
+    retriedAt: doc.retriedAt ?? null,
   };
 }
 

@@ -7,7 +7,7 @@
 // whose lease expired and was re-claimed changes nothing.
 import type { Filter, IndexDescription, Sort, UpdateFilter } from 'mongodb';
 import type { IndexPlan } from '../../core/db.ts';
-import type { JobDocument, JobError } from './job.ts';
+import type { JobDocument, JobError, JobState } from './job.ts';
 
 export const JOBS_COLLECTION = 'jobs';
 
@@ -110,6 +110,43 @@ export function failUpdate(token: string, error: JobError, countsAsAttempt: bool
 /** Back to waiting, due at once (runAt unchanged), without consuming an attempt. */
 export function releaseUpdate(token: string): UpdateFilter<JobDocument> {
   return { $set: { state: 'waiting', lockToken: token, lockedUntil: null, lockedBy: null } };
+}
+
+/** Jobs in one state (optionally of one name): the claim_due index's {state, name} prefix finds them. */
+export function inStateFilter(state: JobState, name?: string): Filter<JobDocument> {
+  return name === undefined ? { state } : { state, name };
+}
+
+/**
+ * The order a listing of one state shows: the dead letters newest failure first (sorted in memory: there
+ * are few, and an index on finishedAt would cost every job's completion a key write), the others as claimed.
+ */
+export function listOrder(state: JobState): Sort {
+  return state === 'failed' ? { finishedAt: -1, _id: 1 } : claimOrder;
+}
+
+/**
+ * A dead letter back to waiting, due at `runAt` (now), with all its attempts again (attemptsMade 0; its
+ * backoff unchanged). Written with fencedFilter on the token read from the failed job: every transition
+ * writes a fresh token, so of two admins retrying the same failure one matches, and a failure that was
+ * retried, ran and failed again meanwhile is not retried on the strength of the old read. The last error
+ * stays until the next outcome replaces it.
+ */
+export function requeueDeadUpdate(token: string, runAt: Date, by: string): UpdateFilter<JobDocument> {
+  return {
+    $set: {
+      state: 'waiting',
+      lockToken: token,
+      runAt,
+      attemptsMade: 0,
+      lockedUntil: null,
+      lockedBy: null,
+      finishedAt: null,
+      retriedBy: by,
+      retriedAt: runAt,
+    },
+    $inc: { retries: 1 },
+  };
 }
 
 /**

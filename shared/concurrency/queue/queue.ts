@@ -5,7 +5,7 @@ import { ServerClock } from '../../core/clock.ts';
 import { isDuplicateKeyError, onlyDuplicateKeyErrors } from '../../core/db.ts';
 import { ValidationError } from '../../core/errors.ts';
 import { type JobDocument, type JobInfo, type JobOptions, type JobState, parseJobOptions, toJobInfo } from './job.ts';
-import { JOBS_COLLECTION, statsPipeline } from './plans.ts';
+import { fencedFilter, inStateFilter, JOBS_COLLECTION, listOrder, requeueDeadUpdate, statsPipeline } from './plans.ts';
 
 export interface QueueStats {
   /** Waiting, including delayed (queue-stats' `pending`). */
@@ -21,6 +21,13 @@ export interface QueueStats {
   oldestWaitingAgeMs: number;
   byName: Record<string, { waiting: number; delayed: number; active: number; completed: number; failed: number }>;
 }
+
+/** What retryDead did: re-queued the job, found none, or found it not (or no longer) dead-lettered. */
+export type RetryDeadOutcome =
+  | { outcome: 'retried'; job: JobInfo }
+  | { outcome: 'not_found' }
+  | { outcome: 'not_dead'; job: JobInfo }
+  | { outcome: 'changed'; job: JobInfo };
 
 export interface QueueOptions {
   collection?: string;
@@ -109,6 +116,38 @@ export class Queue {
   async getJob<Data = unknown, Result = unknown>(id: string): Promise<JobInfo<Data, Result> | null> {
     const doc = await this.collection.findOne({ _id: id });
     return doc ? toJobInfo<Data, Result>(doc, await this.now()) : null;
+  }
+
+  /** Up to `limit` jobs in `state` (of `name` if given): dead letters ('failed') newest failure first, else in claim order. */
+  async list<Data = unknown>(query: { state: JobState; name?: string; limit: number; signal?: AbortSignal }) {
+    const docs = await this.collection
+      .find(inStateFilter(query.state, query.name), query.signal ? { signal: query.signal } : {})
+      .sort(listOrder(query.state))
+      .limit(query.limit)
+      .toArray();
+    const now = await this.now();
+    return docs.map((doc) => toJobInfo<Data, unknown>(doc, now));
+  }
+
+  /**
+   * Moves a dead-lettered job back to waiting, due now, with its attempts reset: one read, then a
+   * compare-and-swap on the token that read saw (so of concurrent retries of one failure exactly one
+   * re-queues it; the others get 'not_dead' or, if it failed again meanwhile, 'changed').
+   */
+  async retryDead(id: string, by: string): Promise<RetryDeadOutcome> {
+    const now = await this.now();
+    const doc = await this.collection.findOne({ _id: id });
+    if (!doc) return { outcome: 'not_found' };
+    if (doc.state !== 'failed') return { outcome: 'not_dead', job: toJobInfo(doc, now) };
+    const retried = await this.collection.findOneAndUpdate(
+      fencedFilter(id, doc.lockToken),
+      requeueDeadUpdate(crypto.randomUUID(), new Date(now), by),
+      { returnDocument: 'after' },
+    );
+    if (retried) return { outcome: 'retried', job: toJobInfo(retried, now) };
+    const current = await this.collection.findOne({ _id: id });
+    if (!current) return { outcome: 'not_found' };
+    return { outcome: current.state === 'failed' ? 'changed' : 'not_dead', job: toJobInfo(current, now) };
   }
 
   /** Counts per state and per name in one aggregation (what queue-stats answers, and more). */

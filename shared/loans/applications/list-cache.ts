@@ -24,6 +24,8 @@ export interface ApplicationChange {
 export interface ListPageQuery {
   status?: ApplicationStatus;
   sort?: SortOption;
+  /** A search (trimmed): part of the key, so each search has pages of its own. */
+  q?: string;
   limit: number;
   page?: number;
   cursor?: string;
@@ -43,14 +45,23 @@ export interface ListCacheOptions {
 /** An entry's tag: the status its list filters on, undefined for all of them. */
 type StatusFilter = ApplicationStatus | undefined;
 
+/** How many applications are in each status (every status present), and their sum. */
+export interface StatusCounts {
+  counts: Record<ApplicationStatus, number>;
+  total: number;
+}
+
 export class ApplicationListCache {
   private readonly pages: TtlCache<CachedPage, StatusFilter>;
   private readonly totals: TtlCache<number, StatusFilter>;
+  private readonly statusCounts: TtlCache<StatusCounts>;
 
   constructor(options: ListCacheOptions) {
     const { clock, maxEntries } = options;
     this.pages = new TtlCache({ clock, ttlMs: options.pageMs, maxEntries, readAtOf: (page) => page.readAt });
     this.totals = new TtlCache({ clock, ttlMs: options.totalMs, maxEntries: 64 });
+    // The counts by status are a list answer like the pages: the same bound (LIST_CACHE_MS), one entry.
+    this.statusCounts = new TtlCache({ clock, ttlMs: options.pageMs, maxEntries: 1 });
   }
 
   /**
@@ -67,12 +78,21 @@ export class ApplicationListCache {
     const key = JSON.stringify([
       plan.status ?? null,
       plan.sort,
+      plan.q ?? null,
       query.cursor ?? null,
       plan.skip,
       query.limit,
       query.withTotal,
     ]);
     return this.pages.get(key, plan.status, load, signal);
+  }
+
+  /** The number of applications in each status: from memory while fresh, else from `load` (one at a time). */
+  counts(
+    load: (signal?: AbortSignal) => Promise<StatusCounts>,
+    signal?: AbortSignal,
+  ): Promise<CacheRead<StatusCounts>> {
+    return this.statusCounts.get('counts', undefined, load, signal);
   }
 
   /** The total of a status (undefined: of all), shared by the pages that show it. */
@@ -85,18 +105,21 @@ export class ApplicationListCache {
 
   /**
    * Drops every page and total a change may alter: those of all statuses and those filtered on its status
-   * or the one it left. A read in flight for one of them answers its waiters but is not kept.
+   * or the one it left, and the counts by status (a feed's event does not tell a creation from an edit, so
+   * every change drops them). A read in flight for one of them answers its waiters but is not kept.
    */
   changed(change: ApplicationChange): void {
     const concerned = (filter: StatusFilter) =>
       filter === undefined || filter === change.status || (change.from != null && filter === change.from);
     this.pages.drop(concerned);
     this.totals.drop(concerned);
+    this.statusCounts.clear();
   }
 
   clear(): void {
     this.pages.clear();
     this.totals.clear();
+    this.statusCounts.clear();
   }
 
   /** Pages held now (fresh or not yet evicted). */

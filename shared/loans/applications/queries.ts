@@ -2,7 +2,7 @@
 import type { Filter, Sort, UpdateFilter } from 'mongodb';
 import type { IndexPlan } from '../../core/db.ts';
 import { type ChangeEntry, withChange } from './history.ts';
-import type { ApplicationDoc, SortField } from './schemas.ts';
+import { type ApplicationDoc, applicationIdSchema, type SortField } from './schemas.ts';
 import { type ApplicationStatus, evidenceStatuses } from './status.ts';
 
 export const APPLICATIONS_COLLECTION = 'applications';
@@ -22,6 +22,22 @@ export const applicationIndexes: IndexPlan = {
     { key: { 'lastChange.at': 1, _id: 1 }, name: 'lastChange_at' },
   ],
 };
+
+/** A string matched literally inside a regular expression. */
+export const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * What a search (q) matches: an application id that one application; anything else applicant names that
+ * start with it, whatever the case. Anchored (^), but a case-insensitive regex cannot bound an index scan,
+ * and no index holds applicantName: a search reads the list's index in its sort order and checks each
+ * document until the page is full (the whole collection, or the status's part of it, when few match), and
+ * its total counts every document (or the status's). See README.md, Search.
+ */
+export function searchFilter(q: string): Filter<ApplicationDoc> {
+  return applicationIdSchema.safeParse(q).success
+    ? { _id: q }
+    : { applicantName: { $regex: `^${escapeRegex(q)}`, $options: 'i' } };
+}
 
 export type VersionCondition = number | { $in: number[] } | undefined;
 
@@ -68,8 +84,11 @@ export const applicationQueries = {
    * The page's filter; after a cursor, everything strictly past (value, id) in the sort order. The range
    * on the sort field bounds the index scan, the $or only drops the ties already seen.
    */
-  list: (status: ApplicationStatus | undefined, after?: KeysetPosition): Filter<ApplicationDoc> => {
-    const filter: Filter<ApplicationDoc> = status ? { status } : {};
+  list: (status: ApplicationStatus | undefined, after?: KeysetPosition, q?: string): Filter<ApplicationDoc> => {
+    const filter: Filter<ApplicationDoc> = {
+      ...(status ? { status } : {}),
+      ...(q === undefined ? {} : searchFilter(q)),
+    };
     if (!after) return filter;
     const strict = after.dir === 1 ? '$gt' : '$lt';
     const inclusive = after.dir === 1 ? '$gte' : '$lte';
@@ -81,6 +100,12 @@ export const applicationQueries = {
   },
   listOrder: (field: SortField, dir: 1 | -1): Sort => ({ [field]: dir, _id: dir }),
   countByStatus: (status: ApplicationStatus): Filter<ApplicationDoc> => ({ status }),
+  /**
+   * Every status's count in one pass: a group on status. MongoDB can answer it from the {status, ...}
+   * indexes (DISTINCT_SCAN is not used for $sum, so it walks the status_createdAt keys: O(applications),
+   * no documents fetched); the offline server scans the collection.
+   */
+  countsByStatus: [{ $group: { _id: '$status', count: { $sum: 1 } } }] as const,
   /** Changes stamped at or after the checkpoint, past (at, id) when paging through them. */
   changedFrom: (from: Date, after?: { at: Date; id: string }): Filter<ApplicationDoc> =>
     after

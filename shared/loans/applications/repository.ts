@@ -12,7 +12,7 @@ import { AuditLog } from '../audit.ts';
 import { encodeCursor, listPlan } from './cursors.ts';
 import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } from './effects.ts';
 import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
-import type { ApplicationListCache } from './list-cache.ts';
+import type { ApplicationListCache, StatusCounts } from './list-cache.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
 import { APPLICATIONS_COLLECTION, applicationQueries, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
@@ -41,6 +41,8 @@ import {
 export interface ListQuery {
   status?: ApplicationStatus;
   sort?: SortOption;
+  /** A search: an application id, or a case-insensitive prefix of the applicant's name. */
+  q?: string;
   limit: number;
   /** Page mode (skip); ignored with a cursor. */
   page?: number;
@@ -220,6 +222,15 @@ export class Applications {
     });
   }
 
+  /** Whether the application exists (reads its _id only). */
+  async exists(id: string, signal?: AbortSignal): Promise<boolean> {
+    const found = await this.collection.findOne(applicationQueries.byId(id), {
+      projection: { _id: 1 },
+      ...(signal ? { signal } : {}),
+    });
+    return found !== null;
+  }
+
   /**
    * Applies `change` if the preconditions hold and the change is legal, in one findOneAndUpdate. On a miss,
    * one read tells why, in this order: NotFoundError, PreconditionFailedError (If-Match), ConflictError
@@ -382,12 +393,12 @@ export class Applications {
   }
 
   async list(query: ListQuery): Promise<ListResult> {
-    const { sort, status, after, skip } = listPlan(query);
+    const { sort, status, q, after, skip } = listPlan(query);
     const { field, dir } = parseSort(sort);
     const sentAt = this.clock.now();
     // One more than asked tells whether a next page exists, without a count.
     const page = this.collection
-      .find(applicationQueries.list(status, after), {
+      .find(applicationQueries.list(status, after, q), {
         projection: applicationQueries.publicProjection,
         ...(query.signal ? { signal: query.signal } : {}),
       })
@@ -395,15 +406,20 @@ export class Applications {
       .skip(skip)
       .limit(query.limit + 1)
       .toArray();
-    const [docs, total] = await Promise.all([page, query.withTotal ? this.countRead(status) : undefined]);
+    const total = query.withTotal
+      ? q === undefined
+        ? this.countRead(status)
+        : this.countSearch(status, q)
+      : undefined;
+    const [docs, counted] = await Promise.all([page, total]);
     const items = docs.slice(0, query.limit);
     const last = items.at(-1);
     const nextCursor =
       docs.length > query.limit && last
-        ? encodeCursor({ s: sort, st: status ?? null, v: last[field].getTime(), i: last._id })
+        ? encodeCursor({ s: sort, st: status ?? null, v: last[field].getTime(), i: last._id, ...(q ? { q } : {}) })
         : null;
-    const readAt = total ? Math.min(sentAt, total.sentAt) : sentAt;
-    return { items, nextCursor, readAt, ...(total === undefined ? {} : { total: total.value }) };
+    const readAt = counted ? Math.min(sentAt, counted.sentAt) : sentAt;
+    return { items, nextCursor, readAt, ...(counted === undefined ? {} : { total: counted.value }) };
   }
 
   /**
@@ -413,6 +429,30 @@ export class Applications {
    */
   async count(status?: ApplicationStatus): Promise<number> {
     return (await this.countRead(status)).value;
+  }
+
+  /** A search's total: counted with its page (never from the totals, which are per status only); a scan. */
+  private async countSearch(
+    status: ApplicationStatus | undefined,
+    q: string,
+  ): Promise<{ value: number; sentAt: number }> {
+    const sentAt = this.clock.now();
+    return { value: await this.collection.countDocuments(applicationQueries.list(status, undefined, q)), sentAt };
+  }
+
+  /** How many applications are in each status (every status named, 0 when none) and their sum: one aggregate. */
+  async countsByStatus(signal?: AbortSignal): Promise<StatusCounts> {
+    const groups = await this.collection
+      .aggregate<{ _id: unknown; count: number }>([...applicationQueries.countsByStatus], signal ? { signal } : {})
+      .toArray();
+    const counts = Object.fromEntries(statuses.map((status) => [status, 0])) as Record<ApplicationStatus, number>;
+    let total = 0;
+    for (const { _id, count } of groups) {
+      // A status this code does not know (none is written) still counts in the total.
+      if (typeof _id === 'string' && _id in counts) counts[_id as ApplicationStatus] = count;
+      total += count;
+    }
+    return { counts, total };
   }
 
   private countRead(status?: ApplicationStatus): Promise<{ value: number; sentAt: number }> {

@@ -65,6 +65,19 @@ export interface ChecklistItem {
   at: Date;
 }
 
+/**
+ * A list's search (q): an application id matches that application, anything else is a case-insensitive
+ * prefix of the applicant's name. Trimmed, 1 to 100 characters, no control characters.
+ */
+export const searchSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .max(100)
+  // Control characters (C0, DEL, C1) spelled out: JSON Schema tools do not all read \p{Cc}.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters');
+
 export const sortOptions = ['-createdAt', 'createdAt', '-updatedAt', 'updatedAt'] as const;
 export type SortOption = (typeof sortOptions)[number];
 export type SortField = 'createdAt' | 'updatedAt';
