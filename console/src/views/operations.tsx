@@ -22,9 +22,11 @@ interface DeadJob {
   id: string;
   name: string;
   attempts: number;
+  attemptsMade: number;
   applicationId?: string;
-  failedAt?: string;
-  lastError?: { message: string; at?: string };
+  failedAt: string | null;
+  lastError: { name: string; message: string; at: string } | null;
+  retries: number;
 }
 interface Verification {
   ok: boolean;
@@ -64,6 +66,7 @@ export function OperationsView({ viewer }: { viewer: Viewer }) {
     }
   };
   const mayVerify = viewer.can('admins:manage');
+  const mayRetry = viewer.can('queue:retry');
   useShortcuts(mayVerify ? [{ keys: 'l', label: 'Verify the ledger', run: () => void verify() }] : [], [mayVerify]);
   const s = stats.value;
   return (
@@ -127,9 +130,10 @@ export function OperationsView({ viewer }: { viewer: Viewer }) {
                 for <a href={`#/applications/${job.applicationId}`}>{job.applicationId}</a>
               </>
             )}{' '}
-            after {job.attempts} attempts{job.failedAt ? `, ${when(job.failedAt)}` : ''}
+            after {job.attemptsMade} of {job.attempts} attempts{job.failedAt ? `, ${when(job.failedAt)}` : ''}
+            {job.retries > 0 ? ` (retried ${job.retries} times before)` : ''}
             <pre>{job.lastError?.message ?? 'no error recorded'}</pre>
-            {mayVerify && (
+            {mayRetry && (
               <button type="button" onClick={() => retry(job)}>
                 Retry {job.name}
               </button>
