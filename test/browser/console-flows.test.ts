@@ -43,6 +43,19 @@ const openApplication = async (page: Page, id: string) => {
   await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
 };
 const field = (page: Page, label: string) => page.getByLabel(label, { exact: true });
+/** A merge patch through the API, from the version it reads first. */
+const patchApp = async (token: string, id: string, body: Record<string, unknown>) => {
+  const current = await h.call(token, 'GET', `/api/applications/${id}`);
+  return h.call(
+    token,
+    'PATCH',
+    `/api/applications/${id}`,
+    { baseVersion: current.body.version, ...body },
+    {
+      'content-type': 'application/merge-patch+json',
+    },
+  );
+};
 const until = (check: () => Promise<unknown>, timeout = 10_000) => vi.waitFor(check, { timeout, interval: 50 });
 
 describe.skipIf(!have)(`two admins on one application${skipped}`, () => {
@@ -112,15 +125,7 @@ describe.skipIf(!have)(`live changes and sessions${skipped}`, () => {
     await page.goto(`${h.origin}/console/#/queue?sort=-updatedAt`);
     await page.locator(`tr[data-id="${app._id}"]`).waitFor();
     const renamed = `Renamed ${crypto.randomUUID().slice(0, 6)}`;
-    const patched = await h.call(
-      writer.token,
-      'PATCH',
-      `/api/applications/${app._id}`,
-      { applicantName: renamed },
-      {
-        'content-type': 'application/merge-patch+json',
-      },
-    );
+    const patched = await patchApp(writer.token, app._id, { applicantName: renamed });
     const sent = Date.now();
     expect(patched.status).toBe(200);
     await page.waitForFunction(
@@ -161,15 +166,7 @@ describe.skipIf(!have)(`actions by role${skipped}`, () => {
     const viewer = await h.admin('Vic Viewer', ['viewer']);
     const approver = await h.admin('Abe Approver', ['approver']);
     const app = await newApplication(preparer.token);
-    const moved = await h.call(
-      preparer.token,
-      'PATCH',
-      `/api/applications/${app._id}`,
-      { status: 'under_review' },
-      {
-        'content-type': 'application/merge-patch+json',
-      },
-    );
+    const moved = await patchApp(preparer.token, app._id, { status: 'under_review' });
     expect(moved.status).toBe(200);
 
     const v = await h.open(viewer.email);
@@ -202,8 +199,7 @@ describe.skipIf(!have)(`actions by role${skipped}`, () => {
     const approver = await h.admin('Ann Approver', ['approver']);
     const disburser = await h.admin('Dan Disburser', ['disburser']);
     const app = await newApplication(preparer.token);
-    const patch = (token: string, body: unknown) =>
-      h.call(token, 'PATCH', `/api/applications/${app._id}`, body, { 'content-type': 'application/merge-patch+json' });
+    const patch = (token: string, body: Record<string, unknown>) => patchApp(token, app._id, body);
     expect((await patch(preparer.token, { status: 'under_review' })).status).toBe(200);
     expect((await patch(approver.token, { status: 'approved' })).status).toBe(200);
 
@@ -228,15 +224,7 @@ describe.skipIf(!have)(`actions by role${skipped}`, () => {
     await until(async () => expect(await page.locator('table.queue tbody tr').count()).toBe(3));
     for (const app of apps) await page.locator(`tr[data-id="${app._id}"] input[type=checkbox]`).check();
     // Meanwhile someone else starts the review of one of them: the batch must say so for that one.
-    const moved = await h.call(
-      reviewer.token,
-      'PATCH',
-      `/api/applications/${apps[1]!._id}`,
-      { status: 'under_review' },
-      {
-        'content-type': 'application/merge-patch+json',
-      },
-    );
+    const moved = await patchApp(reviewer.token, apps[1]!._id, { status: 'under_review' });
     expect(moved.status).toBe(200);
     await page.getByRole('button', { name: 'Start review (3)' }).click();
     const result = page.locator('.batch-result');
