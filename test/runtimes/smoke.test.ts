@@ -1,6 +1,9 @@
 // One HTTP smoke suite against the same API on Node (api/node.ts), Cloudflare workerd (wrangler dev,
 // api/cloudflare.ts) and Deno (api/deno.ts): one database, one signing key, real HTTP on loopback.
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONSOLE_CSP } from '../../api/console.ts';
+import { consoleAssets, consoleIndex } from '../../api/console-assets.gen.ts';
 import { startDeno } from '../../scripts/runtimes/deno.ts';
 import { startNode } from '../../scripts/runtimes/node.ts';
 import type { RuntimeProcess } from '../../scripts/runtimes/process.ts';
@@ -107,6 +110,24 @@ describe.each(names)('on %s', (name) => {
     const ready = await call(name, 'GET', '/ready');
     expect(ready.status).toBe(200);
     expect(ready.body).toEqual({ status: 'ready' });
+  });
+
+  it('serves the admin console from the same build, under its CSP, and signs in with the console cookie', async () => {
+    const page = await fetch(`${runtimes[name].origin}/console/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-security-policy')).toBe(CONSOLE_CSP);
+    const html = await page.text();
+    expect(html).toBe(consoleIndex);
+    const names = [...html.matchAll(/\/console\/assets\/([^"]+)/g)].map((match) => match[1]!);
+    expect(names.length).toBeGreaterThanOrEqual(2);
+    for (const asset of names) {
+      const res = await fetch(`${runtimes[name].origin}/console/assets/${asset}`);
+      expect(res.status, asset).toBe(200);
+      expect(await res.text(), asset).toBe(consoleAssets[asset]!.body);
+    }
+    const signIn = await call(name, 'POST', '/api/console/session', { body: ADMIN });
+    expect(signIn.status).toBe(200);
+    expect(signIn.headers.getSetCookie().map((cookie) => cookie.split('=')[0])).toEqual(['la_access', 'la_refresh']);
   });
 
   it('logs in, and refuses a wrong password with 401', async () => {
