@@ -44,6 +44,8 @@ export interface Presence {
 }
 export interface MergeConflict {
   path: string;
+  /** The path their change touched, when it is not the same as yours (a parent or a child of it). */
+  theirPath?: string;
   base: unknown;
   theirs: unknown;
   yours: unknown;

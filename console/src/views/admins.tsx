@@ -5,7 +5,7 @@ import { roles as allRoles, type Role } from '../../../shared/identity/roles.ts'
 import { api, get } from '../api.ts';
 import { when } from '../format.ts';
 import type { Viewer } from '../main.tsx';
-import { errorText, Notice, useLoad } from './common.tsx';
+import { errorText, Notice, ScrollTable, useLoad } from './common.tsx';
 
 interface Admin {
   id: string;
@@ -51,7 +51,7 @@ export function AdminsView({ viewer }: { viewer: Viewer }) {
       <h1 id="admins-title">Admins</h1>
       {message && <Notice kind={message.kind}>{message.text}</Notice>}
       {admins.error ? <Notice kind="error">{errorText(admins.error)}</Notice> : null}
-      <div class="table-wrap">
+      <ScrollTable label="Admins">
         <table class="admins">
           <thead>
             <tr>
@@ -117,7 +117,7 @@ export function AdminsView({ viewer }: { viewer: Viewer }) {
             ))}
           </tbody>
         </table>
-      </div>
+      </ScrollTable>
       <h2>Add an admin</h2>
       <form class="fields" onSubmit={create}>
         <label>

@@ -13,7 +13,7 @@ import { useNames } from '../names.ts';
 import { markEditing, PRESENCE_RENEW_MS, unmarkEditing } from '../presence.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { Application, MergeConflict } from '../types.ts';
-import { errorText, Notice, StatusBadge, useLoad } from './common.tsx';
+import { errorText, Notice, ScrollTable, StatusBadge, useLoad } from './common.tsx';
 import { ConflictDialog } from './conflict.tsx';
 import { Documents } from './documents.tsx';
 
@@ -207,7 +207,16 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       const saved = await patch(app.version, { status: to });
       setNotice({ kind: 'ok', text: `Moved to ${to.replace('_', ' ')} (version ${saved.version}).` });
     } catch (error) {
-      setNotice({ kind: 'error', text: errorText(error) });
+      if (error instanceof ApiError && error.code === 'merge_conflict') {
+        // A decision is taken on what you saw: evidence that changed since is shown before you decide again.
+        const paths = (error.details as { conflicts: MergeConflict[] }).conflicts.map((c) => c.theirPath ?? c.path);
+        await loaded.reload();
+        void audit.reload();
+        setNotice({
+          kind: 'error',
+          text: `Not moved: ${[...new Set(paths)].join(', ')} changed since you read it. It is reloaded; check it and try again.`,
+        });
+      } else setNotice({ kind: 'error', text: errorText(error) });
     } finally {
       setBusy(false);
     }
@@ -318,36 +327,47 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
         </section>
         <section aria-labelledby="evidence-title">
           <h2 id="evidence-title">Evidence</h2>
-          <Documents id={id} viewer={viewer} status={app.status} names={names} />
+          <Documents
+            id={id}
+            viewer={viewer}
+            status={app.status}
+            names={names}
+            uploaded={() => {
+              void loaded.reload();
+              void audit.reload();
+            }}
+          />
           <h3>OCR</h3>
           {ocrFields.length === 0 ? (
             <p>No OCR result yet.</p>
           ) : (
-            <table class="ocr">
-              <thead>
-                <tr>
-                  <th scope="col">Field</th>
-                  <th scope="col">Read</th>
-                  <th scope="col" class="num">
-                    Confidence
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {ocrFields.map(([name, field]) =>
-                  field ? (
-                    <tr key={name} class={field.confidence < 0.8 ? 'low' : ''}>
-                      <td>{fieldLabel(name)}</td>
-                      <td>{String(field.value)}</td>
-                      <td class="num">
-                        {percent(field.confidence)}
-                        {field.confidence < 0.8 ? <strong class="flag"> low</strong> : null}
-                      </td>
-                    </tr>
-                  ) : null,
-                )}
-              </tbody>
-            </table>
+            <ScrollTable label="OCR fields">
+              <table class="ocr">
+                <thead>
+                  <tr>
+                    <th scope="col">Field</th>
+                    <th scope="col">Read</th>
+                    <th scope="col" class="num">
+                      Confidence
+                    </th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {ocrFields.map(([name, field]) =>
+                    field ? (
+                      <tr key={name} class={field.confidence < 0.8 ? 'low' : ''}>
+                        <td>{fieldLabel(name)}</td>
+                        <td>{String(field.value)}</td>
+                        <td class="num">
+                          {percent(field.confidence)}
+                          {field.confidence < 0.8 ? <strong class="flag"> low</strong> : null}
+                        </td>
+                      </tr>
+                    ) : null,
+                  )}
+                </tbody>
+              </table>
+            </ScrollTable>
           )}
           <h3>Recommendation</h3>
           {app.recommendation ? (
@@ -371,32 +391,34 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       )}
       <section aria-labelledby="audit-title">
         <h2 id="audit-title">Audit trail</h2>
-        <table class="audit">
-          <thead>
-            <tr>
-              <th scope="col">When</th>
-              <th scope="col">Who</th>
-              <th scope="col">What</th>
-              <th scope="col" class="num">
-                Version
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {(audit.value?.items ?? []).map((entry) => (
-              <tr key={entry.version}>
-                <td>{when(entry.at)}</td>
-                <td>{names(entry.actor)}</td>
-                <td>
-                  {entry.action}
-                  {entry.from !== entry.to ? ` ${entry.from ?? '—'} → ${entry.to}` : ''}
-                  {entry.fields?.length ? ` (${entry.fields.map(fieldLabel).join(', ')})` : ''}
-                </td>
-                <td class="num">{entry.version}</td>
+        <ScrollTable label="Audit trail">
+          <table class="audit">
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">Who</th>
+                <th scope="col">What</th>
+                <th scope="col" class="num">
+                  Version
+                </th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {(audit.value?.items ?? []).map((entry) => (
+                <tr key={entry.version}>
+                  <td>{when(entry.at)}</td>
+                  <td>{names(entry.actor)}</td>
+                  <td>
+                    {entry.action}
+                    {entry.from !== entry.to ? ` ${entry.from ?? '—'} → ${entry.to}` : ''}
+                    {entry.fields?.length ? ` (${entry.fields.map(fieldLabel).join(', ')})` : ''}
+                  </td>
+                  <td class="num">{entry.version}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </ScrollTable>
       </section>
       {conflicts && (
         <ConflictDialog
@@ -417,34 +439,36 @@ function Ledger({ id, version }: { id: string; version: number }) {
     <section aria-labelledby="ledger-title">
       <h2 id="ledger-title">Ledger</h2>
       {ledger.error ? <Notice kind="error">{errorText(ledger.error)}</Notice> : null}
-      <table class="ledger">
-        <thead>
-          <tr>
-            <th scope="col" class="num">
-              Seq
-            </th>
-            <th scope="col">Type</th>
-            <th scope="col" class="num">
-              Amount
-            </th>
-            <th scope="col">When</th>
-            <th scope="col">Hash</th>
-          </tr>
-        </thead>
-        <tbody>
-          {(ledger.value?.entries ?? []).map((entry) => (
-            <tr key={entry.seq}>
-              <td class="num">{entry.seq}</td>
-              <td>{entry.type}</td>
-              <td class="num">{money(entry.amount)}</td>
-              <td>{when(entry.at)}</td>
-              <td>
-                <code>{entry.hash.slice(0, 16)}…</code>
-              </td>
+      <ScrollTable label="Ledger entries">
+        <table class="ledger">
+          <thead>
+            <tr>
+              <th scope="col" class="num">
+                Seq
+              </th>
+              <th scope="col">Type</th>
+              <th scope="col" class="num">
+                Amount
+              </th>
+              <th scope="col">When</th>
+              <th scope="col">Hash</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {(ledger.value?.entries ?? []).map((entry) => (
+              <tr key={entry.seq}>
+                <td class="num">{entry.seq}</td>
+                <td>{entry.type}</td>
+                <td class="num">{money(entry.amount)}</td>
+                <td>{when(entry.at)}</td>
+                <td>
+                  <code>{entry.hash.slice(0, 16)}…</code>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </ScrollTable>
     </section>
   );
 }

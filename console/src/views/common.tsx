@@ -69,3 +69,11 @@ export function useThrottled(run: () => void, ms: number) {
     }, ms);
   }, [ms]);
 }
+
+/** A table that scrolls sideways on a narrow screen: a named region the keyboard can reach and scroll. */
+export const ScrollTable = ({ label, children }: { label: string; children: ComponentChildren }) => (
+  // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrolling region must take focus to scroll by keyboard (WCAG 2.1.1)
+  <section class="table-wrap" tabIndex={0} aria-label={label}>
+    {children}
+  </section>
+);

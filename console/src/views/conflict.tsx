@@ -6,6 +6,7 @@ import { when } from '../format.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { MergeConflict } from '../types.ts';
 import { fieldLabel } from './application.tsx';
+import { ScrollTable } from './common.tsx';
 
 const show = (value: unknown) =>
   value === undefined || value === null || value === ''
@@ -48,7 +49,7 @@ export function ConflictDialog(props: {
       <div class="dialog wide" role="dialog" aria-modal="true" aria-labelledby="conflict-title">
         <h2 id="conflict-title">Someone else changed this first</h2>
         <p>Choose, field by field, whose value to keep. Nothing is saved until you do.</p>
-        <div class="table-wrap">
+        <ScrollTable label="Conflicting fields">
           <table class="conflicts">
             <thead>
               <tr>
@@ -101,7 +102,7 @@ export function ConflictDialog(props: {
               ))}
             </tbody>
           </table>
-        </div>
+        </ScrollTable>
         {props.clean.length > 0 && <p>Your other edits merge as they are: {props.clean.map(fieldLabel).join(', ')}.</p>}
         <div class="form-actions">
           <button type="button" onClick={apply} disabled={!complete}>

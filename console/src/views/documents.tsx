@@ -21,6 +21,8 @@ export function Documents(props: {
   viewer: Viewer;
   status: ApplicationStatus;
   names: (id: string | undefined) => string;
+  /** The application changed with the upload (its version, its preparers): re-read it. */
+  uploaded: () => void;
 }) {
   const documents = useLoad(
     () => get<{ items: DocumentInfo[] }>(`/api/applications/${props.id}/documents`),
@@ -37,6 +39,7 @@ export function Documents(props: {
       await api('POST', `/api/applications/${props.id}/documents`, new FormData(form));
       form.reset();
       await documents.reload();
+      props.uploaded();
     } catch (failure) {
       setError(failure);
     } finally {

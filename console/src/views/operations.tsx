@@ -5,7 +5,7 @@ import { api, get } from '../api.ts';
 import { when } from '../format.ts';
 import type { Viewer } from '../main.tsx';
 import { useShortcuts } from '../shortcuts.ts';
-import { errorText, Notice, useLoad } from './common.tsx';
+import { errorText, Notice, ScrollTable, useLoad } from './common.tsx';
 
 const STATS_EVERY_MS = 2_000;
 
@@ -89,7 +89,7 @@ export function OperationsView({ viewer }: { viewer: Viewer }) {
               <dd>{Math.round(s.oldestWaitingAgeMs / 1000)} s</dd>
             </div>
           </dl>
-          <div class="table-wrap">
+          <ScrollTable label="Jobs by name">
             <table>
               <thead>
                 <tr>
@@ -114,7 +114,7 @@ export function OperationsView({ viewer }: { viewer: Viewer }) {
                 ))}
               </tbody>
             </table>
-          </div>
+          </ScrollTable>
         </>
       )}
       <h2>Dead letters</h2>

@@ -15,7 +15,7 @@ import { go, type Viewer } from '../main.tsx';
 import { editingNow, PRESENCE_RENEW_MS } from '../presence.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { Application, ApplicationList, Presence } from '../types.ts';
-import { errorText, Notice, StatusBadge, useLoad, useThrottled } from './common.tsx';
+import { errorText, Notice, ScrollTable, StatusBadge, useLoad, useThrottled } from './common.tsx';
 
 const LIMIT = 25;
 const sorts = [
@@ -224,7 +224,7 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
           </button>
         </div>
       )}
-      <div class="table-wrap">
+      <ScrollTable label="Applications">
         <table class="queue">
           <caption class="visually-hidden">
             Applications, page {page} of {pages}
@@ -289,7 +289,7 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
             ))}
           </tbody>
         </table>
-      </div>
+      </ScrollTable>
       {list.value && items.length === 0 && <p>No applications match.</p>}
       <nav class="pager" aria-label="Pages">
         {page > 1 ? <a href={queueHash(query, { page: String(page - 1) })}>Previous page</a> : <span />}
