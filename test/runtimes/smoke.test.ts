@@ -130,6 +130,20 @@ describe.each(names)('on %s', (name) => {
     expect(signIn.headers.getSetCookie().map((cookie) => cookie.split('=')[0])).toEqual(['la_access', 'la_refresh']);
   });
 
+  it('serves /docs and its own script and style under the strict CSP, from the one bundle', async () => {
+    for (const [path, type] of [
+      ['/docs', /^text\/html/],
+      ['/docs/docs.js', /^text\/javascript/],
+      ['/docs/docs.css', /^text\/css/],
+    ] as const) {
+      const reply = await call(name, 'GET', path);
+      expect(reply.status, path).toBe(200);
+      expect(reply.headers.get('content-type')).toMatch(type);
+      expect(reply.headers.get('content-security-policy')).toContain("script-src 'self'; style-src 'self'");
+      expect(String(reply.body).length).toBeGreaterThan(500);
+    }
+  });
+
   it('logs in, and refuses a wrong password with 401', async () => {
     const tokens = await login(name);
     expect(tokens.accessToken.split('.')).toHaveLength(3);
