@@ -231,6 +231,16 @@ describe('Dockerfile', () => {
     expect(runtime.some((l) => /^COPY --from=\w+ \/app\/node_modules /.test(l))).toBe(true);
   });
 
+  it('builds the console in a stage of its own from sources .dockerignore lets through, and the runtime carries it', () => {
+    const build = stages.find((stage) => stage.some((l) => /^RUN .*node scripts\/build-console\.ts/.test(l)));
+    expect(build).toBeDefined();
+    for (const source of ['console', 'shared', 'scripts/build-console.ts']) {
+      expect(build!.some((l) => l.startsWith(`COPY ${source} `)), source).toBe(true);
+      expect(ignored, source).not.toContain(source);
+    }
+    expect(runtime.some((l) => /^COPY --from=\w+ \/app\/api\/console-assets\.gen\.ts \.\/api\/$/.test(l))).toBe(true);
+  });
+
   it('runs as a non-root user with a healthcheck and the API as its command', () => {
     const user = runtime.filter((l) => /^USER\s/.test(l)).at(-1);
     expect(user).toBeDefined();
