@@ -69,6 +69,12 @@ describe.skipIf(!have)(`two admins on one application${skipped}`, () => {
     // Different fields: Ada the phone, Bob the address, both from the version they read.
     await field(a, 'Phone').fill('+44 20 7946 0001');
     await field(b, 'Address').fill('1 Merge Street');
+    // A draft marks the application as being edited, for everyone's queue.
+    await until(async () => {
+      const presence = await h.call(ada.token, 'GET', '/api/presence');
+      const editors = presence.body.editing.filter((mark: { applicationId: string }) => mark.applicationId === app._id);
+      expect(editors.map((mark: { adminName: string }) => mark.adminName).sort()).toEqual(['Ada Editor', 'Bob Editor']);
+    });
     await a.getByRole('button', { name: 'Save', exact: true }).click();
     await a.getByText(/^Saved as version/).waitFor();
     await b.getByRole('button', { name: 'Save', exact: true }).click();

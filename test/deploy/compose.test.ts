@@ -235,7 +235,10 @@ describe('Dockerfile', () => {
     const build = stages.find((stage) => stage.some((l) => /^RUN .*node scripts\/build-console\.ts/.test(l)));
     expect(build).toBeDefined();
     for (const source of ['console', 'shared', 'scripts/build-console.ts']) {
-      expect(build!.some((l) => l.startsWith(`COPY ${source} `)), source).toBe(true);
+      expect(
+        build!.some((l) => l.startsWith(`COPY ${source} `)),
+        source,
+      ).toBe(true);
       expect(ignored, source).not.toContain(source);
     }
     expect(runtime.some((l) => /^COPY --from=\w+ \/app\/api\/console-assets\.gen\.ts \.\/api\/$/.test(l))).toBe(true);
