@@ -9,7 +9,7 @@ import { openLive, stopLive } from './live.ts';
 import { activeShortcuts, installShortcuts, onShortcutsChanged, useShortcuts } from './shortcuts.ts';
 import { AdminsView } from './views/admins.tsx';
 import { ApplicationView } from './views/application.tsx';
-import { LiveBadge, Notice } from './views/common.tsx';
+import { LiveBadge, Modal, Notice } from './views/common.tsx';
 import { LoginView } from './views/login.tsx';
 import { NewApplicationView } from './views/new-application.tsx';
 import { OperationsView } from './views/operations.tsx';
@@ -41,26 +41,24 @@ function ShortcutHelp({ close }: { close: () => void }) {
   useEffect(() => onShortcutsChanged(() => redraw((n) => n + 1)), []);
   useShortcuts([{ keys: 'Esc', label: 'Close this list', run: close }], [close]);
   return (
-    <div class="backdrop">
-      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="keys-title">
-        <h2 id="keys-title">Keyboard shortcuts</h2>
-        <table>
-          <tbody>
-            {activeShortcuts().map((shortcut) => (
-              <tr key={shortcut.keys}>
-                <th scope="row">
-                  <kbd>{shortcut.keys}</kbd>
-                </th>
-                <td>{shortcut.label}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-        <button type="button" onClick={close} autofocus>
-          Close
-        </button>
-      </div>
-    </div>
+    <Modal labelledBy="keys-title" onClose={close}>
+      <h2 id="keys-title">Keyboard shortcuts</h2>
+      <table>
+        <tbody>
+          {activeShortcuts().map((shortcut) => (
+            <tr key={shortcut.keys}>
+              <th scope="row">
+                <kbd>{shortcut.keys}</kbd>
+              </th>
+              <td>{shortcut.label}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <button type="button" onClick={close} autofocus>
+        Close
+      </button>
+    </Modal>
   );
 }
 

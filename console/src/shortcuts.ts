@@ -41,9 +41,12 @@ export const onShortcutsChanged = (listener: () => void) => {
   return () => changed.delete(listener);
 };
 
+/** Keys typed into a text field, a list or an editable element are text, not shortcuts. */
 const typing = (target: EventTarget | null) =>
   target instanceof HTMLElement &&
-  (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName));
+  (target.isContentEditable ||
+    ['TEXTAREA', 'SELECT'].includes(target.tagName) ||
+    (target instanceof HTMLInputElement && !['checkbox', 'radio', 'button', 'submit', 'file'].includes(target.type)));
 
 function keyName(event: KeyboardEvent): string {
   if (event.ctrlKey && event.key === 'Enter') return 'Ctrl+Enter';

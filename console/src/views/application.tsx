@@ -409,8 +409,8 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
                   <td>{when(entry.at)}</td>
                   <td>{names(entry.actor)}</td>
                   <td>
-                    {entry.action}
-                    {entry.from !== entry.to ? ` ${entry.from ?? '—'} → ${entry.to}` : ''}
+                    {entry.from === null ? `created as ${entry.to.replace('_', ' ')}` : entry.action}
+                    {entry.from !== null && entry.from !== entry.to ? ` ${entry.from} → ${entry.to}` : ''}
                     {entry.fields?.length ? ` (${entry.fields.map(fieldLabel).join(', ')})` : ''}
                   </td>
                   <td class="num">{entry.version}</td>

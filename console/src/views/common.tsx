@@ -77,3 +77,33 @@ export const ScrollTable = ({ label, children }: { label: string; children: Comp
     {children}
   </section>
 );
+
+/**
+ * A modal dialog on the browser's own <dialog>: focus stays inside it while open (the page behind is
+ * inert), Escape closes it, and focus returns to where it was.
+ */
+export function Modal(props: { labelledBy: string; wide?: boolean; onClose: () => void; children: ComponentChildren }) {
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const dialog = ref.current!;
+    const before = document.activeElement as HTMLElement | null;
+    dialog.showModal();
+    return () => {
+      dialog.close();
+      before?.focus();
+    };
+  }, []);
+  return (
+    <dialog
+      ref={ref}
+      class={props.wide ? 'dialog wide' : 'dialog'}
+      aria-labelledby={props.labelledBy}
+      onCancel={(event) => {
+        event.preventDefault();
+        props.onClose();
+      }}
+    >
+      {props.children}
+    </dialog>
+  );
+}

@@ -6,7 +6,7 @@ import { when } from '../format.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { MergeConflict } from '../types.ts';
 import { fieldLabel } from './application.tsx';
-import { ScrollTable } from './common.tsx';
+import { Modal, ScrollTable } from './common.tsx';
 
 const show = (value: unknown) =>
   value === undefined || value === null || value === ''
@@ -45,74 +45,72 @@ export function ConflictDialog(props: {
     [choice, props.conflicts],
   );
   return (
-    <div class="backdrop">
-      <div class="dialog wide" role="dialog" aria-modal="true" aria-labelledby="conflict-title">
-        <h2 id="conflict-title">Someone else changed this first</h2>
-        <p>Choose, field by field, whose value to keep. Nothing is saved until you do.</p>
-        <ScrollTable label="Conflicting fields">
-          <table class="conflicts">
-            <thead>
-              <tr>
-                <th scope="col">Field</th>
-                <th scope="col">Was</th>
-                <th scope="col">Theirs</th>
-                <th scope="col">Yours</th>
-                <th scope="col">Keep</th>
+    <Modal labelledBy="conflict-title" wide onClose={props.cancel}>
+      <h2 id="conflict-title">Someone else changed this first</h2>
+      <p>Choose, field by field, whose value to keep. Nothing is saved until you do.</p>
+      <ScrollTable label="Conflicting fields">
+        <table class="conflicts">
+          <thead>
+            <tr>
+              <th scope="col">Field</th>
+              <th scope="col">Was</th>
+              <th scope="col">Theirs</th>
+              <th scope="col">Yours</th>
+              <th scope="col">Keep</th>
+            </tr>
+          </thead>
+          <tbody>
+            {props.conflicts.map((conflict, index) => (
+              <tr key={conflict.path} data-path={conflict.path}>
+                <th scope="row">{fieldLabel(conflict.path)}</th>
+                <td>{show(conflict.base)}</td>
+                <td>
+                  <span class="theirs">{show(conflict.theirs)}</span>
+                  <div class="sub">
+                    by {conflict.byName ?? props.names(conflict.by)}, {when(conflict.at)}
+                  </div>
+                </td>
+                <td>
+                  <span class="yours">{show(conflict.yours)}</span>
+                </td>
+                <td>
+                  <fieldset>
+                    <legend class="visually-hidden">Keep for {fieldLabel(conflict.path)}</legend>
+                    <label>
+                      <input
+                        type="radio"
+                        name={`keep-${index}`}
+                        checked={choice[conflict.path] === 'mine'}
+                        onChange={() => setChoice({ ...choice, [conflict.path]: 'mine' })}
+                        autofocus={index === 0}
+                      />{' '}
+                      mine
+                    </label>
+                    <label>
+                      <input
+                        type="radio"
+                        name={`keep-${index}`}
+                        checked={choice[conflict.path] === 'theirs'}
+                        onChange={() => setChoice({ ...choice, [conflict.path]: 'theirs' })}
+                      />{' '}
+                      theirs
+                    </label>
+                  </fieldset>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {props.conflicts.map((conflict, index) => (
-                <tr key={conflict.path} data-path={conflict.path}>
-                  <th scope="row">{fieldLabel(conflict.path)}</th>
-                  <td>{show(conflict.base)}</td>
-                  <td>
-                    <span class="theirs">{show(conflict.theirs)}</span>
-                    <div class="sub">
-                      by {conflict.byName ?? props.names(conflict.by)}, {when(conflict.at)}
-                    </div>
-                  </td>
-                  <td>
-                    <span class="yours">{show(conflict.yours)}</span>
-                  </td>
-                  <td>
-                    <fieldset>
-                      <legend class="visually-hidden">Keep for {fieldLabel(conflict.path)}</legend>
-                      <label>
-                        <input
-                          type="radio"
-                          name={`keep-${index}`}
-                          checked={choice[conflict.path] === 'mine'}
-                          onChange={() => setChoice({ ...choice, [conflict.path]: 'mine' })}
-                          autofocus={index === 0}
-                        />{' '}
-                        mine
-                      </label>
-                      <label>
-                        <input
-                          type="radio"
-                          name={`keep-${index}`}
-                          checked={choice[conflict.path] === 'theirs'}
-                          onChange={() => setChoice({ ...choice, [conflict.path]: 'theirs' })}
-                        />{' '}
-                        theirs
-                      </label>
-                    </fieldset>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </ScrollTable>
-        {props.clean.length > 0 && <p>Your other edits merge as they are: {props.clean.map(fieldLabel).join(', ')}.</p>}
-        <div class="form-actions">
-          <button type="button" onClick={apply} disabled={!complete}>
-            Save with these choices
-          </button>
-          <button type="button" class="quiet" onClick={props.cancel}>
-            Not now
-          </button>
-        </div>
+            ))}
+          </tbody>
+        </table>
+      </ScrollTable>
+      {props.clean.length > 0 && <p>Your other edits merge as they are: {props.clean.map(fieldLabel).join(', ')}.</p>}
+      <div class="form-actions">
+        <button type="button" onClick={apply} disabled={!complete}>
+          Save with these choices
+        </button>
+        <button type="button" class="quiet" onClick={props.cancel}>
+          Not now
+        </button>
       </div>
-    </div>
+    </Modal>
   );
 }
