@@ -46,7 +46,8 @@ async function send(method: string, path: string, body?: unknown, headers: Recor
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) {
     init.body = JSON.stringify(body);
-    (init.headers as Record<string, string>)['Content-Type'] =
+    // An application's PATCH is a JSON Merge Patch; a caller names another type where a route wants one.
+    (init.headers as Record<string, string>)['Content-Type'] ??=
       method === 'PATCH' ? 'application/merge-patch+json' : 'application/json';
   }
   return fetch(path, init);
