@@ -11,6 +11,7 @@ import { formPng, sampleForm } from '../fixtures/documents.ts';
 import { apiProcessEnv } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { type NodeProcess, startNode } from '../support/processes.ts';
+import { remoteCaller } from '../support/remote.ts';
 import { waitForValue } from '../support/wait.ts';
 
 let database: TestDatabase;
@@ -37,25 +38,7 @@ const until = <T>(what: string, probe: () => Promise<T | undefined | null | fals
     detail: output,
   }) as Promise<T>;
 
-async function api(
-  token: string | null,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-) {
-  const res = await fetch(`${origin}${path}`, {
-    method,
-    headers: {
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-      ...(body !== undefined && !(body instanceof FormData) ? { 'content-type': 'application/json' } : {}),
-      ...headers,
-    },
-    body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const api = remoteCaller(() => origin);
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);

@@ -10,6 +10,7 @@ import { launchChromium } from '../../scripts/browser.ts';
 import { apiProcessEnv } from './app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from './mongo.ts';
 import { type NodeProcess, startNode } from './processes.ts';
+import { type RemoteCall, remoteCaller } from './remote.ts';
 
 export const BOSS = { email: 'boss@example.com', password: 'console boss password' };
 export const PASSWORD = 'a long console password';
@@ -23,14 +24,7 @@ export interface ConsoleHarness {
   /** Problems seen on every watched page so far. */
   problems: string[];
   /** A JSON call with a Bearer token. */
-  call(
-    token: string | null,
-    method: string,
-    path: string,
-    body?: unknown,
-    headers?: Record<string, string>,
-    // biome-ignore lint/suspicious/noExplicitAny: a test reads whichever fields of the JSON it checks
-  ): Promise<{ status: number; body: any }>;
+  call: RemoteCall;
   login(email: string, password?: string): Promise<string>;
   /** A new admin with these roles: its email, id and a Bearer token. */
   admin(name: string, roles: string[]): Promise<{ email: string; id: string; token: string; name: string }>;
@@ -64,19 +58,7 @@ export async function startConsole(
   const origin = api!.origin;
   const problems: string[] = [];
 
-  const call: ConsoleHarness['call'] = async (token, method, path, body, headers = {}) => {
-    const res = await fetch(`${origin}${path}`, {
-      method,
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(body !== undefined && !(body instanceof FormData) ? { 'content-type': 'application/json' } : {}),
-        ...headers,
-      },
-      body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
-  };
+  const call = remoteCaller(() => origin);
   const login = async (email: string, password = PASSWORD) => {
     const res = await call(null, 'POST', '/api/auth/login', { email, password });
     if (res.status !== 200) throw new Error(`login ${email}: ${res.status} ${JSON.stringify(res.body)}`);
