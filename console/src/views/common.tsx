@@ -20,7 +20,13 @@ export const errorText = (error: unknown) =>
 export function LiveBadge() {
   const [state, setState] = useState<LiveState>('off');
   useEffect(() => onLiveState(setState), []);
-  const label = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…', off: 'not live' }[state];
+  const label = {
+    connecting: 'connecting…',
+    live: 'live',
+    reconnecting: 'reconnecting…',
+    polling: 'refreshing every 5 s',
+    off: 'not live',
+  }[state];
   return (
     <span class={`live ${state}`} title="Changes by other admins appear without a reload while live">
       {label}
