@@ -3,9 +3,10 @@
 // Size: every asset of the build (scripts/build-console.ts), raw and gzip, and the JS gzip total against
 // the 100 KiB budget. Time: one API process (api/node.ts) on a fresh database of the run's MongoDB target
 // (scripts/mongo/targets.ts: MONGO_URL, Docker, else the offline server) seeded with 1,000 applications,
-// and Debian's chromium (scripts/browser.ts). One admin signs in through the page once; each measured load
-// is a fresh browser context that carries that session's cookies (a returning admin: the first screen is
-// the work queue) or none (a first visit: the sign-in form). Times come from the page's own clock, from
+// and Debian's chromium (scripts/browser.ts). The first admin (ADMIN_EMAIL) makes a reviewer through
+// POST /api/admins; each measured load is a fresh browser context that carries the cookies of a console
+// session of that reviewer (POST /api/console/session, one per load: see consoleSession; a returning admin:
+// the first screen is the work queue) or none (signed out: the sign-in form). Times come from the page's own clock, from
 // the start of the navigation: the HTML's response end and DOMContentLoaded (the navigation timing entry),
 // and the moment an admin can act: the queue's first row and an enabled, visible search input in the DOM
 // (or the sign-in form's fields and button), stamped at the first frame after it (performance.now() in a
