@@ -1,9 +1,11 @@
 // One HTTP smoke suite against the same API on Node (api/node.ts), Cloudflare workerd (wrangler dev,
 // api/cloudflare.ts) and Deno (api/deno.ts): one database, one signing key, real HTTP on loopback.
 
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONSOLE_CSP } from '../../api/console.ts';
 import { consoleAssets, consoleIndex } from '../../api/console-assets.gen.ts';
+import { findChromium, launchChromium } from '../../scripts/browser.ts';
 import { startDeno } from '../../scripts/runtimes/deno.ts';
 import { startNode } from '../../scripts/runtimes/node.ts';
 import type { RuntimeProcess } from '../../scripts/runtimes/process.ts';
@@ -24,6 +26,8 @@ const newApplication = { applicantName: 'Ada Runtime', monthlyIncome: 5_000, loa
 
 let database: TestDatabase;
 const runtimes = {} as Record<RuntimeName, RuntimeProcess>;
+const haveChromium = findChromium() !== null;
+let browser: Promise<Browser> | undefined;
 
 beforeAll(async () => {
   database = await openTestDatabase(import.meta.filename);
@@ -55,6 +59,7 @@ beforeAll(async () => {
 }, 150_000);
 
 afterAll(async () => {
+  await (await browser?.catch(() => undefined))?.close();
   await Promise.all(Object.values(runtimes).map((runtime) => runtime.stop()));
   await database?.close();
 });
@@ -143,6 +148,27 @@ describe.each(names)('on %s', (name) => {
       expect(String(reply.body).length).toBeGreaterThan(500);
     }
   });
+
+  it.skipIf(!haveChromium)(
+    `the console signs in and shows the work queue in chromium, live where the runtime streams events and re-read every 5 s where it does not${haveChromium ? '' : ' (skipped: chromium is not installed; run `npm run setup`)'}`,
+    async () => {
+      browser ??= launchChromium();
+      const context = await (await browser).newContext();
+      const page = await context.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (error) => errors.push(error.message));
+      await page.goto(`${runtimes[name].origin}/console/`);
+      await page.getByLabel('Email').fill(ADMIN.email);
+      await page.getByLabel('Password').fill(ADMIN.password);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator('table.queue tbody tr').first().waitFor();
+      const badge = name.startsWith('workerd') ? 'refreshing every 5 s' : 'live';
+      await page.locator('.live', { hasText: new RegExp(`^${badge}$`) }).waitFor();
+      expect(errors).toEqual([]);
+      await context.close();
+    },
+    60_000,
+  );
 
   it('logs in, and refuses a wrong password with 401', async () => {
     const tokens = await login(name);
