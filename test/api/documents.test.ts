@@ -217,6 +217,22 @@ describe('download and list', () => {
     expect(sha256(back)).toBe(up.body.sha256);
   });
 
+  it('shows a document inline for a preview, under a CSP that runs nothing and lets only this origin frame it', async () => {
+    const up = await upload(form(formPng(), 'preview.png'));
+    expect(up.status).toBe(202);
+    const get = (query: string) =>
+      app.request(`/api/documents/${up.body.documentId}${query}`, {
+        headers: { authorization: `Bearer ${tokens.viewer}` },
+      });
+    const inline = await get('?disposition=inline');
+    expect(inline.status).toBe(200);
+    expect(inline.headers.get('content-disposition')).toBe('inline; filename="preview.png"');
+    expect(inline.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'self'");
+    const download = await get('');
+    expect(download.headers.get('content-disposition')).toBe('attachment; filename="preview.png"');
+    expect((await get('?disposition=render')).status).toBe(400);
+  });
+
   it('answers 404 for an unknown document and 400 for a malformed id', async () => {
     const missing = await call(app, tokens.viewer, 'GET', `/api/documents/DOC-${crypto.randomUUID()}`);
     expect(missing.status).toBe(404);
