@@ -128,6 +128,22 @@ function registerEventGauges(registry: Registry, stats: StreamStats): void {
   });
 }
 
+/**
+ * A gauge read at scrape time that has no sample while `read` gives null (prom-client would report 0 for
+ * an unset gauge without labels, which an alert rule cannot tell from a real 0).
+ */
+function optionalGauge(registry: Registry, name: string, help: string, read: () => number | null): void {
+  class Optional extends Gauge {
+    override async get() {
+      const value = read();
+      const metric = await super.get();
+      if (value === null) return { ...metric, values: [] };
+      return { ...metric, values: [{ value, labels: {} }] };
+    }
+  }
+  new Optional({ name, help, registers: [registry] });
+}
+
 /** A counter that mirrors a count kept elsewhere, read at scrape time. */
 function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
@@ -158,14 +174,12 @@ function registerRevocationMetrics(
     'Refreshes of the revocation cache that failed (the instance keeps what it had: revocations arrive late)',
     () => revocations.syncFailures,
   );
-  new Gauge({
-    name: 'revocation_refresh_age_seconds',
-    help: 'Time since the last successful refresh of the revocation cache began',
-    registers: [registry],
-    collect() {
-      if (Number.isFinite(revocations.lastSyncAt)) this.set(Math.max(0, now() - revocations.lastSyncAt) / 1000);
-    },
-  });
+  optionalGauge(
+    registry,
+    'revocation_refresh_age_seconds',
+    'Time since the last successful refresh of the revocation cache began (absent before the first)',
+    () => (Number.isFinite(revocations.lastSyncAt) ? Math.max(0, now() - revocations.lastSyncAt) / 1000 : null),
+  );
 }
 
 /** The ledger verifications this instance ran (GET /api/ledger/verify), by result, and the last one. */
@@ -181,22 +195,18 @@ function registerLedgerMetrics(registry: Registry, checks: LedgerChecks): void {
       this.inc({ result: 'failed' }, checks.failed);
     },
   });
-  new Gauge({
-    name: 'ledger_verification_ok',
-    help: '1 when the last ledger verification this instance ran found the ledger whole, 0 when it failed (absent before the first)',
-    registers: [registry],
-    collect() {
-      if (checks.last) this.set(checks.last.ok ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: 'ledger_verification_last_run_timestamp_seconds',
-    help: 'When the last ledger verification this instance ran finished (Unix time; absent before the first)',
-    registers: [registry],
-    collect() {
-      if (checks.last) this.set(checks.last.atMs / 1000);
-    },
-  });
+  optionalGauge(
+    registry,
+    'ledger_verification_ok',
+    '1 when the last ledger verification this instance ran found the ledger whole, 0 when it failed (absent before the first)',
+    () => (checks.last ? Number(checks.last.ok) : null),
+  );
+  optionalGauge(
+    registry,
+    'ledger_verification_last_run_timestamp_seconds',
+    'When the last ledger verification this instance ran finished (Unix time; absent before the first)',
+    () => (checks.last ? checks.last.atMs / 1000 : null),
+  );
 }
 
 export function createMetrics(options: MetricsOptions): Metrics {
