@@ -3,6 +3,8 @@
 // from upload through OCR, automatic approval and disbursement to a ledger verification. The test then asks
 // Prometheus (PromQL over its HTTP API) for the series the dashboards need, checks the alert rules evaluate
 // against them, and runs every query of the Grafana dashboards (ops/grafana/dashboards) against it.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
@@ -13,6 +15,30 @@ import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.
 import { type NodeProcess, startNode } from '../support/processes.ts';
 import { remoteCaller } from '../support/remote.ts';
 import { waitForValue } from '../support/wait.ts';
+
+const dashboardsDir = join(import.meta.dirname, '..', '..', 'ops/grafana/dashboards');
+
+interface DashboardQuery {
+  dashboard: string;
+  panel: string;
+  expr: string;
+}
+
+/** Every PromQL expression of every provisioned dashboard, with Grafana's interval variable filled in. */
+function dashboardQueries(): DashboardQuery[] {
+  return readdirSync(dashboardsDir)
+    .filter((file) => file.endsWith('.json'))
+    .flatMap((file) => {
+      const dashboard = JSON.parse(readFileSync(join(dashboardsDir, file), 'utf8'));
+      return (dashboard.panels as { title: string; targets: { expr: string }[] }[]).flatMap((panel) =>
+        panel.targets.map((target) => ({
+          dashboard: file,
+          panel: panel.title,
+          expr: target.expr.replaceAll('$__rate_interval', '1m'),
+        })),
+      );
+    });
+}
 
 const TOKEN = 'prometheus-test-metrics-token-0123';
 const noPrometheus = !findPrometheus();
@@ -128,6 +154,8 @@ describe.skipIf(noPrometheus)(
       // Scraped after the pipeline: the last job (the repayment plan) and the verification are in.
       await promUntil('worker_jobs_total{job="approval",name="application.approved",outcome="completed"} > 0');
       await promUntil('ledger_verification_ok{job="api"} == 1');
+      // A rate needs two samples of a series: the disbursement's, born last, has them by now.
+      await promUntil('count_over_time(http_requests_total{route="/api/applications/:id/disburse"}[1m]) >= 2');
     }, 120_000);
 
     afterAll(async () => {
@@ -212,6 +240,24 @@ describe.skipIf(noPrometheus)(
         expect(rule.health, `${rule.name}: ${rule.lastError}`).toBe('ok');
         expect(rule.state, rule.name).toBe('inactive');
       }
+    });
+
+    it('answers every dashboard query with at least one series', async () => {
+      const queries = dashboardQueries();
+      expect(new Set(queries.map((q) => q.dashboard))).toEqual(
+        new Set(['api.json', 'queue-workers.json', 'money.json']),
+      );
+      expect(queries.length).toBeGreaterThan(30);
+      const empty: string[] = [];
+      for (const { dashboard, panel, expr } of queries) {
+        expect(expr, `${dashboard} / ${panel}: a variable Grafana would fill in`).not.toContain('$');
+        // Throws with Prometheus's message for an invalid query.
+        const result = await query(expr).catch((error: Error) => {
+          throw new Error(`${dashboard} / ${panel}: ${error.message}`);
+        });
+        if (result.length === 0) empty.push(`${dashboard} / ${panel}: ${expr}`);
+      }
+      expect(empty).toEqual([]);
     });
   },
 );
