@@ -15,7 +15,7 @@ import { docsRoutes } from './docs.ts';
 import { ClientGoneError, HttpError, mapError, RETRY_AFTER_S } from './http-errors.ts';
 import { errorFields, type Logger } from './log.ts';
 import { registerBearerAuth } from './openapi.ts';
-import { loadShedding } from './overload.ts';
+import { loadShedding, type OverloadState } from './overload.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { adminNameRoutes } from './routes/admin-names.ts';
 import { applicationAuditRoutes } from './routes/application-audit.ts';
@@ -38,6 +38,8 @@ export interface AppOptions {
   onResponse?: (info: ResponseInfo) => void;
   /** Runtime-specific routes (e.g. /metrics on Node), mounted after the API's own. */
   extraRoutes?: (app: OpenAPIHono<AppEnv>) => void;
+  /** Hands over the load shedder's live counts once, when the app is built (e.g. for metrics). */
+  onOverload?: (state: OverloadState) => void;
 }
 
 export interface ResponseInfo {
@@ -174,13 +176,17 @@ function mountBodyChecks(app: OpenAPIHono<AppEnv>, config: ApiConfig): void {
   });
 }
 
+/** What /ready answers (true: 200): MongoDB answers a ping within the readiness bound. */
+export function isReady(db: Db, config: ApiConfig): Promise<boolean> {
+  // A frozen server holds a plain ping until the driver's monitor gives up (10 s and more): bound it.
+  return pingWithin(db, Math.min(config.DB_TIMEOUT_MS, READY_TIMEOUT_MS));
+}
+
 function mountProbes(app: OpenAPIHono<AppEnv>, db: Db, config: ApiConfig): void {
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // Readiness: 503 while MongoDB does not answer a ping, so a load balancer routes elsewhere.
-  // A frozen server holds a plain ping until the driver's monitor gives up (10 s and more): bound it.
-  const readyTimeoutMs = Math.min(config.DB_TIMEOUT_MS, READY_TIMEOUT_MS);
   app.get('/ready', async (c) =>
-    (await pingWithin(db, readyTimeoutMs))
+    (await isReady(db, config))
       ? c.json({ status: 'ready' })
       : c.json({ status: 'unavailable', db: 'down' }, 503, { 'Retry-After': RETRY_AFTER_S }),
   );
@@ -225,6 +231,7 @@ export function createApp(services: Services, options: AppOptions = {}): OpenAPI
     maxQueued: config.MAX_QUEUED,
     queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
   });
+  options.onOverload?.(shedding.state);
   // An event stream lives for hours: it is bounded by EVENTS_MAX_STREAMS instead, never by MAX_IN_FLIGHT.
   app.use('/api/*', (c, next) => (c.req.path === EVENTS_PATH ? next() : shedding.middleware(c, next)));
   app.use(secureHeaders());

@@ -6,6 +6,8 @@ import type { QueueStats } from '../shared/concurrency/queue/index.ts';
 import type { AppEnv, ResponseInfo } from './app.ts';
 import type { StreamStats } from './event-streams.ts';
 import { HttpError } from './http-errors.ts';
+import type { OverloadState } from './overload.ts';
+import type { LedgerChecks } from './services.ts';
 
 export interface MetricsOptions {
   queue: { stats(): Promise<QueueStats> };
@@ -17,6 +19,14 @@ export interface MetricsOptions {
   defaultMetrics?: boolean;
   /** When set, a scrape must send `Authorization: Bearer <token>` (401 otherwise). */
   token?: string;
+  /** What /ready answers, read at scrape time as service_ready. */
+  ready?: () => Promise<boolean>;
+  /** The instance's revocation cache: its refresh failures and the age of its last refresh. */
+  revocations?: { syncs: number; syncFailures: number; readonly lastSyncAt: number };
+  /** The ledger verifications this instance ran. */
+  ledgerChecks?: LedgerChecks;
+  /** Clock for the refresh's age (the revocation cache's own clock, server time). */
+  now?: () => number;
 }
 
 export interface Metrics {
@@ -24,6 +34,8 @@ export interface Metrics {
   onResponse(info: ResponseInfo): void;
   /** Mounts GET /metrics (Prometheus text format). */
   mount(app: Hono<AppEnv>): void;
+  /** Exports the load shedder's counts (AppOptions.onOverload). */
+  watchOverload(state: OverloadState): void;
 }
 
 const queueStates = ['waiting', 'delayed', 'active', 'completed', 'failed'] as const;
@@ -116,6 +128,87 @@ function registerEventGauges(registry: Registry, stats: StreamStats): void {
   });
 }
 
+/**
+ * A gauge read at scrape time that has no sample while `read` gives null (prom-client would report 0 for
+ * an unset gauge without labels, which an alert rule cannot tell from a real 0).
+ */
+function optionalGauge(registry: Registry, name: string, help: string, read: () => number | null): void {
+  class Optional extends Gauge {
+    override async get() {
+      const value = read();
+      const metric = await super.get();
+      if (value === null) return { ...metric, values: [] };
+      return { ...metric, values: [{ value, labels: {} }] };
+    }
+  }
+  new Optional({ name, help, registers: [registry] });
+}
+
+/** A counter that mirrors a count kept elsewhere, read at scrape time. */
+function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+function registerRevocationMetrics(
+  registry: Registry,
+  revocations: NonNullable<MetricsOptions['revocations']>,
+  now: () => number,
+): void {
+  mirroredCounter(
+    registry,
+    'revocation_refreshes_total',
+    'Refreshes of the revocation cache sent',
+    () => revocations.syncs,
+  );
+  mirroredCounter(
+    registry,
+    'revocation_refresh_failures_total',
+    'Refreshes of the revocation cache that failed (the instance keeps what it had: revocations arrive late)',
+    () => revocations.syncFailures,
+  );
+  optionalGauge(
+    registry,
+    'revocation_refresh_age_seconds',
+    'Time since the last successful refresh of the revocation cache began (absent before the first)',
+    () => (Number.isFinite(revocations.lastSyncAt) ? Math.max(0, now() - revocations.lastSyncAt) / 1000 : null),
+  );
+}
+
+/** The ledger verifications this instance ran (GET /api/ledger/verify), by result, and the last one. */
+function registerLedgerMetrics(registry: Registry, checks: LedgerChecks): void {
+  new Counter({
+    name: 'ledger_verifications_total',
+    help: 'Ledger verifications run by this instance (GET /api/ledger/verify) by result: ok or failed',
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ result: 'ok' }, checks.ok);
+      this.inc({ result: 'failed' }, checks.failed);
+    },
+  });
+  optionalGauge(
+    registry,
+    'ledger_verification_ok',
+    '1 when the last ledger verification this instance ran found the ledger whole, 0 when it failed (absent before the first)',
+    () => (checks.last ? Number(checks.last.ok) : null),
+  );
+  optionalGauge(
+    registry,
+    'ledger_verification_last_run_timestamp_seconds',
+    'When the last ledger verification this instance ran finished (Unix time; absent before the first)',
+    () => (checks.last ? checks.last.atMs / 1000 : null),
+  );
+}
+
 export function createMetrics(options: MetricsOptions): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
@@ -134,6 +227,19 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers: [registry],
   });
   if (options.events) registerEventGauges(registry, options.events);
+  if (options.revocations) registerRevocationMetrics(registry, options.revocations, options.now ?? Date.now);
+  if (options.ledgerChecks) registerLedgerMetrics(registry, options.ledgerChecks);
+  const { ready } = options;
+  if (ready) {
+    new Gauge({
+      name: 'service_ready',
+      help: '1 while /ready answers 200 (MongoDB answers a ping within the readiness bound), else 0',
+      registers: [registry],
+      async collect() {
+        this.set((await ready()) ? 1 : 0);
+      },
+    });
+  }
   const queueStatsOrCount = registerQueueGauges(
     registry,
     cachedQueueStats(options.queue, options.queueStatsCacheMs ?? 1000),
@@ -145,6 +251,30 @@ export function createMetrics(options: MetricsOptions): Metrics {
       const labels = { method, route, status: String(status) };
       requests.inc(labels);
       duration.observe(labels, ms / 1000);
+    },
+    watchOverload(state) {
+      mirroredCounter(
+        registry,
+        'http_requests_shed_total',
+        'Requests refused with 503 overloaded by the load shedder (MAX_IN_FLIGHT and MAX_QUEUED full, or queued too long)',
+        () => state.shed,
+      );
+      new Gauge({
+        name: 'http_requests_in_flight',
+        help: 'Requests running now (bounded by MAX_IN_FLIGHT)',
+        registers: [registry],
+        collect() {
+          this.set(state.inFlight);
+        },
+      });
+      new Gauge({
+        name: 'http_requests_queued',
+        help: 'Requests waiting for a slot now (bounded by MAX_QUEUED)',
+        registers: [registry],
+        collect() {
+          this.set(state.queued);
+        },
+      });
     },
     mount(app) {
       app.get('/metrics', async (c) => {

@@ -4,7 +4,7 @@ import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
 import { connect } from '../shared/core/db.ts';
-import { createApp } from './app.ts';
+import { createApp, isReady } from './app.ts';
 import { loadDotEnv } from './dotenv.ts';
 import { createMetrics } from './metrics.ts';
 import { createServices, prepareDatabase, startBackground, startFeed } from './services.ts';
@@ -30,11 +30,16 @@ const metrics = createMetrics({
   events: services.streams.stats,
   defaultMetrics: true,
   token: config.METRICS_TOKEN,
+  ready: () => isReady(database.db, config),
+  revocations: services.revocations,
+  now: () => services.clock.now(),
+  ledgerChecks: services.ledgerChecks,
 });
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,
   onResponse: metrics.onResponse,
   extraRoutes: metrics.mount,
+  onOverload: metrics.watchOverload,
 });
 
 const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT }, (info) => {

@@ -55,6 +55,15 @@ export interface Services {
   listCache: ApplicationListCache;
   /** Who is editing which application: marks with an expiry, read through a 1 s per-instance cache. */
   presence: Presence;
+  /** The ledger verifications this instance ran (GET /api/ledger/verify): exported by Node's /metrics. */
+  ledgerChecks: LedgerChecks;
+}
+
+export interface LedgerChecks {
+  ok: number;
+  failed: number;
+  /** The last one this instance finished (server clock ms); null before any. */
+  last: { ok: boolean; atMs: number } | null;
 }
 
 export const apiIndexes: IndexPlan[] = [
@@ -140,6 +149,7 @@ export async function createServices(
     }),
     feed,
     streams: new EventStreams(feed, config),
+    ledgerChecks: { ok: 0, failed: 0, last: null },
   };
 }
 

@@ -2,6 +2,8 @@
 // (JWT_KEYS, LEDGER_KEYS, METRICS_TOKEN) with fresh random values for whichever are missing from it,
 // and leaves the values it already holds alone, so every restart keeps the same keys. compose.yaml's
 // `keys` service runs it into a volume; each Node process reads the file with --env-file-if-exists.
+// Given a second file, it also writes METRICS_TOKEN alone there for Prometheus (another user, which must
+// not read the other keys): `node scripts/deploy-keys.ts <env file> [uid:gid] [token file uid:gid]`.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -30,13 +32,29 @@ export function ensureDeploymentSecrets(file: string, owner?: { uid: number; gid
   return added;
 }
 
+/** METRICS_TOKEN of the env file, alone in `tokenFile` (0400, for the scraper's user). */
+export function writeMetricsTokenFile(envFile: string, tokenFile: string, owner?: { uid: number; gid: number }): void {
+  const token = /^\s*METRICS_TOKEN\s*=\s*(\S+)\s*$/m.exec(readFileSync(envFile, 'utf8'))?.[1];
+  if (!token) throw new Error(`${envFile} has no METRICS_TOKEN`);
+  if (existsSync(tokenFile)) chmodSync(tokenFile, 0o600);
+  writeFileSync(tokenFile, token, { mode: 0o400 });
+  chmodSync(tokenFile, 0o400);
+  if (owner) chownSync(tokenFile, owner.uid, owner.gid);
+}
+
+const parseOwner = (arg: string | undefined) =>
+  arg ? { uid: Number(arg.split(':')[0]), gid: Number(arg.split(':')[1]) } : undefined;
+
 if (import.meta.main) {
-  const [file, ownerArg] = process.argv.slice(2);
+  const [file, ownerArg, tokenFile, tokenOwnerArg] = process.argv.slice(2);
   if (!file || file.startsWith('-')) {
-    console.error('Usage: node scripts/deploy-keys.ts <env file> [uid:gid]');
+    console.error('Usage: node scripts/deploy-keys.ts <env file> [uid:gid] [metrics token file] [uid:gid]');
     process.exit(2);
   }
-  const owner = ownerArg ? { uid: Number(ownerArg.split(':')[0]), gid: Number(ownerArg.split(':')[1]) } : undefined;
-  const added = ensureDeploymentSecrets(file, owner);
+  const added = ensureDeploymentSecrets(file, parseOwner(ownerArg));
   console.log(added.length ? `${file}: made ${added.join(', ')}` : `${file}: every secret is there already`);
+  if (tokenFile) {
+    writeMetricsTokenFile(file, tokenFile, parseOwner(tokenOwnerArg));
+    console.log(`${tokenFile}: METRICS_TOKEN for Prometheus`);
+  }
 }

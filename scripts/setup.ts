@@ -3,7 +3,8 @@
 // machine's node is older; wrangler/workerd and Deno come from npm too.)
 //   - the offline MongoDB server's jars (Maven Central)
 //   - nginx (Debian) for the load-balancer tests, DejaVu fonts (Debian) for the OCR test documents,
-//     chromium (Debian) for the browser tests
+//     chromium (Debian) for the browser tests, prometheus (Debian: prometheus and promtool) for the
+//     alert rules and the metrics tests
 //   - schemathesis (PyPI) in a virtualenv for the API fuzzing test
 //   - compose-go (Go module proxy) for validating compose.yaml
 import { execFileSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { findChromium } from './browser.ts';
 import { resolveClasspath } from './mongo/offline-server.ts';
 import { findNginx } from './nginx/nginx.ts';
+import { findPrometheus, findPromtool } from './prometheus.ts';
 import { install as installSchemathesis } from './schemathesis.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -40,6 +42,11 @@ const debian = [
     name: 'chromium',
     present: () => findChromium() !== null,
     needFor: 'the browser tests (test/browser/, driven by playwright-core)',
+  },
+  {
+    name: 'prometheus',
+    present: () => findPrometheus() !== null && findPromtool() !== null,
+    needFor: 'the alert rules and the metrics tests (test/ops/)',
   },
   {
     name: 'stress-ng',

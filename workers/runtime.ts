@@ -8,6 +8,7 @@ import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/que
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
 import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/core/db.ts';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics.ts';
 
 export interface WorkerContext {
   db: Db;
@@ -43,6 +44,8 @@ export interface WorkerProcessOptions<Data, Result> {
    * and every `ms` while the worker runs; failures are logged, never fatal.
    */
   every?: { ms: (config: Config) => number; run: (ctx: WorkerContext) => Promise<unknown> };
+  /** Metrics of the handler's own (registered on the worker's registry), fed each completed job's result. */
+  metrics?: (registry: WorkerMetrics['registry']) => (result: Result, job: Job<Data>) => void;
 }
 
 export interface RunningWorker {
@@ -62,9 +65,15 @@ export async function startWorker<Data, Result>(
   await clock.sync();
   const ctx: WorkerContext = { db: database.db, clock, queue: new Queue(database.db, { clock }), logger, config };
   const status: ProbeStatus = { ready: false, stopping: false };
-  const probe = await listenProbe(config.HOST, config.WORKER_PROBE_PORT, probeAnswers(options.name, database, status));
+  const metrics = createWorkerMetrics(options.name, options.jobNames);
+  const probe = await listenProbe(
+    config.HOST,
+    config.WORKER_PROBE_PORT,
+    probeAnswers(options.name, database, status, metrics, config.METRICS_TOKEN),
+  );
   await options.prepare?.(ctx);
-  const worker = createQueueWorker(options, ctx);
+  const worker = createQueueWorker(options, ctx, metrics);
+  metrics.watch(worker, () => isReady(database, status));
   await worker.run();
   status.ready = true;
   const housekeeping = startHousekeeping(options.every, ctx);
@@ -101,8 +110,10 @@ async function openDatabase(config: Config, indexes: IndexPlan[]): Promise<Datab
 function createQueueWorker<Data, Result>(
   options: WorkerProcessOptions<Data, Result>,
   ctx: WorkerContext,
+  metrics: WorkerMetrics,
 ): Worker<Data, Result> {
   const { config, logger } = ctx;
+  const observe = options.metrics?.(metrics.registry);
   return new Worker<Data, Result>(
     ctx.db,
     options.jobNames,
@@ -111,6 +122,11 @@ function createQueueWorker<Data, Result>(
       try {
         const result = await options.handler(job, signal, ctx);
         logger.info('job completed', { job: job.id, name: job.name, ms: Math.round(performance.now() - started) });
+        try {
+          observe?.(result, job);
+        } catch (error) {
+          logger.warn('job metrics failed', errorFields(error));
+        }
         return result;
       } catch (error) {
         const attempt = job.attemptsMade + 1;
@@ -126,6 +142,7 @@ function createQueueWorker<Data, Result>(
       leaseMs: options.leaseMs ?? config.QUEUE_LEASE_MS,
       clock: ctx.clock,
       onError: (error) => logger.error('worker error', errorFields(error)),
+      onSettled: metrics.settled,
     },
   );
 }
@@ -203,7 +220,9 @@ export async function runWorkerProcess<Data, Result>(options: WorkerProcessOptio
 
 interface ProbeAnswer {
   status: number;
+  /** JSON unless contentType is given (then the text as it is). */
   body: unknown;
+  contentType?: string;
 }
 
 interface ProbeStatus {
@@ -212,32 +231,56 @@ interface ProbeStatus {
   stopping: boolean;
 }
 
-/** /health while the process lives; /ready while it claims jobs and reaches MongoDB. */
-function probeAnswers(name: string, database: Database, status: ProbeStatus) {
-  return async (path: string): Promise<ProbeAnswer> => {
+const isReady = async (database: Database, status: ProbeStatus) =>
+  status.ready && !status.stopping && (await ping(database.db));
+
+/**
+ * /health while the process lives; /ready while it claims jobs and reaches MongoDB; /metrics (Prometheus
+ * text), behind `Authorization: Bearer <METRICS_TOKEN>` when that is set, as on the API.
+ */
+function probeAnswers(
+  name: string,
+  database: Database,
+  status: ProbeStatus,
+  metrics: WorkerMetrics,
+  token: string | undefined,
+) {
+  return async (path: string, authorization: string | undefined): Promise<ProbeAnswer> => {
     if (path === '/health') return { status: 200, body: { status: 'ok', worker: name } };
+    if (path === '/metrics') {
+      if (token && authorization !== `Bearer ${token}`) {
+        return {
+          status: 401,
+          body: { error: { code: 'unauthorized', message: 'Send Authorization: Bearer <METRICS_TOKEN>.' } },
+        };
+      }
+      return { status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType };
+    }
     if (path === '/ready') {
-      const up = status.ready && !status.stopping && (await ping(database.db));
+      const up = await isReady(database, status);
       return {
         status: up ? 200 : 503,
         body: { status: up ? 'ready' : 'unavailable', worker: name, stopping: status.stopping },
       };
     }
-    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready' } } };
+    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready, /metrics' } } };
   };
 }
 
 function listenProbe(
   host: string,
   port: number,
-  answer: (path: string) => Promise<ProbeAnswer>,
+  answer: (path: string, authorization: string | undefined) => Promise<ProbeAnswer>,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    answer(new URL(req.url ?? '/', 'http://probe').pathname).then(
-      ({ status, body }) => {
+    answer(new URL(req.url ?? '/', 'http://probe').pathname, req.headers.authorization).then(
+      ({ status, body, contentType }) => {
         // A load balancer or orchestrator reading a 503 learns when to ask again, as from the API.
         const retry = status === 503 ? { 'retry-after': '1' } : {};
-        res.writeHead(status, { 'content-type': 'application/json', ...retry }).end(JSON.stringify(body));
+        const auth = status === 401 ? { 'www-authenticate': 'Bearer realm="metrics"' } : {};
+        res
+          .writeHead(status, { 'content-type': contentType ?? 'application/json', ...retry, ...auth })
+          .end(contentType ? String(body) : JSON.stringify(body));
       },
       () => res.writeHead(503, { 'retry-after': '1' }).end(),
     );

@@ -188,5 +188,11 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     return c.json({ applicationId: id, entries: entries.map(toEntryJson) }, 200);
   });
 
-  app.openapi(verifyRoute, async (c) => c.json(await disbursements.verifyLedger(), 200));
+  app.openapi(verifyRoute, async (c) => {
+    const result = await disbursements.verifyLedger();
+    const checks = services.ledgerChecks;
+    checks[result.ok ? 'ok' : 'failed']++;
+    checks.last = { ok: result.ok, atMs: services.clock.now() };
+    return c.json(result, 200);
+  });
 }

@@ -71,6 +71,8 @@ export class Revocations {
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Database commands this cache has sent (for benchmarks and tests). */
   syncs = 0;
+  /** Refreshes that failed (the cache kept what it had; exported as a metric by the Node API). */
+  syncFailures = 0;
 
   constructor(db: Db, options: RevocationOptions) {
     this.collection = db.collection<RevocationDoc>('revocations');
@@ -145,6 +147,11 @@ export class Revocations {
     return cutoff !== undefined && token.iatMs < cutoff;
   }
 
+  /** When the last successful refresh began (server clock ms; -Infinity before the first). */
+  get lastSyncAt(): number {
+    return this.syncedAt;
+  }
+
   /** Refreshes when the cache is older than the bound; concurrent callers share one query. */
   async ensureFresh(): Promise<void> {
     if (this.clock.now() - this.syncedAt <= this.maxStalenessMs) return;
@@ -155,9 +162,15 @@ export class Revocations {
     if (!this.inFlight) {
       const started = this.clock.now();
       this.inFlight = this.load()
-        .then(() => {
-          this.syncedAt = started;
-        })
+        .then(
+          () => {
+            this.syncedAt = started;
+          },
+          (error) => {
+            this.syncFailures++;
+            throw error;
+          },
+        )
         .finally(() => {
           this.inFlight = null;
         });

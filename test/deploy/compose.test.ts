@@ -8,7 +8,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseEnv } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ensureDeploymentSecrets } from '../../scripts/deploy-keys.ts';
+import { ensureDeploymentSecrets, writeMetricsTokenFile } from '../../scripts/deploy-keys.ts';
+import { findPromtool } from '../../scripts/prometheus.ts';
 import { apiConfigSchema, configSchema } from '../../shared/core/config.ts';
 import { randomJwtKeys } from '../support/app.ts';
 
@@ -71,7 +72,16 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
   }, 240_000);
 
   it('is valid against the Compose Specification and names every service', () => {
-    expect(Object.keys(services).sort()).toEqual(['api', 'approval', 'keys', 'mongo', 'nginx', 'ocr']);
+    expect(Object.keys(services).sort()).toEqual([
+      'api',
+      'approval',
+      'grafana',
+      'keys',
+      'mongo',
+      'nginx',
+      'ocr',
+      'prometheus',
+    ]);
   });
 
   it('is rejected by the same loader when a key is misspelt (the schema is really applied)', () => {
@@ -96,7 +106,10 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
 
   it('makes the secrets once into a volume that every API instance and worker reads, after the keys service', () => {
     const keys = services.keys;
-    const [node, scriptPath, file, owner] = keys.command;
+    const [node, scriptPath, file, owner, tokenFile, tokenOwner] = keys.command;
+    // The token alone, for Prometheus's user (nobody) in the same volume.
+    expect(dirname(tokenFile)).toBe(dirname(file));
+    expect(tokenOwner).toBe('65534:65534');
     expect(node).toBe('node');
     expect(existsSync(join(root, scriptPath))).toBe(true);
     expect(owner).toBe('1000:1000'); // the image's `node` user reads what root wrote
@@ -138,6 +151,12 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       writeFileSync(partial, `JWT_KEYS=${jwtKeys}`);
       expect(ensureDeploymentSecrets(partial).sort()).toEqual(['LEDGER_KEYS', 'METRICS_TOKEN']);
       expect(parseEnv(readFileSync(partial, 'utf8')).JWT_KEYS).toBe(jwtKeys);
+      const token = join(dir, 'metrics-token');
+      writeMetricsTokenFile(envFile, token);
+      expect(readFileSync(token, 'utf8')).toBe(secrets.METRICS_TOKEN);
+      expect(statSync(token).mode & 0o777).toBe(0o400);
+      writeMetricsTokenFile(envFile, token); // a restart rewrites it
+      expect(readFileSync(token, 'utf8')).toBe(secrets.METRICS_TOKEN);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -189,6 +208,94 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       expect(worker.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.WORKER_PROBE_PORT}/ready`);
       expect(worker.image).toBe(services.api.image); // one image, several commands
     }
+  });
+
+  const mountOf = (service: Service, target: string) =>
+    service.volumes.find((v: { target: string }) => v.target === target);
+
+  it('runs Prometheus on the repository config and alert rules, scraping every API and worker replica with the token', () => {
+    const prometheus = services.prometheus;
+    expect(prometheus.image).toMatch(/^prom\/prometheus:v\d/);
+    for (const [file, target] of [
+      ['ops/prometheus/prometheus.yml', '/etc/prometheus/prometheus.yml'],
+      ['ops/prometheus/alerts.yml', '/etc/prometheus/alerts.yml'],
+    ]) {
+      expect(relative(root, mountOf(prometheus, target!).source), target).toBe(file);
+      expect(mountOf(prometheus, target!).read_only).toBe(true);
+    }
+    const config = read('ops/prometheus/prometheus.yml');
+    expect(config).toContain('- /etc/prometheus/alerts.yml');
+    // Each job finds its service's replicas by DNS, on the port the service listens on.
+    const ports = {
+      api: envOf(services.api).PORT,
+      ocr: envOf(services.ocr).WORKER_PROBE_PORT,
+      approval: envOf(services.approval).WORKER_PROBE_PORT,
+    };
+    for (const [job, port] of Object.entries(ports)) {
+      expect(config, job).toMatch(
+        new RegExp(
+          `job_name: ${job}\\n\\s+dns_sd_configs:\\n\\s+- names: \\[${job}\\]\\n\\s+type: A\\n\\s+port: ${port}\\n`,
+        ),
+      );
+      // The workers get the API's token (shell or .env) too, else all read the volume's.
+      expect(services[job].environment, job).toHaveProperty('METRICS_TOKEN');
+    }
+    expect(config.match(/credentials_file: \/tmp\/metrics-token/g)).toHaveLength(3);
+    const script = prometheus.command.join(' ');
+    expect(script).toContain(`${services.keys.command[4]} > /tmp/metrics-token`);
+    expect(script).toContain('"$METRICS_TOKEN"'); // $$ in compose.yaml: the container's shell expands it
+    expect(envOf(prometheus).METRICS_TOKEN).toBe('a-metrics-token-of-32-characters');
+    expect(mountOf(prometheus, '/run/loan-admin')).toMatchObject({ type: 'volume', read_only: true });
+    expect(prometheus.depends_on.keys.condition).toBe('service_completed_successfully');
+    expect(prometheus.ports).toContainEqual(expect.objectContaining({ target: 9090, host_ip: '127.0.0.1' }));
+  });
+
+  it.skipIf(!findPromtool())('has a Prometheus config that promtool accepts (skipped without promtool)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prometheus-config-'));
+    try {
+      writeFileSync(join(dir, 'token'), 'x');
+      const config = read('ops/prometheus/prometheus.yml')
+        .replace('/etc/prometheus/alerts.yml', join(root, 'ops/prometheus/alerts.yml'))
+        .replaceAll('/tmp/metrics-token', join(dir, 'token'));
+      writeFileSync(join(dir, 'prometheus.yml'), config);
+      const checked = spawnSync(findPromtool()!, ['check', 'config', join(dir, 'prometheus.yml')], {
+        encoding: 'utf8',
+      });
+      expect(checked.stdout + checked.stderr).toContain('SUCCESS: 9 rules found');
+      expect(checked.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs Grafana with the repository dashboards and a data source that names the prometheus service', () => {
+    const grafana = services.grafana;
+    expect(grafana.image).toMatch(/^grafana\/grafana:\d/);
+    expect(relative(root, mountOf(grafana, '/etc/grafana/provisioning').source)).toBe('ops/grafana/provisioning');
+    const dashboards = mountOf(grafana, '/etc/grafana/dashboards');
+    expect(relative(root, dashboards.source)).toBe('ops/grafana/dashboards');
+    expect(read('ops/grafana/provisioning/dashboards/loan-admin.yml')).toMatch(
+      /^\s+path: \/etc\/grafana\/dashboards$/m,
+    );
+    const datasource = read('ops/grafana/provisioning/datasources/prometheus.yml');
+    expect(datasource).toMatch(/^\s+url: http:\/\/prometheus:9090$/m);
+    const uid = /^\s+uid: (\S+)$/m.exec(datasource)![1];
+    const files = readdirSync(join(root, 'ops/grafana/dashboards'));
+    expect(files.sort()).toEqual(['api.json', 'money.json', 'queue-workers.json']);
+    const uids = new Set<string>();
+    for (const file of files) {
+      const dashboard = JSON.parse(read(`ops/grafana/dashboards/${file}`));
+      uids.add(dashboard.uid);
+      for (const panel of dashboard.panels) {
+        expect(panel.datasource, `${file} ${panel.title}`).toEqual({ type: 'prometheus', uid });
+        for (const target of panel.targets) expect(target.datasource.uid).toBe(uid);
+      }
+    }
+    expect(uids.size).toBe(files.length);
+    expect(grafana.depends_on.prometheus.condition).toBe('service_healthy');
+    expect(envOf(grafana).GF_SECURITY_ADMIN_PASSWORD).toBeUndefined(); // unset stays unset
+    expect(envOf(grafana).GF_AUTH_ANONYMOUS_ENABLED).toBe('false');
+    expect(grafana.ports).toContainEqual(expect.objectContaining({ target: 3000, host_ip: '127.0.0.1' }));
   });
 
   it('puts nginx on port 80 with the repository nginx.conf, after the API is healthy', () => {

@@ -4,6 +4,7 @@ import { loadDotEnv } from '../../api/dotenv.ts';
 import { OCR_JOB } from '../../shared/loans/documents.ts';
 import { runWorkerProcess } from '../runtime.ts';
 import { createOcrHandler, ocrIndexes } from './handler.ts';
+import { ocrMetrics } from './metrics.ts';
 import { sharedRecognizer } from './recognize.ts';
 
 loadDotEnv();
@@ -21,4 +22,5 @@ await runWorkerProcess({
     return recognizer.start();
   },
   dispose: () => recognizer.close(),
+  metrics: ocrMetrics,
 });

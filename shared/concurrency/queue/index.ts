@@ -4,4 +4,4 @@ export { backoffDelay } from './job.ts';
 export { JOBS_COLLECTION, queueIndexes, queueIndexPlan } from './plans.ts';
 export { Queue, type QueueOptions, type QueueStats, type RetryDeadOutcome } from './queue.ts';
 export type { WakeUp } from './wake-up.ts';
-export { type Handler, Worker, type WorkerCounters, type WorkerOptions } from './worker.ts';
+export { type Handler, type SettledRun, Worker, type WorkerCounters, type WorkerOptions } from './worker.ts';

@@ -41,6 +41,19 @@ export interface WorkerOptions {
   workerId?: string;
   /** Errors of the worker itself (a failed claim or write), never a handler's error. */
   onError?: (error: unknown) => void;
+  /** Each run's written outcome, once its write is done (for metrics); must not throw. */
+  onSettled?: (settled: SettledRun) => void;
+}
+
+/**
+ * How one run ended: completed, retried after its backoff, dead-lettered (failed on its last attempt),
+ * or stale (the lease was no longer ours, so another worker owns the job). `ms` runs from the handler's
+ * start to the outcome's write.
+ */
+export interface SettledRun {
+  name: string;
+  outcome: 'completed' | 'retried' | 'dead_lettered' | 'stale';
+  ms: number;
 }
 
 export interface WorkerCounters {
@@ -100,6 +113,7 @@ export class Worker<Data = unknown, Result = unknown> {
   private readonly concurrency: number;
   private readonly wakeUp: WakeUp;
   private readonly onError: (error: unknown) => void;
+  private readonly onSettled: (settled: SettledRun) => void;
   private readonly leaseSettings: LeaseSettings;
   private readonly claims: Claimer;
   private readonly wake: WakeUpSource;
@@ -121,6 +135,7 @@ export class Worker<Data = unknown, Result = unknown> {
     this.wakeUp = options.wakeUp ?? 'auto';
     this.workerId = options.workerId ?? crypto.randomUUID();
     this.onError = options.onError ?? (() => {});
+    this.onSettled = options.onSettled ?? (() => {});
     const leaseMs = Math.max(100, options.leaseMs ?? 30_000);
     this.leaseSettings = {
       collection: this.collection,
@@ -273,6 +288,7 @@ export class Worker<Data = unknown, Result = unknown> {
   }
 
   private async execute(run: Running): Promise<void> {
+    const started = performance.now();
     let outcome: Outcome<Result>;
     try {
       outcome = { ok: true, result: await this.handler(toJob<Data>(run.doc), run.lease.signal) };
@@ -283,16 +299,21 @@ export class Worker<Data = unknown, Result = unknown> {
     if (run.lease.released) return;
     run.settling = true;
     try {
-      const changed = await this.writeOutcome(run.doc, run.lease.token, outcome);
-      if (!changed) this.counters.staleWrites++;
+      const written = await this.writeOutcome(run.doc, run.lease.token, outcome);
+      if (!written) this.counters.staleWrites++;
+      this.onSettled({ name: run.doc.name, outcome: written || 'stale', ms: performance.now() - started });
     } catch (error) {
       // The lease runs out and another worker takes the job again: nothing is lost.
       this.onError(error);
     }
   }
 
-  /** Completed, retried after its backoff, or failed for good; 0 when the lease was no longer ours. */
-  private async writeOutcome(doc: JobDocument, lease: string, outcome: Outcome<Result>): Promise<number> {
+  /** Completed, retried after its backoff, or failed for good; null when the lease was no longer ours. */
+  private async writeOutcome(
+    doc: JobDocument,
+    lease: string,
+    outcome: Outcome<Result>,
+  ): Promise<Exclude<SettledRun['outcome'], 'stale'> | null> {
     const now = this.clock.now();
     const filter = fencedFilter(doc._id, lease);
     const token = crypto.randomUUID();
@@ -301,7 +322,7 @@ export class Worker<Data = unknown, Result = unknown> {
         ? (await this.collection.deleteOne(filter)).deletedCount
         : (await this.collection.updateOne(filter, completeUpdate(token, outcome.result, new Date(now)))).modifiedCount;
       if (changed) this.counters.completed++;
-      return changed;
+      return changed ? 'completed' : null;
     }
     const error = toJobError(outcome.error, now);
     const attemptsMade = doc.attemptsMade + 1;
@@ -309,10 +330,10 @@ export class Worker<Data = unknown, Result = unknown> {
       const runAt = new Date(now + backoffDelay(doc.backoff, attemptsMade));
       const changed = (await this.collection.updateOne(filter, retryUpdate(token, runAt, error))).modifiedCount;
       if (changed) this.counters.retried++;
-      return changed;
+      return changed ? 'retried' : null;
     }
     const changed = (await this.collection.updateOne(filter, failUpdate(token, error, true))).modifiedCount;
     if (changed) this.counters.failed++;
-    return changed;
+    return changed ? 'dead_lettered' : null;
   }
 }
