@@ -136,7 +136,8 @@ describe.skipIf(noPrometheus)(
           FOUR_EYES: 'false',
         }),
       );
-      const ocr = await startWorker('workers/ocr/main.ts', { QUEUE_LEASE_MS: '5000' });
+      // The default 30 s lease: a loss here would be a fault, not a busy machine's slow heartbeat.
+      const ocr = await startWorker('workers/ocr/main.ts', {});
       const approval = await startWorker('workers/approval/main.ts', {
         APPROVAL_AUTO_DECIDE: 'true',
         APPROVAL_AUTO_APPROVE_MAX_AMOUNT: '10000',
