@@ -20,8 +20,9 @@ import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessi
 import { ApplicationFeed } from '../shared/loans/application-feed.ts';
 import { ApplicationListCache, applicationIndexes } from '../shared/loans/applications.ts';
 import { auditIndexes } from '../shared/loans/audit.ts';
+import { Disbursements } from '../shared/loans/disbursements.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
-import { ledgerIndexes } from '../shared/loans/ledger.ts';
+import { Ledger, LedgerKeys, ledgerIndexes } from '../shared/loans/ledger.ts';
 import { newPaymentStats, PaymentProvider, type PaymentStats } from '../shared/loans/payments.ts';
 import { Presence, presenceIndexes } from '../shared/loans/presence.ts';
 import { EventStreams } from './event-streams.ts';
@@ -232,12 +233,54 @@ export function startBackground(services: Services): () => Promise<void> {
   services.apiLimiter.start();
   const resync = setInterval(() => void services.clock.maybeSync().catch(() => {}), 30_000);
   (resync as { unref?: () => void }).unref?.();
+  const stopResume = startPaymentResume(services);
   return async () => {
+    await stopResume();
     services.streams.closeAll();
     await services.feed.close();
     clearInterval(resync);
     services.revocations.stop();
     await services.apiLimiter.stop();
+  };
+}
+
+/**
+ * With a payment provider: every PAYMENT_RESUME_INTERVAL_MS one instance (under the lease payments:resume)
+ * completes the disbursements left pending that long (provider down, a client that never retried, a
+ * process that died). Runs never overlap; failures are logged.
+ */
+function startPaymentResume(services: Services): () => Promise<void> {
+  const { payments, config } = services;
+  const everyMs = config.PAYMENT_RESUME_INTERVAL_MS;
+  if (!payments || everyMs <= 0) return async () => {};
+  const disbursements = new Disbursements(services.db, {
+    ledger: new Ledger(services.db, {
+      keys: LedgerKeys.parse(config.LEDGER_KEYS, config.LEDGER_SIGNING_KID),
+      clock: services.clock,
+    }),
+    locks: services.locks,
+    clock: services.clock,
+    fourEyes: config.FOUR_EYES,
+    payments,
+  });
+  let running: Promise<unknown> = Promise.resolve();
+  const sweep = async () => {
+    const lease = await services.locks.acquire('payments:resume', { ttlMs: Math.max(everyMs, 60_000) });
+    if (!lease) return;
+    try {
+      const result = await disbursements.resumePending(everyMs);
+      if (result.completed + result.pending > 0) services.logger.info('pending disbursements resumed', { ...result });
+    } finally {
+      await services.locks.release(lease);
+    }
+  };
+  const timer = setInterval(() => {
+    running = running.then(sweep).catch((error) => services.logger.warn('payment resume failed', errorFields(error)));
+  }, everyMs);
+  (timer as { unref?: () => void }).unref?.();
+  return async () => {
+    clearInterval(timer);
+    await running;
   };
 }
 

@@ -51,7 +51,7 @@ export interface SimOptions {
   /** Where callbacks are POSTed... */
   webhookUrl?: string;
   /** ...or how they are delivered in-process (tests: app.request). */
-  deliver?: (body: string, signature: string) => Promise<unknown>;
+  deliver?: (body: string, signature: string) => unknown;
   faults?: Partial<SimFaults>;
 }
 

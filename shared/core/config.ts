@@ -170,7 +170,7 @@ export const configSchema = z.object({
   PAYMENT_BREAKER_FAILURES: int(1, 1_000).default(5),
   /** ...until this long has passed (ms); then one probe call decides: closed again, or open again. */
   PAYMENT_BREAKER_HALF_OPEN_MS: int(10, 3_600_000).default(10_000),
-  /** The approval worker completes disbursements left pending this long (ms; 0: never). */
+  /** Every this often one API instance completes the disbursements left pending this long (ms; 0: never). */
   PAYMENT_RESUME_INTERVAL_MS: int(0, 86_400_000).default(30_000),
 
   /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */

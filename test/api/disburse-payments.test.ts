@@ -174,7 +174,7 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
       PAYMENT_BREAKER_HALF_OPEN_MS: '300',
     });
     sim.setFaults({ mode: 'error', duplicateWebhooks: 0 });
-    const loans = [];
+    const loans: { id: string; key: string }[] = [];
     for (let i = 0; i < 10; i++) loans.push({ id: await approved(app, 13_000 + i), key: key() });
     const before = sim.state().calls;
     for (const loan of loans) expect((await disburse(app, loan.id, loan.key)).status).toBe(202);
