@@ -5,6 +5,7 @@
 // duplicates; the ledger verifies at the end. Each test runs its own app instance (its own breaker).
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
+import { createMetrics } from '../../api/metrics.ts';
 import { type PaymentProviderSim, startPaymentProviderSim } from '../../scripts/payment-provider-sim.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { DISBURSEMENTS_COLLECTION, Disbursements } from '../../shared/loans/disbursements.ts';
@@ -190,6 +191,11 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
     expect(services.paymentStats.outcomes.breaker_open).toBe(loans.length - 1);
     expect(services.paymentStats.breakerOpened).toBeGreaterThanOrEqual(1);
     expect(sim.state().payments.filter((p) => loans.some((l) => l.id === p.applicationId))).toEqual([]);
+    // What /metrics (Node) exports of it.
+    const scraped = await createMetrics({ queue: services.queue, payments: services.paymentStats }).registry.metrics();
+    expect(scraped).toContain(`payment_provider_calls_total{outcome="breaker_open"} ${loans.length - 1}`);
+    expect(scraped).toContain(`payment_provider_breaker_opened_total ${services.paymentStats.breakerOpened}`);
+    expect(scraped).toContain(`payment_provider_breaker_open ${services.paymentStats.breaker === 'open' ? 1 : 0}`);
 
     sim.setFaults({ mode: 'ok', duplicateWebhooks: 0 });
     // Half-open after 300 ms: the first request then is the probe; its success closes the breaker.
@@ -209,7 +215,7 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
   });
 
   it('a time-out (provider hangs) answers 202 within the time-out and completes later', async () => {
-    const { app, services } = await instance({ PAYMENT_MAX_ATTEMPTS: '1', PAYMENT_TIMEOUT_MS: '200' });
+    const { app, services } = await instance({ PAYMENT_MAX_ATTEMPTS: '1', PAYMENT_TIMEOUT_MS: '1500' });
     const id = await approved(app, 14_000);
     const k = key();
     sim.setFaults({ mode: 'hang', count: 1, duplicateWebhooks: 0 });
