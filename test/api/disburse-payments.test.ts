@@ -272,6 +272,20 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
     await verified(app);
   });
 
+  it('a refusal (4xx) is not retried: 502 payment_refused, the record says refused, nothing paid', async () => {
+    const { app } = await instance({ PAYMENT_PROVIDER_KEY: 'not-the-providers-key-0123', PAYMENT_MAX_ATTEMPTS: '3' });
+    const id = await approved(app, 17_000);
+    const before = sim.state().calls;
+    const res = await disburse(app, id, key());
+    expect(res.status).toBe(502);
+    expect(res.body.error.code).toBe('payment_refused');
+    expect(res.body.error.details.status).toBe(401);
+    expect(sim.state().calls - before).toBe(1);
+    expect((await record(id))?.payment).toMatchObject({ state: 'refused', attempts: 1 });
+    expect(paidFor(id)).toEqual([]);
+    expect(await ledgerCount(id)).toBe(0);
+  });
+
   it('without a webhook secret the route answers 404; without a provider URL nothing changes', async () => {
     const { app } = await createTestApp(database.db, keys);
     current = app;
