@@ -14,7 +14,7 @@
 //                crash between the two leaves a paid record that the next attempt completes without paying
 //                again (it reads 'paid' and skips the call; were the write lost, the provider answers the
 //                same key with the same receipt). A time-out, 5xx or open breaker leaves the record
-//                'pending' (PaymentPendingError: the API answers 202) until a retry of the request, the
+//                'pending' (PendingPaymentError: the API answers 202) until a retry of the request, the
 //                resume sweep (resumePending) or the provider's signed callback (paymentCallback) completes
 //                it. A 4xx leaves it 'refused' (PaymentRefusedError: 502); the application stays approved
 //                with its intent.
@@ -713,7 +713,7 @@ export class Disbursements {
 
   /**
    * Completes disbursements left unfinished (a provider that was down, a process that died) whose record
-   * has not moved for `olderThanMs`: each under its lease, as the admin who asked. The approval worker runs
+   * has not moved for `olderThanMs`: each under its lease, as the admin who asked. API instances run
    * it on an interval. Returns how many it completed and how many are still pending.
    */
   async resumePending(olderThanMs: number, limit = 100): Promise<{ completed: number; pending: number }> {
