@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { createApp } from '../../api/app.ts';
 import { createMetrics } from '../../api/metrics.ts';
+import { startBackground } from '../../api/services.ts';
 import { type PaymentProviderSim, startPaymentProviderSim } from '../../scripts/payment-provider-sim.ts';
 import type { Role } from '../../shared/identity/sessions.ts';
 import { DISBURSEMENTS_COLLECTION, Disbursements } from '../../shared/loans/disbursements.ts';
@@ -270,6 +271,25 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
     expect(paidFor(id)).toHaveLength(1);
     expect(await ledgerCount(id)).toBe(1);
     await verified(app);
+  });
+
+  it("a running instance's resume sweep completes a pending disbursement nobody asks about again", async () => {
+    const { app, services } = await instance({ PAYMENT_MAX_ATTEMPTS: '1', PAYMENT_RESUME_INTERVAL_MS: '100' });
+    const id = await approved(app, 16_500);
+    sim.setFaults({ mode: 'error', duplicateWebhooks: 0 });
+    expect((await disburse(app, id, key())).status).toBe(202);
+    const stop = startBackground(services);
+    try {
+      sim.setFaults({ mode: 'ok', duplicateWebhooks: 0 });
+      await vi.waitFor(async () => expect((await record(id))?.state).toBe('disbursed'), {
+        timeout: 15_000,
+        interval: 50,
+      });
+    } finally {
+      await stop();
+    }
+    expect(paidFor(id)).toHaveLength(1);
+    expect(await ledgerCount(id)).toBe(1);
   });
 
   it('a refusal (4xx) is not retried: 502 payment_refused, the record says refused, nothing paid', async () => {
