@@ -59,6 +59,7 @@ export const statusByCode = {
   misconfigured: 500,
   config: 500,
   unreadable_document: 500,
+  payment_refused: 502,
 } as const satisfies Record<ErrorCode, number>;
 
 type StatusOf<C extends ErrorCode> = (typeof statusByCode)[C];

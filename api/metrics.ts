@@ -3,6 +3,7 @@
 import type { Hono } from 'hono';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { QueueStats } from '../shared/concurrency/queue/index.ts';
+import type { PaymentStats } from '../shared/loans/payments.ts';
 import type { AppEnv, ResponseInfo } from './app.ts';
 import type { StreamStats } from './event-streams.ts';
 import { HttpError } from './http-errors.ts';
@@ -25,6 +26,8 @@ export interface MetricsOptions {
   revocations?: { syncs: number; syncFailures: number; readonly lastSyncAt: number };
   /** The ledger verifications this instance ran. */
   ledgerChecks?: LedgerChecks;
+  /** The payment provider's call outcomes and breaker state (the process's one client). */
+  payments?: PaymentStats;
   /** Clock for the refresh's age (the revocation cache's own clock, server time). */
   now?: () => number;
 }
@@ -209,6 +212,37 @@ function registerLedgerMetrics(registry: Registry, checks: LedgerChecks): void {
   );
 }
 
+/** Payment provider attempts by outcome, and its circuit breaker (read at scrape time from the client's hooks). */
+function registerPaymentMetrics(registry: Registry, stats: PaymentStats): void {
+  new Counter({
+    name: 'payment_provider_calls_total',
+    help: 'Payment provider attempts by outcome: paid, refused (4xx), timeout, server_error (5xx), network_error, breaker_open (refused without a call)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [outcome, count] of Object.entries(stats.outcomes)) this.inc({ outcome }, count);
+    },
+  });
+  new Gauge({
+    name: 'payment_provider_breaker_open',
+    help: "1 while the payment provider's circuit breaker is open (calls fail fast), 0 closed or half-open",
+    registers: [registry],
+    collect() {
+      this.set(stats.breaker === 'open' || stats.breaker === 'isolated' ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'payment_provider_breaker_opened_total',
+    help: "Times the payment provider's circuit breaker opened",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats.breakerOpened);
+    },
+  });
+}
+
 export function createMetrics(options: MetricsOptions): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
@@ -229,6 +263,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
   if (options.events) registerEventGauges(registry, options.events);
   if (options.revocations) registerRevocationMetrics(registry, options.revocations, options.now ?? Date.now);
   if (options.ledgerChecks) registerLedgerMetrics(registry, options.ledgerChecks);
+  if (options.payments) registerPaymentMetrics(registry, options.payments);
   const { ready } = options;
   if (ready) {
     new Gauge({

@@ -34,6 +34,7 @@ const metrics = createMetrics({
   revocations: services.revocations,
   now: () => services.clock.now(),
   ledgerChecks: services.ledgerChecks,
+  payments: services.paymentStats,
 });
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,

@@ -28,6 +28,7 @@ const descriptions: Record<number, string> = {
   422: 'The content cannot be processed (image_too_large: an image declaring more pixels than DOCUMENT_MAX_PIXELS)',
   428: 'Send a version in the body or an If-Match header',
   429: 'Too many requests (see Retry-After)',
+  502: 'payment_refused: the payment provider refused the payment (details: its status and answer)',
   503: 'A dependency is unavailable; retry',
 };
 

@@ -11,16 +11,19 @@ import {
   SharedRateLimiter,
 } from '../shared/concurrency/rate-limit.ts';
 import { type Clock, ServerClock } from '../shared/core/clock.ts';
-import type { ApiConfig } from '../shared/core/config.ts';
+import type { ApiConfig, Config } from '../shared/core/config.ts';
 import { ensureIndexes, type IndexPlan } from '../shared/core/db.ts';
+import { ConfigError } from '../shared/core/errors.ts';
 import { Admins, adminAuditIndexes, adminIndexes } from '../shared/identity/admins.ts';
 import { Revocations, revocationIndexes } from '../shared/identity/revocations.ts';
 import { parseJwtKeys, Sessions, sessionIndexes } from '../shared/identity/sessions.ts';
 import { ApplicationFeed } from '../shared/loans/application-feed.ts';
 import { ApplicationListCache, applicationIndexes } from '../shared/loans/applications.ts';
 import { auditIndexes } from '../shared/loans/audit.ts';
+import { Disbursements } from '../shared/loans/disbursements.ts';
 import { documentIndexes } from '../shared/loans/documents.ts';
-import { ledgerIndexes } from '../shared/loans/ledger.ts';
+import { Ledger, LedgerKeys, ledgerIndexes } from '../shared/loans/ledger.ts';
+import { newPaymentStats, PaymentProvider, type PaymentStats } from '../shared/loans/payments.ts';
 import { Presence, presenceIndexes } from '../shared/loans/presence.ts';
 import { EventStreams } from './event-streams.ts';
 import { createLogger, errorFields, type Logger } from './log.ts';
@@ -57,6 +60,10 @@ export interface Services {
   presence: Presence;
   /** The ledger verifications this instance ran (GET /api/ledger/verify): exported by Node's /metrics. */
   ledgerChecks: LedgerChecks;
+  /** The payment provider (PAYMENT_PROVIDER_URL), one per process: its breaker is shared by every call. */
+  payments?: PaymentProvider;
+  /** Its call outcomes and breaker state: exported by Node's /metrics. */
+  paymentStats: PaymentStats;
 }
 
 export interface LedgerChecks {
@@ -150,7 +157,29 @@ export async function createServices(
     feed,
     streams: new EventStreams(feed, config),
     ledgerChecks: { ok: 0, failed: 0, last: null },
+    ...paymentServices(config),
   };
+}
+
+/** The provider client from the configuration (none without PAYMENT_PROVIDER_URL); a URL without a key is an error. */
+export function paymentServices(config: Config): { payments?: PaymentProvider; paymentStats: PaymentStats } {
+  const paymentStats = newPaymentStats();
+  if (!config.PAYMENT_PROVIDER_URL) return { paymentStats };
+  if (!config.PAYMENT_PROVIDER_KEY) {
+    throw new ConfigError(['PAYMENT_PROVIDER_KEY: is required with PAYMENT_PROVIDER_URL']);
+  }
+  const payments = new PaymentProvider({
+    url: config.PAYMENT_PROVIDER_URL,
+    key: config.PAYMENT_PROVIDER_KEY,
+    timeoutMs: config.PAYMENT_TIMEOUT_MS,
+    maxAttempts: config.PAYMENT_MAX_ATTEMPTS,
+    backoffInitialMs: config.PAYMENT_BACKOFF_MS,
+    backoffMaxMs: config.PAYMENT_BACKOFF_MAX_MS,
+    breakerFailures: config.PAYMENT_BREAKER_FAILURES,
+    breakerHalfOpenMs: config.PAYMENT_BREAKER_HALF_OPEN_MS,
+    stats: paymentStats,
+  });
+  return { payments, paymentStats };
 }
 
 function changeFeed(db: Db, config: ApiConfig, clock: ServerClock, logger: Logger): ApplicationFeed {
@@ -204,12 +233,54 @@ export function startBackground(services: Services): () => Promise<void> {
   services.apiLimiter.start();
   const resync = setInterval(() => void services.clock.maybeSync().catch(() => {}), 30_000);
   (resync as { unref?: () => void }).unref?.();
+  const stopResume = startPaymentResume(services);
   return async () => {
+    await stopResume();
     services.streams.closeAll();
     await services.feed.close();
     clearInterval(resync);
     services.revocations.stop();
     await services.apiLimiter.stop();
+  };
+}
+
+/**
+ * With a payment provider: every PAYMENT_RESUME_INTERVAL_MS one instance (under the lease payments:resume)
+ * completes the disbursements left pending that long (provider down, a client that never retried, a
+ * process that died). Runs never overlap; failures are logged.
+ */
+function startPaymentResume(services: Services): () => Promise<void> {
+  const { payments, config } = services;
+  const everyMs = config.PAYMENT_RESUME_INTERVAL_MS;
+  if (!payments || everyMs <= 0) return async () => {};
+  const disbursements = new Disbursements(services.db, {
+    ledger: new Ledger(services.db, {
+      keys: LedgerKeys.parse(config.LEDGER_KEYS, config.LEDGER_SIGNING_KID),
+      clock: services.clock,
+    }),
+    locks: services.locks,
+    clock: services.clock,
+    fourEyes: config.FOUR_EYES,
+    payments,
+  });
+  let running: Promise<unknown> = Promise.resolve();
+  const sweep = async () => {
+    const lease = await services.locks.acquire('payments:resume', { ttlMs: Math.max(everyMs, 60_000) });
+    if (!lease) return;
+    try {
+      const result = await disbursements.resumePending(everyMs);
+      if (result.completed + result.pending > 0) services.logger.info('pending disbursements resumed', { ...result });
+    } finally {
+      await services.locks.release(lease);
+    }
+  };
+  const timer = setInterval(() => {
+    running = running.then(sweep).catch((error) => services.logger.warn('payment resume failed', errorFields(error)));
+  }, everyMs);
+  (timer as { unref?: () => void }).unref?.();
+  return async () => {
+    clearInterval(timer);
+    await running;
   };
 }
 

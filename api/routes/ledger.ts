@@ -1,13 +1,17 @@
 // Disbursement under the loan's lease, a loan's ledger entries, and verification of the whole chain.
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from '@hono/zod-openapi';
+import type { MiddlewareHandler } from 'hono';
 import type { ApplicationListCache } from '../../shared/loans/applications.ts';
 import {
   type DisbursementResult,
   Disbursements,
+  type DisbursementView,
   idempotencyKeyPattern,
   mismatchCodes,
+  PendingPaymentError,
 } from '../../shared/loans/disbursements.ts';
 import { Ledger, type LedgerEntry, LedgerKeys, ledgerEntryTypes } from '../../shared/loans/ledger.ts';
+import { PaymentRefusedError, verifyWebhook, WEBHOOK_SIGNATURE_HEADER } from '../../shared/loans/payments.ts';
 import type { AppEnv } from '../auth.ts';
 import { parseIdempotencyKey } from '../headers.ts';
 import { HttpError } from '../http-errors.ts';
@@ -35,6 +39,21 @@ const DisbursementJson = z
     status: z.literal('disbursed'),
   })
   .openapi('Disbursement');
+
+const PendingDisbursementJson = z
+  .object({
+    applicationId: z.string(),
+    idempotencyKey: z.string(),
+    state: z.literal('disbursing'),
+    amount: z.number().int(),
+    createdAt: z.string(),
+    payment: z
+      .object({ state: z.enum(['pending', 'paid', 'refused']), paymentId: z.string().optional() })
+      .optional()
+      .openapi({ description: "where the provider's payment is: pending until it answers or calls back" }),
+    status: z.literal('pending'),
+  })
+  .openapi('PendingDisbursement');
 
 const LedgerEntryJson = z
   .object({
@@ -91,6 +110,15 @@ const toDisbursementJson = (result: DisbursementResult) => ({
   ...result,
   disbursedAt: result.disbursedAt.toISOString(),
 });
+const toPendingJson = (view: DisbursementView) => ({
+  applicationId: view.applicationId,
+  idempotencyKey: view.idempotencyKey,
+  state: 'disbursing' as const,
+  amount: view.amount,
+  createdAt: view.createdAt.toISOString(),
+  ...(view.payment ? { payment: view.payment } : {}),
+  status: 'pending' as const,
+});
 const toEntryJson = (entry: LedgerEntry) => ({ ...entry, at: entry.at.toISOString() });
 
 const disburseRoute = createRoute({
@@ -103,12 +131,20 @@ const disburseRoute = createRoute({
     'a disbursement a crash interrupted); another key for a loan already disbursing or disbursed gets 409 ' +
     'with the disbursement in `current`. 428 without the header, 400 for a malformed one or a loan that is ' +
     'not approved. 403 four_eyes_preparer_cannot_disburse / four_eyes_approver_cannot_disburse for whoever ' +
-    'prepared or approved the loan.',
+    'prepared or approved the loan. With a payment provider (PAYMENT_PROVIDER_URL) the money moves first: ' +
+    'when the provider times out, answers 5xx or its circuit breaker is open, the answer is 202 at once with ' +
+    'the disbursement pending; the same request again, the resume sweep or the provider callback completes ' +
+    "it (the provider pays a loan at most once: it gets the loan's payment identity as its Idempotency-Key). " +
+    '502 payment_refused when the provider refuses the payment (4xx).',
   ...signedIn('status:disbursed'),
   request: { params: ApplicationIdParam, headers: IdempotencyKeyHeader },
   responses: {
     200: { description: 'Disbursed', content: { 'application/json': { schema: DisbursementJson } } },
-    ...errorResponses(400, 401, 403, 404, 409, 428, 429, 503),
+    202: {
+      description: 'Accepted: the payment provider has not paid yet; repeat the request (same key) to complete it',
+      content: { 'application/json': { schema: PendingDisbursementJson } },
+    },
+    ...errorResponses(400, 401, 403, 404, 409, 428, 429, 502, 503),
   },
 });
 
@@ -159,10 +195,70 @@ function disburseHandler(
     }
     const actor = { id: c.get('auth').sub, requestId: c.get('requestId') };
     // Whatever step it reached (intent, disbursed), this instance's lists show it at once.
-    const result = await disbursements
-      .disburse(id, key, actor)
-      .finally(() => listCache.changed({ status: 'disbursed', from: 'approved' }));
-    return c.json(toDisbursementJson(result), 200);
+    try {
+      const result = await disbursements
+        .disburse(id, key, actor)
+        .finally(() => listCache.changed({ status: 'disbursed', from: 'approved' }));
+      return c.json(toDisbursementJson(result), 200);
+    } catch (error) {
+      if (error instanceof PendingPaymentError) return c.json(toPendingJson(error.view), 202);
+      if (error instanceof PaymentRefusedError) {
+        throw new HttpError(502, 'payment_refused', 'The payment provider refused the payment.', {
+          status: error.status,
+          answer: error.detail,
+        });
+      }
+      throw error;
+    }
+  };
+}
+
+const WebhookJson = z
+  .object({
+    idempotencyKey: z.string().max(200).openapi({ description: 'the payment identity we sent: disbursement:<id>' }),
+    paymentId: z.string().min(1).max(200),
+    status: z.enum(['paid']),
+  })
+  .openapi('PaymentCallback');
+
+const webhookRoute = createRoute({
+  method: 'post',
+  path: '/api/payments/webhook',
+  tags: ['disbursement'],
+  summary: "The payment provider's callback: a payment it made completes its disbursement",
+  description:
+    `No session: the provider signs the raw body with PAYMENT_WEBHOOK_SECRET, \`${WEBHOOK_SIGNATURE_HEADER}: ` +
+    'sha256=<hex HMAC-SHA256>`, checked in constant time before anything is read (401 otherwise). Repeated ' +
+    'or late callbacks are harmless: the payment is recorded once and the disbursement completed once. ' +
+    '404 when no webhook secret is configured.',
+  request: {
+    headers: z.object({ [WEBHOOK_SIGNATURE_HEADER]: z.string().max(200).optional() }),
+    body: { required: true, content: { 'application/json': { schema: WebhookJson } } },
+  },
+  responses: {
+    200: {
+      description: 'Taken: what the disbursement is now (unknown: no such disbursement, ignored)',
+      content: {
+        'application/json': {
+          schema: z
+            .object({ result: z.enum(['unknown', 'pending', 'disbursing', 'disbursed']) })
+            .openapi('PaymentCallbackResult'),
+        },
+      },
+    },
+    ...errorResponses(400, 401, 404, 503),
+  },
+});
+
+/** Before the body is validated: the signature over the raw bytes (the body is cached, the validator reuses it). */
+function signedByProvider(secret: string | undefined): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (!secret) throw new HttpError(404, 'not_found', 'No payment webhook is configured.');
+    const body = await c.req.text();
+    if (!(await verifyWebhook(secret, body, c.req.header(WEBHOOK_SIGNATURE_HEADER)))) {
+      throw new HttpError(401, 'unauthorized', 'The payment callback signature is not valid.');
+    }
+    await next();
   };
 }
 
@@ -175,9 +271,20 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
     locks: services.locks,
     clock: services.clock,
     fourEyes: services.config.FOUR_EYES,
+    ...(services.payments ? { payments: services.payments } : {}),
   });
 
   app.openapi(disburseRoute, disburseHandler(disbursements, services.listCache));
+
+  app.openapi(
+    { ...webhookRoute, middleware: [signedByProvider(services.config.PAYMENT_WEBHOOK_SECRET)] as const },
+    async (c) => {
+      const { idempotencyKey, paymentId } = c.req.valid('json');
+      const result = await disbursements.paymentCallback(idempotencyKey, paymentId);
+      if (result !== 'unknown') services.listCache.changed({ status: 'disbursed', from: 'approved' });
+      return c.json({ result }, 200);
+    },
+  );
 
   app.openapi(loanLedgerRoute, async (c) => {
     const { id } = c.req.valid('param');

@@ -149,6 +149,30 @@ export const configSchema = z.object({
   EVENTS_MAX_PER_ADMIN: int(1, 1_000).default(5),
   EVENTS_MAX_STREAMS: int(1, 1_000_000).default(5_000),
 
+  /**
+   * The payment provider disbursements pay through (base URL; the client POSTs to <url>/payments).
+   * Unset: no provider, the ledger entry is the payment (as before).
+   */
+  PAYMENT_PROVIDER_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** The provider's credential, sent as `Authorization: Bearer <key>`. Required with PAYMENT_PROVIDER_URL. */
+  PAYMENT_PROVIDER_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** HMAC-SHA256 secret of the provider's callbacks (POST /api/payments/webhook); unset, the route answers 404. */
+  PAYMENT_WEBHOOK_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** One provider attempt may take this long (ms) before it is abandoned and counted as a time-out. */
+  PAYMENT_TIMEOUT_MS: int(10, 60_000).default(2_000),
+  /** Attempts per disbursement request (the first included), for time-outs, network errors and 5xx only. */
+  PAYMENT_MAX_ATTEMPTS: int(1, 10).default(3),
+  /** Backoff between attempts: exponential from this (ms)... */
+  PAYMENT_BACKOFF_MS: int(1, 60_000).default(100),
+  /** ...up to this (ms). */
+  PAYMENT_BACKOFF_MAX_MS: int(1, 600_000).default(1_000),
+  /** The breaker opens after this many failed attempts in a row (per process) and then makes no call... */
+  PAYMENT_BREAKER_FAILURES: int(1, 1_000).default(5),
+  /** ...until this long has passed (ms); then one probe call decides: closed again, or open again. */
+  PAYMENT_BREAKER_HALF_OPEN_MS: int(10, 3_600_000).default(10_000),
+  /** Every this often one API instance completes the disbursements left pending this long (ms; 0: never). */
+  PAYMENT_RESUME_INTERVAL_MS: int(0, 86_400_000).default(30_000),
+
   /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */
   JWT_KEYS: z.string().min(1).optional(),
   /** The kid that signs new tokens; the others only verify (key rotation). Default: the first. */

@@ -48,6 +48,8 @@ export const errorCodes = [
   // Never a client's answer: a process's own failures
   'config',
   'unreadable_document',
+  // The payment provider refused a disbursement's payment (4xx): asking again gets the same answer
+  'payment_refused',
 ] as const;
 
 export type ErrorCode = (typeof errorCodes)[number];

@@ -7,6 +7,17 @@
 //   ledger       fenced, idempotent ledger append (idempotencyKey `disbursement:<appId>`): never two entries
 //   application  versioned update approved -> disbursed with the ledger seq
 //   record       the disbursement record -> 'disbursed' with the result every retry returns
+// With a payment provider (PAYMENT_PROVIDER_URL), one more step comes between intent and ledger:
+//   payment      the provider is asked to pay under the loan's payment identity (disbursement:<appId>, its
+//                Idempotency-Key); its receipt is recorded on the record (payment.state 'paid'). The ledger
+//                entry records money that has moved, so it is appended only after the provider's yes: a
+//                crash between the two leaves a paid record that the next attempt completes without paying
+//                again (it reads 'paid' and skips the call; were the write lost, the provider answers the
+//                same key with the same receipt). A time-out, 5xx or open breaker leaves the record
+//                'pending' (PendingPaymentError: the API answers 202) until a retry of the request, the
+//                resume sweep (resumePending) or the provider's signed callback (paymentCallback) completes
+//                it. A 4xx leaves it 'refused' (PaymentRefusedError: 502); the application stays approved
+//                with its intent.
 // A retry with the same key reads what exists and redoes only the missing steps; a crash anywhere (even a
 // stale holder slipping past its lease) cannot produce a second ledger entry, because the ledger refuses
 // a second entry with the same identity whatever the lease says.
@@ -27,6 +38,7 @@ import {
 } from './applications.ts';
 import { type AuditEntry, AuditLog, auditId } from './audit.ts';
 import { type Ledger, type LedgerEntry, loanLockKey, type VerifyResult } from './ledger.ts';
+import { type PaymentProvider, PaymentRefusedError, PaymentUnavailableError } from './payments.ts';
 
 export const DISBURSEMENTS_COLLECTION = 'disbursements';
 
@@ -58,6 +70,30 @@ export interface DisbursementDoc {
   ledgerSeq?: number;
   /** The ledger entry's `at`: the same on every answer. */
   disbursedAt?: Date;
+  /** With a payment provider: where the payment is (absent until the provider is first asked). */
+  payment?: DisbursementPayment;
+}
+
+export type PaymentState = 'pending' | 'paid' | 'refused';
+
+export interface DisbursementPayment {
+  state: PaymentState;
+  /** Calls that did not settle it (time-outs, 5xx, open breaker, refusals). */
+  attempts?: number;
+  lastError?: string;
+  paymentId?: string;
+  /** How it became paid: the provider's answer or its callback. */
+  via?: 'answer' | 'callback';
+}
+
+/** The payment did not go through yet (provider down, slow or its breaker open): the request answers 202. */
+export class PendingPaymentError extends Error {
+  readonly view: DisbursementView;
+  constructor(view: DisbursementView, message: string) {
+    super(message);
+    this.name = 'PendingPaymentError';
+    this.view = view;
+  }
 }
 
 /** What the application records while the money moves (and keeps, with the seq, once it has). */
@@ -92,6 +128,7 @@ export interface DisbursementView {
   createdAt: Date;
   ledgerSeq?: number;
   disbursedAt?: Date;
+  payment?: { state: PaymentState; paymentId?: string };
 }
 
 // ---- Indexes, filters and updates -------------------------------------------------------------------
@@ -228,6 +265,8 @@ export interface DisbursementsOptions {
   lockTtlMs?: number;
   /** Four eyes (FOUR_EYES): who prepared or approved a loan may not disburse it. On unless turned off. */
   fourEyes?: boolean;
+  /** The payment provider (PAYMENT_PROVIDER_URL); without one the ledger entry is the payment, as before. */
+  payments?: PaymentProvider;
   /** Called after each step is durable; tests use it to kill the process between steps. */
   onStep?: (step: DisbursementStep, applicationId: string) => void | Promise<void>;
 }
@@ -241,6 +280,14 @@ export function viewOf(doc: DisbursementDoc): DisbursementView {
     createdAt: doc.createdAt,
     ...(doc.ledgerSeq === undefined ? {} : { ledgerSeq: doc.ledgerSeq }),
     ...(doc.disbursedAt === undefined ? {} : { disbursedAt: doc.disbursedAt }),
+    ...(doc.payment === undefined
+      ? {}
+      : {
+          payment: {
+            state: doc.payment.state,
+            ...(doc.payment.paymentId === undefined ? {} : { paymentId: doc.payment.paymentId }),
+          },
+        }),
   };
 }
 
@@ -449,6 +496,7 @@ export class Disbursements {
   private readonly lockTtlMs: number | undefined;
   private readonly onStep: DisbursementsOptions['onStep'];
   private readonly fourEyes: boolean;
+  private readonly payments: PaymentProvider | undefined;
 
   constructor(db: Db, options: DisbursementsOptions) {
     this.collection = db.collection<DisbursementDoc>(DISBURSEMENTS_COLLECTION);
@@ -461,6 +509,7 @@ export class Disbursements {
     this.lockTtlMs = options.lockTtlMs;
     this.onStep = options.onStep;
     this.fourEyes = options.fourEyes ?? true;
+    this.payments = options.payments;
   }
 
   async get(applicationId: string): Promise<DisbursementDoc | null> {
@@ -557,6 +606,11 @@ export class Disbursements {
     let app = await this.recordIntent(applicationId, record, actor, lease);
     await this.step('intent', applicationId);
 
+    if (this.payments && record.payment?.state !== 'paid') {
+      lease.signal.throwIfAborted();
+      await this.pay(this.payments, record, lease);
+    }
+
     lease.signal.throwIfAborted();
     const { entry } = await this.ledger.append(
       {
@@ -580,6 +634,112 @@ export class Disbursements {
     );
     await this.step('record', applicationId);
     return resultOf({ ...record, state: 'disbursed', ledgerSeq: entry.seq, disbursedAt: entry.at });
+  }
+
+  /**
+   * Step payment: the provider pays under the loan's payment identity, or the record says why not yet.
+   * Only the key that owns the record writes it; 'paid' is never overwritten (a callback may land first).
+   */
+  private async pay(payments: PaymentProvider, record: DisbursementDoc, lease: Lease): Promise<void> {
+    const applicationId = record._id;
+    const owned = disbursementQueries.ownedBy(applicationId, record.idempotencyKey);
+    const notPaid = { ...owned, 'payment.state': { $ne: 'paid' } } as Filter<DisbursementDoc>;
+    const unsettled = async (state: PaymentState, message: string) => {
+      await this.collection.updateOne(notPaid, {
+        $set: { 'payment.state': state, 'payment.lastError': message, updatedAt: new Date(this.clock.now()) },
+        $inc: { 'payment.attempts': 1 },
+      });
+    };
+    try {
+      const receipt = await payments.pay(
+        {
+          idempotencyKey: disbursementLedgerKey(applicationId),
+          applicationId,
+          amount: record.amount,
+          reference: record.idempotencyKey,
+        },
+        lease.signal,
+      );
+      await this.collection.updateOne(notPaid, {
+        $set: {
+          'payment.state': 'paid',
+          'payment.paymentId': receipt.paymentId,
+          'payment.via': 'answer',
+          updatedAt: new Date(this.clock.now()),
+        },
+      });
+    } catch (error) {
+      if (error instanceof PaymentUnavailableError) {
+        await unsettled('pending', error.message);
+        const current = (await this.get(applicationId)) ?? record;
+        // A callback may have recorded the payment while we waited: then go on.
+        if (current.payment?.state === 'paid') return;
+        throw new PendingPaymentError(viewOf(current), error.message);
+      }
+      if (error instanceof PaymentRefusedError) await unsettled('refused', error.message);
+      throw error;
+    }
+  }
+
+  /**
+   * The provider's (signature-checked) callback: records the payment of the loan whose payment identity it
+   * names, then completes the disbursement under its lease as the admin who asked for it. Harmless when
+   * repeated or late. Returns what it found: unknown (no such disbursement), or the record's state after.
+   */
+  async paymentCallback(paymentKey: string, paymentId: string): Promise<'unknown' | DisbursementState | 'pending'> {
+    const prefix = disbursementLedgerKey('');
+    if (!paymentKey.startsWith(prefix)) return 'unknown';
+    const applicationId = paymentKey.slice(prefix.length);
+    const record = await this.get(applicationId);
+    if (!record) return 'unknown';
+    if (record.state === 'disbursed') return 'disbursed';
+    await this.collection.updateOne(
+      {
+        _id: applicationId,
+        idempotencyKey: record.idempotencyKey,
+        'payment.state': { $ne: 'paid' },
+      } as Filter<DisbursementDoc>,
+      {
+        $set: {
+          'payment.state': 'paid',
+          'payment.paymentId': paymentId,
+          'payment.via': 'callback',
+          updatedAt: new Date(this.clock.now()),
+        },
+      },
+    );
+    return this.resume(record);
+  }
+
+  /**
+   * Completes disbursements left unfinished (a provider that was down, a process that died) whose record
+   * has not moved for `olderThanMs`: each under its lease, as the admin who asked. API instances run
+   * it on an interval. Returns how many it completed and how many are still pending.
+   */
+  async resumePending(olderThanMs: number, limit = 100): Promise<{ completed: number; pending: number }> {
+    const before = new Date(this.clock.now() - olderThanMs);
+    const stuck = await this.collection
+      .find({ state: 'disbursing', updatedAt: { $lte: before }, 'payment.state': { $ne: 'refused' } })
+      .limit(limit)
+      .toArray();
+    let completed = 0;
+    let pending = 0;
+    for (const record of stuck) {
+      const state = await this.resume(record).catch(() => 'pending' as const);
+      if (state === 'disbursed') completed++;
+      else pending++;
+    }
+    return { completed, pending };
+  }
+
+  private async resume(record: DisbursementDoc): Promise<DisbursementState | 'pending'> {
+    try {
+      await this.disburse(record._id, record.idempotencyKey, { id: record.requestedBy });
+      return 'disbursed';
+    } catch (error) {
+      if (error instanceof PendingPaymentError) return 'pending';
+      throw error;
+    }
   }
 
   private async step(step: DisbursementStep, applicationId: string): Promise<void> {

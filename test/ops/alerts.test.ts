@@ -39,6 +39,7 @@ describe.skipIf(!promtool)(promtool ? 'alert rules' : 'alert rules (skipped: pro
         'LeaseLosses',
         'LedgerVerificationFailed',
         'RevocationRefreshFailing',
+        'PaymentProviderDown',
       ]),
     );
     for (const name of alertNames) {
