@@ -233,7 +233,9 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
     const k = key();
     // The provider pays but the answer is lost; it then calls back three times.
     sim.setFaults({ mode: 'lose', count: 1, duplicateWebhooks: 3 });
-    expect((await disburse(app, id, k)).status).toBe(202);
+    // 202 (pending) as a rule; 200 when a callback completed it before the lost answer was noticed (a busy
+    // machine): either way it is paid once, below.
+    expect([200, 202]).toContain((await disburse(app, id, k)).status);
     await sim.settled();
     await vi.waitFor(async () => expect((await record(id))?.state).toBe('disbursed'), { timeout: 10_000 });
     expect((await record(id))?.payment).toMatchObject({ state: 'paid' });

@@ -261,7 +261,9 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       const checked = spawnSync(findPromtool()!, ['check', 'config', join(dir, 'prometheus.yml')], {
         encoding: 'utf8',
       });
-      expect(checked.stdout + checked.stderr).toContain('SUCCESS: 9 rules found');
+      const rules = (read('ops/prometheus/alerts.yml').match(/^\s*- alert:/gm) ?? []).length;
+      expect(rules).toBeGreaterThan(0);
+      expect(checked.stdout + checked.stderr).toContain(`SUCCESS: ${rules} rules found`);
       expect(checked.status).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
