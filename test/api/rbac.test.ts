@@ -178,6 +178,69 @@ const matrix: Operation[] = [
     },
   },
   {
+    name: 'count applications by status',
+    allowed: [Y, Y, Y, Y, Y],
+    run: (t) => call(app, t, 'GET', '/api/applications/counts'),
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body.total).toBeGreaterThan(0);
+    },
+  },
+  {
+    name: "read an application's audit trail",
+    allowed: [Y, Y, Y, Y, Y],
+    run: (t) => call(app, t, 'GET', `/api/applications/${appId}/audit`),
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body.items[0]).toMatchObject({ version: 1, action: 'create' });
+    },
+  },
+  {
+    name: 'say one is editing an application',
+    allowed: [N, Y, Y, Y, Y],
+    run: (t) => call(app, t, 'PUT', `/api/applications/${appId}/presence`, { body: { editing: true } }),
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body).toMatchObject({ applicationId: appId });
+    },
+  },
+  {
+    name: 'see who is editing',
+    allowed: [Y, Y, Y, Y, Y],
+    run: (t) => call(app, t, 'GET', '/api/presence'),
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body.editing).toEqual(expect.any(Array));
+    },
+  },
+  {
+    name: 'list dead-lettered jobs',
+    allowed: [N, N, N, N, Y],
+    run: (t) => call(app, t, 'GET', '/api/admin/jobs?state=dead'),
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body.items).toEqual(expect.any(Array));
+    },
+  },
+  {
+    name: 'retry a dead-lettered job',
+    allowed: [N, N, N, N, Y],
+    async run(t) {
+      // A fresh dead letter for each call, failed as a worker leaves one.
+      const job = await services.queue.add('rbac.dead', {}, { jobId: `rbac-${crypto.randomUUID()}` });
+      const at = new Date();
+      await services.queue.collection.updateOne(
+        { _id: job.id },
+        { $set: { state: 'failed', finishedAt: at, lastError: { name: 'Error', message: 'gave up', at } } },
+      );
+      return call(app, t, 'POST', `/api/admin/jobs/${job.id}/retry`);
+    },
+    succeeded(reply) {
+      expect(reply.status).toBe(200);
+      expect(reply.body).toMatchObject({ state: 'waiting', retries: 1 });
+    },
+  },
+  {
     name: 'list admins',
     allowed: [N, N, N, N, Y],
     run: (t) => call(app, t, 'GET', '/api/admins'),
