@@ -6,6 +6,7 @@
 import type { Context, Hono } from 'hono';
 import type { AppEnv } from './auth.ts';
 import { consoleAssets, consoleIndex } from './console-assets.gen.ts';
+import { HttpError } from './http-errors.ts';
 
 export const CONSOLE_CSP = [
   "default-src 'none'",
@@ -30,7 +31,7 @@ export function consoleRoutes(app: Hono<AppEnv>) {
   app.get('/console/', page);
   app.get('/console/assets/:name', (c) => {
     const asset = consoleAssets[c.req.param('name')];
-    if (!asset) return c.json({ error: { code: 'not_found', message: 'No such console asset.' } }, 404);
+    if (!asset) throw new HttpError(404, 'not_found', 'No such console asset.');
     // Names carry their content's hash: a new build is a new name, so an asset never changes.
     return c.body(asset.body, 200, {
       'Content-Type': asset.type,

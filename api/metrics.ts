@@ -148,7 +148,7 @@ function optionalGauge(registry: Registry, name: string, help: string, read: () 
 }
 
 /** A counter that mirrors a count kept elsewhere, read at scrape time. */
-function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+export function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
     name,
     help,

@@ -2,6 +2,7 @@
 // /ready: every run's outcome and duration by job name, lease losses and the worker's other counters,
 // readiness, process metrics, and what a handler adds (the OCR worker: confidence per field).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { mirroredCounter } from '../api/metrics.ts';
 import type { SettledRun, WorkerCounters } from '../shared/concurrency/queue/index.ts';
 
 export interface WorkerMetrics {
@@ -69,15 +70,7 @@ export function createWorkerMetrics(worker: string, jobNames: readonly string[])
     },
     watch(source, ready) {
       for (const { key, name, help } of workerCounters) {
-        new Counter({
-          name,
-          help,
-          registers: [registry],
-          collect() {
-            this.reset();
-            this.inc(source.counters[key]);
-          },
-        });
+        mirroredCounter(registry, name, help, () => source.counters[key]);
       }
       new Gauge({
         name: 'worker_jobs_active',

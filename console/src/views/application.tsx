@@ -4,11 +4,12 @@
 // allow on it (absent when not allowed: roles, the status machine and four eyes decide).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { fourEyesRefusal } from '../../../shared/identity/rbac.ts';
-import { adminTargetStatuses, canMove, editableStatuses } from '../../../shared/loans/applications/status.ts';
+import { editableStatuses } from '../../../shared/loans/applications/status.ts';
 import { ApiError, api, get, newIdempotencyKey } from '../api.ts';
 import { money, percent, when } from '../format.ts';
 import { onChange } from '../live.ts';
 import { go, type Viewer } from '../main.tsx';
+import { moveLabels, movesOn } from '../moves.ts';
 import { useNames } from '../names.ts';
 import { markEditing, PRESENCE_RENEW_MS, unmarkEditing } from '../presence.ts';
 import { useShortcuts } from '../shortcuts.ts';
@@ -72,7 +73,6 @@ interface LedgerEntry {
   hash: string;
 }
 
-const moveLabels: Record<string, string> = { under_review: 'Start review', approved: 'Approve', rejected: 'Reject' };
 const moveKeys: Record<string, string> = { under_review: 'v', approved: 'a', rejected: 'n' };
 
 export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) {
@@ -99,22 +99,28 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
     ...(audit.value?.items.map((e) => e.actor) ?? []),
   ]);
 
+  /** Re-reads all the page shows of the application: after anyone's change, this page's included. */
+  const reread = async () => {
+    const read = loaded.reload();
+    void audit.reload();
+    setLedgerVersion((n) => n + 1);
+    await read;
+  };
+
   // Another admin's change: re-read. A draft stays a draft (its fields keep your values).
   useEffect(
     () =>
       onChange((change) => {
         if (change && change.applicationId !== id) return;
         if (change && app && change.version <= app.version) return;
-        void loaded.reload();
-        void audit.reload();
-        setLedgerVersion((n) => n + 1);
+        void reread();
         if (change && dirty)
           setNotice({
             kind: 'info',
             text: `Someone else changed this application (version ${change.version}); your unsaved edits are kept and merge on save.`,
           });
       }),
-    [id, app, dirty, loaded.reload, audit.reload],
+    [id, app, dirty, reread],
   );
   // While there is a draft, others see "being edited".
   useEffect(() => {
@@ -192,14 +198,7 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
     }
   };
 
-  const moves = app
-    ? adminTargetStatuses.filter(
-        (to) =>
-          viewer.can(`status:${to}`) &&
-          canMove(app.status, to) &&
-          !(to === 'approved' && fourEyesRefusal('approve', app, viewer.id)),
-      )
-    : [];
+  const moves = app ? movesOn(viewer, app) : [];
   const move = async (to: string) => {
     if (!app || busy) return;
     setBusy(true);
@@ -210,8 +209,7 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       if (error instanceof ApiError && error.code === 'merge_conflict') {
         // A decision is taken on what you saw: evidence that changed since is shown before you decide again.
         const paths = (error.details as { conflicts: MergeConflict[] }).conflicts.map((c) => c.theirPath ?? c.path);
-        await loaded.reload();
-        void audit.reload();
+        await reread();
         setNotice({
           kind: 'error',
           text: `Not moved: ${[...new Set(paths)].join(', ')} changed since you read it. It is reloaded; check it and try again.`,
@@ -234,9 +232,7 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
     try {
       await api('POST', `/api/applications/${id}/disburse`, undefined, { 'Idempotency-Key': disburseKey.current });
       setNotice({ kind: 'ok', text: `Disbursed ${money(app.loanAmount)}.` });
-      await loaded.reload();
-      void audit.reload();
-      setLedgerVersion((n) => n + 1);
+      await reread();
     } catch (error) {
       setNotice({ kind: 'error', text: errorText(error) });
     } finally {
@@ -327,16 +323,7 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
         </section>
         <section aria-labelledby="evidence-title">
           <h2 id="evidence-title">Evidence</h2>
-          <Documents
-            id={id}
-            viewer={viewer}
-            status={app.status}
-            names={names}
-            uploaded={() => {
-              void loaded.reload();
-              void audit.reload();
-            }}
-          />
+          <Documents id={id} viewer={viewer} status={app.status} names={names} uploaded={() => void reread()} />
           <h3>OCR</h3>
           {ocrFields.length === 0 ? (
             <p>No OCR result yet.</p>

@@ -1,17 +1,12 @@
 // The work queue: applications by status with counts, search, sort and pages; live (a change by anyone
 // re-reads the page within a moment), with "being edited" marks, and batch moves on a selection.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { fourEyesRefusal } from '../../../shared/identity/rbac.ts';
-import {
-  type ApplicationStatus,
-  adminTargetStatuses,
-  canMove,
-  statuses,
-} from '../../../shared/loans/applications/status.ts';
+import { type ApplicationStatus, statuses } from '../../../shared/loans/applications/status.ts';
 import { api, get } from '../api.ts';
 import { money, statusLabel, when } from '../format.ts';
 import { onChange } from '../live.ts';
 import { go, type Viewer } from '../main.tsx';
+import { moveLabels, movesOf, movesOn } from '../moves.ts';
 import { editingNow, PRESENCE_RENEW_MS } from '../presence.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { Application, ApplicationList, Presence } from '../types.ts';
@@ -24,7 +19,6 @@ const sorts = [
   ['-updatedAt', 'Recently changed'],
   ['updatedAt', 'Longest untouched'],
 ] as const;
-const moveLabels: Record<string, string> = { under_review: 'Start review', approved: 'Approve', rejected: 'Reject' };
 
 interface BatchResult {
   results: { id: string; outcome: string; version?: number; error?: string; code?: string }[];
@@ -113,7 +107,7 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
     [cursor, items, page, pages, query],
   );
 
-  const moves = adminTargetStatuses.filter((to) => viewer.can(`status:${to}`));
+  const moves = movesOf(viewer);
   const runBatch = async (to: ApplicationStatus) => {
     setBatchError(null);
     try {
@@ -128,8 +122,7 @@ export function QueueView({ viewer, query }: { viewer: Viewer; query: URLSearchP
   };
   const editors = (id: string): Presence[] =>
     (presence.value?.get(id) ?? []).filter((mark) => mark.adminId !== viewer.id);
-  const selectable = (app: Application) =>
-    moves.some((to) => canMove(app.status, to) && !(to === 'approved' && fourEyesRefusal('approve', app, viewer.id)));
+  const selectable = (app: Application) => movesOn(viewer, app).length > 0;
 
   return (
     <section aria-labelledby="queue-title">
