@@ -52,6 +52,8 @@ export interface OfflineServerOptions {
   file?: string;
   /** Java heap; the default suits the test suite. */
   heap?: string;
+  /** How long the oplog keeps an entry (change streams read within it); Launch.java's default is 60 s. */
+  oplogRetentionSeconds?: number;
 }
 
 export async function startOfflineServer(options: OfflineServerOptions = {}): Promise<OfflineServer> {
@@ -60,6 +62,9 @@ export async function startOfflineServer(options: OfflineServerOptions = {}): Pr
   const args = [
     `-Xmx${options.heap ?? '2g'}`,
     '-XX:+UseParallelGC',
+    ...(options.oplogRetentionSeconds === undefined
+      ? []
+      : [`-Doplog.retention.seconds=${options.oplogRetentionSeconds}`]),
     '-cp',
     classpath,
     join(here, 'Launch.java'),

@@ -88,7 +88,9 @@ export async function startTarget(log: (line: string) => void = () => {}): Promi
     };
   }
   log('No MONGO_URL and no Docker engine: starting the offline mongo-java-server...');
-  const server = await startOfflineServer();
+  // The suite's streams read continuously; a 30 s oplog window keeps a bulk test's writes (the 100k
+  // migration writes 200,000 entries) from slowing every change stream of the tests after it.
+  const server = await startOfflineServer({ oplogRetentionSeconds: 30 });
   const { features, server: name } = await probeFeatures(server.url);
   return {
     kind: 'offline',
