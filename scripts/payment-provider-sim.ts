@@ -4,6 +4,7 @@
 // `count` calls (all calls without one):
 //   error   answers 503 without paying        hang   never answers (the client's time-out fires)
 //   lose    pays, then drops the connection (a success whose answer is lost)
+//   refuse  answers 422 without paying (the account is closed: asking again under the same key won't help)
 //   latencyMs delays every answer; duplicateWebhooks sends each callback that many times.
 // GET /admin/state shows calls received, payments made and callbacks sent; POST /admin/reset forgets them.
 //
@@ -14,7 +15,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { signWebhook, WEBHOOK_SIGNATURE_HEADER } from '../shared/loans/payments.ts';
 
-export type SimFaultMode = 'ok' | 'error' | 'hang' | 'lose';
+export type SimFaultMode = 'ok' | 'error' | 'hang' | 'lose' | 'refuse';
 
 export interface SimFaults {
   mode: SimFaultMode;
@@ -138,6 +139,7 @@ export async function startPaymentProviderSim(options: SimOptions): Promise<Paym
       return json(res, 400, { error: 'amount and applicationId required' });
     }
     if (fault === 'error') return json(res, 503, { error: 'simulated outage' });
+    if (fault === 'refuse') return json(res, 422, { error: 'simulated refusal: the account is closed' });
     if (fault === 'hang') {
       hanging.add(res);
       res.on('close', () => hanging.delete(res));

@@ -55,6 +55,18 @@ const PendingDisbursementJson = z
   })
   .openapi('PendingDisbursement');
 
+const CancelledDisbursementJson = z
+  .object({
+    applicationId: z.string(),
+    idempotencyKey: z.string().openapi({ description: "the cancelled attempt's key: it is not accepted again" }),
+    state: z.literal('cancelled'),
+    amount: z.number().int(),
+    attempt: z.number().int().openapi({ description: 'the cancelled attempt: 0 for the first' }),
+    createdAt: z.string(),
+    payment: z.object({ state: z.enum(['pending', 'paid', 'refused']), paymentId: z.string().optional() }).optional(),
+  })
+  .openapi('CancelledDisbursement');
+
 const LedgerEntryJson = z
   .object({
     seq: z.number().int(),
@@ -145,6 +157,26 @@ const disburseRoute = createRoute({
       content: { 'application/json': { schema: PendingDisbursementJson } },
     },
     ...errorResponses(400, 401, 403, 404, 409, 428, 429, 502, 503),
+  },
+});
+
+const cancelRoute = createRoute({
+  method: 'post',
+  path: '/api/applications/{id}/disbursement/cancel',
+  tags: ['disbursement'],
+  summary: 'Cancel a disbursement whose payment the provider refused, so that the loan can be disbursed again',
+  description:
+    'Under the lease loan:<id>: the disbursement intent leaves the application (a logged, audited change; the ' +
+    'application stays approved) and the disbursement record becomes cancelled. Disbursing again takes a new ' +
+    'Idempotency-Key (the cancelled key gets 409) and is paid under a payment identity of its own ' +
+    '(disbursement:<id>#<attempt>); a provider callback for the cancelled attempt completes nothing. 404 when ' +
+    'the loan has no disbursement; 409 with the disbursement in `current` when its payment was not refused ' +
+    '(pending, paid, disbursed, or already cancelled).',
+  ...signedIn('status:disbursed'),
+  request: { params: ApplicationIdParam },
+  responses: {
+    200: { description: 'Cancelled', content: { 'application/json': { schema: CancelledDisbursementJson } } },
+    ...errorResponses(400, 401, 403, 404, 409, 429, 503),
   },
 });
 
@@ -241,7 +273,7 @@ const webhookRoute = createRoute({
       content: {
         'application/json': {
           schema: z
-            .object({ result: z.enum(['unknown', 'pending', 'disbursing', 'disbursed']) })
+            .object({ result: z.enum(['unknown', 'pending', 'disbursing', 'disbursed', 'cancelled']) })
             .openapi('PaymentCallbackResult'),
         },
       },
@@ -285,6 +317,24 @@ export function ledgerRoutes(app: OpenAPIHono<AppEnv>, services: Services) {
       return c.json({ result }, 200);
     },
   );
+
+  app.openapi(cancelRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    const view = await disbursements.cancelRefused(id, { id: c.get('auth').sub, requestId: c.get('requestId') });
+    services.listCache.changed({ status: 'approved' });
+    return c.json(
+      {
+        applicationId: view.applicationId,
+        idempotencyKey: view.idempotencyKey,
+        state: 'cancelled' as const,
+        amount: view.amount,
+        attempt: view.attempt,
+        createdAt: view.createdAt.toISOString(),
+        ...(view.payment ? { payment: view.payment } : {}),
+      },
+      200,
+    );
+  });
 
   app.openapi(loanLedgerRoute, async (c) => {
     const { id } = c.req.valid('param');

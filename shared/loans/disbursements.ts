@@ -17,7 +17,11 @@
 //                'pending' (PendingPaymentError: the API answers 202) until a retry of the request, the
 //                resume sweep (resumePending) or the provider's signed callback (paymentCallback) completes
 //                it. A 4xx leaves it 'refused' (PaymentRefusedError: 502); the application stays approved
-//                with its intent.
+//                with its intent, and nothing more happens to it until an admin cancels it (cancelRefused):
+//                the intent leaves the application, the record becomes 'cancelled', and a new
+//                Idempotency-Key may claim the loan again as the record's next attempt, paid under a payment
+//                identity of its own (disbursement:<appId>#<attempt>), so the provider never answers it with
+//                the refused attempt's answer and a callback for the old attempt completes nothing.
 // A retry with the same key reads what exists and redoes only the missing steps; a crash anywhere (even a
 // stale holder slipping past its lease) cannot produce a second ledger entry, because the ledger refuses
 // a second entry with the same identity whatever the lease says.
@@ -44,7 +48,7 @@ export const DISBURSEMENTS_COLLECTION = 'disbursements';
 
 export const disbursementSteps = ['claim', 'intent', 'ledger', 'application', 'record'] as const;
 export type DisbursementStep = (typeof disbursementSteps)[number];
-export type DisbursementState = 'disbursing' | 'disbursed';
+export type DisbursementState = 'disbursing' | 'disbursed' | 'cancelled';
 
 /**
  * Idempotency-Key values we accept: 8 to 128 of letters, digits and `-_.:` (a UUID fits), optionally as an
@@ -54,6 +58,22 @@ export const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /** The ledger identity of a loan's disbursement: one per loan, whatever key the client sent. */
 export const disbursementLedgerKey = (applicationId: string) => `disbursement:${applicationId}`;
+
+/**
+ * The payment identity the provider gets as its Idempotency-Key: the ledger identity for the first attempt
+ * (as before attempts existed), with `#<attempt>` after a refused attempt was cancelled.
+ */
+export const paymentKey = (applicationId: string, attempt = 0) =>
+  attempt === 0 ? disbursementLedgerKey(applicationId) : `${disbursementLedgerKey(applicationId)}#${attempt}`;
+
+/** The loan and attempt a payment identity names; null when it is not one of ours. */
+export function parsePaymentKey(key: string): { applicationId: string; attempt: number } | null {
+  const prefix = disbursementLedgerKey('');
+  if (!key.startsWith(prefix)) return null;
+  const match = /^(.+?)(?:#([1-9][0-9]{0,5}))?$/.exec(key.slice(prefix.length));
+  if (!match) return null;
+  return { applicationId: match[1]!, attempt: match[2] ? Number(match[2]) : 0 };
+}
 
 /** One per loan (_id = application id): the key that won, how far it got, and the result once done. */
 export interface DisbursementDoc {
@@ -72,6 +92,23 @@ export interface DisbursementDoc {
   disbursedAt?: Date;
   /** With a payment provider: where the payment is (absent until the provider is first asked). */
   payment?: DisbursementPayment;
+  /** Attempts before this one, cancelled after a refusal (absent: this is the first). */
+  attempt?: number;
+  /** Set when state is 'cancelled'. */
+  cancelledAt?: Date;
+  cancelledBy?: string;
+  /** The cancelled attempts, oldest first: their keys, requesters and the provider's refusal. */
+  cancelledAttempts?: CancelledAttempt[];
+}
+
+export interface CancelledAttempt {
+  attempt: number;
+  idempotencyKey: string;
+  requestedBy: string;
+  amount: number;
+  payment?: DisbursementPayment;
+  cancelledAt: Date;
+  cancelledBy: string;
 }
 
 export type PaymentState = 'pending' | 'paid' | 'refused';
@@ -129,6 +166,8 @@ export interface DisbursementView {
   ledgerSeq?: number;
   disbursedAt?: Date;
   payment?: { state: PaymentState; paymentId?: string };
+  /** 0 for the first attempt; one more for each refused attempt cancelled before this one. */
+  attempt: number;
 }
 
 // ---- Indexes, filters and updates -------------------------------------------------------------------
@@ -178,6 +217,55 @@ export const disbursementQueries = {
       meta,
       [{ path: 'disbursement', new: intent.state }],
     ),
+  /** The refused attempt's intent leaves the application (still approved, at the version read). */
+  intentCancellable: (applicationId: string, version: number, key: string): Filter<DisbursableApplication> => ({
+    _id: applicationId,
+    version,
+    status: 'approved',
+    'disbursement.idempotencyKey': key,
+  }),
+  cancelIntent: (meta: ChangeMeta): UpdateFilter<DisbursableApplication> =>
+    logged(
+      {
+        $unset: { disbursement: '' },
+        $set: { updatedAt: meta.at, updatedBy: meta.actor, lastChange: meta.lastChange },
+        $inc: { version: 1 },
+      },
+      meta,
+      [{ path: 'disbursement', old: 'disbursing', new: 'cancelled' }],
+    ),
+  /** Only a refused attempt, and only the one read. */
+  refused: (record: DisbursementDoc): Filter<DisbursementDoc> => ({
+    _id: record._id,
+    idempotencyKey: record.idempotencyKey,
+    state: 'disbursing',
+    'payment.state': 'refused',
+  }),
+  cancelled: (record: DisbursementDoc, actor: string, at: Date): UpdateFilter<DisbursementDoc> => ({
+    $set: { state: 'cancelled', cancelledAt: at, cancelledBy: actor, updatedAt: at },
+    $push: {
+      cancelledAttempts: {
+        attempt: record.attempt ?? 0,
+        idempotencyKey: record.idempotencyKey,
+        requestedBy: record.requestedBy,
+        amount: record.amount,
+        ...(record.payment ? { payment: record.payment } : {}),
+        cancelledAt: at,
+        cancelledBy: actor,
+      },
+    },
+  }),
+  /** A new key claims a cancelled record as its next attempt (only the cancelled one read). */
+  reclaimable: (record: DisbursementDoc): Filter<DisbursementDoc> => ({
+    _id: record._id,
+    idempotencyKey: record.idempotencyKey,
+    state: 'cancelled',
+  }),
+  reclaim: (key: string, amount: number, actor: string, token: number, at: Date): UpdateFilter<DisbursementDoc> => ({
+    $set: { idempotencyKey: key, state: 'disbursing', amount, requestedBy: actor, token, updatedAt: at },
+    $unset: { payment: '', cancelledAt: '', cancelledBy: '' },
+    $inc: { attempt: 1 },
+  }),
   markDisbursed: (entry: LedgerEntry, meta: ChangeMeta): UpdateFilter<DisbursableApplication> =>
     logged(
       {
@@ -280,6 +368,7 @@ export function viewOf(doc: DisbursementDoc): DisbursementView {
     createdAt: doc.createdAt,
     ...(doc.ledgerSeq === undefined ? {} : { ledgerSeq: doc.ledgerSeq }),
     ...(doc.disbursedAt === undefined ? {} : { disbursedAt: doc.disbursedAt }),
+    attempt: doc.attempt ?? 0,
     ...(doc.payment === undefined
       ? {}
       : {
@@ -300,6 +389,18 @@ function resultOf(doc: DisbursementDoc): DisbursementResult {
     disbursedAt: doc.disbursedAt!,
     status: 'disbursed',
   };
+}
+
+function stateOf(doc: DisbursementDoc): string {
+  if (doc.state !== 'disbursing') return doc.state;
+  return doc.payment ? `disbursing, payment ${doc.payment.state}` : 'disbursing';
+}
+
+function cancelledConflict(doc: DisbursementDoc): ConflictError<DisbursementView> {
+  return new ConflictError(
+    `the disbursement of ${doc._id} under this Idempotency-Key was cancelled; send a new key to disburse again`,
+    viewOf(doc),
+  );
 }
 
 function otherKeyConflict(doc: DisbursementDoc): ConflictError<DisbursementView> {
@@ -581,7 +682,8 @@ export class Disbursements {
     }
     // Answered without the lease: a finished disbursement or another key's claim.
     const known = await this.get(applicationId);
-    if (known && known.idempotencyKey !== idempotencyKey) throw otherKeyConflict(known);
+    if (known?.state === 'cancelled' && known.idempotencyKey === idempotencyKey) throw cancelledConflict(known);
+    if (known && known.state !== 'cancelled' && known.idempotencyKey !== idempotencyKey) throw otherKeyConflict(known);
     if (known?.state === 'disbursed') return resultOf(known);
     return this.locks.withLock(
       loanLockKey(applicationId),
@@ -653,7 +755,7 @@ export class Disbursements {
     try {
       const receipt = await payments.pay(
         {
-          idempotencyKey: disbursementLedgerKey(applicationId),
+          idempotencyKey: paymentKey(applicationId, record.attempt),
           applicationId,
           amount: record.amount,
           reference: record.idempotencyKey,
@@ -686,17 +788,18 @@ export class Disbursements {
    * names, then completes the disbursement under its lease as the admin who asked for it. Harmless when
    * repeated or late. Returns what it found: unknown (no such disbursement), or the record's state after.
    */
-  async paymentCallback(paymentKey: string, paymentId: string): Promise<'unknown' | DisbursementState | 'pending'> {
-    const prefix = disbursementLedgerKey('');
-    if (!paymentKey.startsWith(prefix)) return 'unknown';
-    const applicationId = paymentKey.slice(prefix.length);
-    const record = await this.get(applicationId);
-    if (!record) return 'unknown';
-    if (record.state === 'disbursed') return 'disbursed';
+  async paymentCallback(key: string, paymentId: string): Promise<'unknown' | DisbursementState | 'pending'> {
+    const named = parsePaymentKey(key);
+    if (!named) return 'unknown';
+    const record = await this.get(named.applicationId);
+    // An attempt that is not the record's current one (a cancelled attempt) completes nothing.
+    if (!record || (record.attempt ?? 0) !== named.attempt) return 'unknown';
+    if (record.state !== 'disbursing') return record.state;
     await this.collection.updateOne(
       {
-        _id: applicationId,
+        _id: record._id,
         idempotencyKey: record.idempotencyKey,
+        state: 'disbursing',
         'payment.state': { $ne: 'paid' },
       } as Filter<DisbursementDoc>,
       {
@@ -749,6 +852,7 @@ export class Disbursements {
   /** The loan's one disbursement record: ours (new or resumed), or a ConflictError for another key. */
   private async claim(applicationId: string, key: string, actor: Actor, lease: Lease): Promise<DisbursementDoc> {
     const existing = await this.get(applicationId);
+    if (existing?.state === 'cancelled') return this.reclaim(existing, key, actor, lease);
     if (existing) {
       if (existing.idempotencyKey !== key) throw otherKeyConflict(existing);
       return existing;
@@ -779,6 +883,100 @@ export class Disbursements {
     }
     await this.step('claim', applicationId);
     return record;
+  }
+
+  /** A new key takes a cancelled record as its next attempt; the cancelled key itself gets a 409. */
+  private async reclaim(cancelled: DisbursementDoc, key: string, actor: Actor, lease: Lease): Promise<DisbursementDoc> {
+    if (cancelled.idempotencyKey === key) throw cancelledConflict(cancelled);
+    const app = await this.applications.findOne(disbursementQueries.application(cancelled._id));
+    if (!app) throw new NotFoundError(`application ${cancelled._id} not found`);
+    this.assertDisbursable(app);
+    const at = new Date(this.clock.now());
+    const record = await this.collection.findOneAndUpdate(
+      disbursementQueries.reclaimable(cancelled),
+      disbursementQueries.reclaim(key, app.loanAmount, actor.id, lease.token, at),
+      { returnDocument: 'after' },
+    );
+    if (record) {
+      await this.step('claim', cancelled._id);
+      return record;
+    }
+    // Claimed again between our read and write (only possible past a lost lease).
+    const winner = await this.get(cancelled._id);
+    if (winner && winner.idempotencyKey === key) return winner;
+    throw winner ? otherKeyConflict(winner) : new NotFoundError(`disbursement ${cancelled._id} not found`);
+  }
+
+  /**
+   * Cancels a disbursement whose payment the provider refused, so that the loan can be disbursed again
+   * (with a new Idempotency-Key, as a new attempt): under the loan's lease, the intent leaves the
+   * application first (a versioned, logged, audited change; the application stays approved), then the
+   * record becomes 'cancelled' and remembers the attempt. A crash between the two is finished by calling
+   * it again. NotFoundError without a disbursement; ConflictError (with the disbursement) for one that is
+   * not refused: pending, paid, disbursed or already cancelled.
+   */
+  async cancelRefused(applicationId: string, actor: Actor): Promise<DisbursementView> {
+    return this.locks.withLock(
+      loanLockKey(applicationId),
+      async (lease) => {
+        const record = await this.get(applicationId);
+        if (!record) throw new NotFoundError(`application ${applicationId} has no disbursement`);
+        if (record.state !== 'disbursing' || record.payment?.state !== 'refused') {
+          throw new ConflictError(
+            `only a disbursement whose payment was refused can be cancelled; this one is ${stateOf(record)}`,
+            viewOf(record),
+          );
+        }
+        lease.signal.throwIfAborted();
+        await this.cancelIntent(record, actor);
+        lease.signal.throwIfAborted();
+        const at = new Date(this.clock.now());
+        const cancelled = await this.collection.findOneAndUpdate(
+          disbursementQueries.refused(record),
+          disbursementQueries.cancelled(record, actor.id, at),
+          { returnDocument: 'after' },
+        );
+        if (!cancelled) {
+          const now = await this.get(applicationId);
+          throw new ConflictError(
+            `disbursement ${applicationId} changed while it was being cancelled`,
+            now && viewOf(now),
+          );
+        }
+        return viewOf(cancelled);
+      },
+      { waitMs: this.lockWaitMs, ...(this.lockTtlMs ? { ttlMs: this.lockTtlMs } : {}) },
+    );
+  }
+
+  /** The refused attempt's intent leaves the application, or already has (a cancel finished after a crash). */
+  private async cancelIntent(record: DisbursementDoc, actor: Actor): Promise<void> {
+    await retryOnConflict(
+      3,
+      async () => {
+        const app = await this.applications.findOne(disbursementQueries.application(record._id));
+        if (!app) throw new NotFoundError(`application ${record._id} not found`);
+        if (app.disbursement?.idempotencyKey !== record.idempotencyKey) return;
+        const at = new Date(this.clock.now());
+        const updated = await this.applications.findOneAndUpdate(
+          disbursementQueries.intentCancellable(record._id, app.version, record.idempotencyKey),
+          disbursementQueries.cancelIntent(this.changeMeta(at, actor, app.status, app.version + 1)),
+          { returnDocument: 'after' },
+        );
+        if (updated) {
+          await this.recordAudit(updated);
+          return;
+        }
+        return writeMissed;
+      },
+      async () => {
+        const current = await this.applications.findOne(disbursementQueries.application(record._id));
+        return new ConflictError(
+          `application ${record._id} kept changing; retry`,
+          current && publicApplication(current),
+        );
+      },
+    );
   }
 
   private assertFourEyes(

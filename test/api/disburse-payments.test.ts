@@ -308,6 +308,79 @@ describe(`disbursement through a payment provider on ${target().kind}`, () => {
     expect(await ledgerCount(id)).toBe(0);
   });
 
+  it('a refused payment, cancelled by a disburser, leaves the loan approved; a new key disburses it once as its next attempt, under a payment identity of its own', async () => {
+    const refusing = await instance({ PAYMENT_PROVIDER_KEY: 'not-the-providers-key-0123' });
+    const id = await approved(refusing.app, 18_000);
+    const first = key();
+    expect((await disburse(refusing.app, id, first)).status).toBe(502);
+    const cancelPath = `/api/applications/${id}/disbursement/cancel`;
+    expect((await call(refusing.app, tokens.approver, 'POST', cancelPath)).status).toBe(403);
+
+    const cancelled = await call(refusing.app, tokens.disburser, 'POST', cancelPath);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({
+      applicationId: id,
+      idempotencyKey: first,
+      state: 'cancelled',
+      attempt: 0,
+      amount: 18_000,
+      payment: { state: 'refused' },
+    });
+    const read = await call(refusing.app, tokens.disburser, 'GET', `/api/applications/${id}`);
+    expect(read.body.status).toBe('approved');
+    expect(read.body.disbursement).toBeUndefined();
+    const audit = await call(refusing.app, tokens.admin, 'GET', `/api/applications/${id}/audit`);
+    expect(audit.status).toBe(200);
+    expect(JSON.stringify(audit.body)).toContain('disbursement');
+    const again = await call(refusing.app, tokens.disburser, 'POST', cancelPath);
+    expect(again.status).toBe(409);
+    expect(again.body.current).toMatchObject({ state: 'cancelled' });
+
+    const { app } = await instance();
+    const reused = await disburse(app, id, first);
+    expect(reused.status).toBe(409);
+    expect(reused.body.error.message).toMatch(/cancelled/);
+    const second = key();
+    const done = await disburse(app, id, second);
+    expect(done.status).toBe(200);
+    expect(done.body).toMatchObject({ applicationId: id, idempotencyKey: second, status: 'disbursed', amount: 18_000 });
+    expect(paidFor(id).map((payment) => payment.idempotencyKey)).toEqual([`disbursement:${id}#1`]);
+    expect(await ledgerCount(id)).toBe(1);
+    expect(await record(id)).toMatchObject({
+      state: 'disbursed',
+      attempt: 1,
+      idempotencyKey: second,
+      cancelledAttempts: [{ attempt: 0, idempotencyKey: first, payment: { state: 'refused' } }],
+    });
+    // A callback naming the cancelled attempt completes nothing; the current attempt's is harmless.
+    for (const [identity, result] of [
+      [`disbursement:${id}`, 'unknown'],
+      [`disbursement:${id}#1`, 'disbursed'],
+    ]) {
+      const body = JSON.stringify({ idempotencyKey: identity, paymentId: 'pay_late', status: 'paid' });
+      const res = await webhook(app, body, await signWebhook(WEBHOOK_SECRET, body));
+      expect(await res.json()).toEqual({ result });
+    }
+    expect(await ledgerCount(id)).toBe(1);
+    expect((await disburse(app, id, key())).status).toBe(409); // disbursed: another key is refused
+    await verified(app);
+  });
+
+  it('cancel: 404 for a loan without a disbursement, 409 for a payment that is pending, not refused', async () => {
+    const { app } = await instance({ PAYMENT_MAX_ATTEMPTS: '1', PAYMENT_BREAKER_FAILURES: '100' });
+    const [idle, waiting] = [await approved(app, 19_000), await approved(app, 19_001)];
+    expect((await call(app, tokens.disburser, 'POST', `/api/applications/${idle}/disbursement/cancel`)).status).toBe(
+      404,
+    );
+    sim.setFaults({ mode: 'error', duplicateWebhooks: 0 });
+    expect((await disburse(app, waiting, key())).status).toBe(202);
+    const refused = await call(app, tokens.disburser, 'POST', `/api/applications/${waiting}/disbursement/cancel`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.current).toMatchObject({ state: 'disbursing', payment: { state: 'pending' } });
+    sim.setFaults({ mode: 'ok', duplicateWebhooks: 0 });
+    expect((await disburse(app, waiting, (await record(waiting))!.idempotencyKey as string)).status).toBe(200);
+  });
+
   it('without a webhook secret the route answers 404; without a provider URL nothing changes', async () => {
     const { app } = await createTestApp(database.db, keys);
     current = app;

@@ -90,6 +90,8 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
   const [busy, setBusy] = useState(false);
   const [ledgerVersion, setLedgerVersion] = useState(0);
   const disburseKey = useRef<string | null>(null);
+  /** The provider refused this loan's payment: a disburser may cancel it and disburse again with a new key. */
+  const [refused, setRefused] = useState(false);
   const firstField = useRef<HTMLInputElement>(null);
   const dirty = Object.keys(draft).length > 0;
   const names = useNames([
@@ -234,6 +236,23 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       setNotice({ kind: 'ok', text: `Disbursed ${money(app.loanAmount)}.` });
       await reread();
     } catch (error) {
+      setRefused(error instanceof ApiError && error.code === 'payment_refused');
+      setNotice({ kind: 'error', text: errorText(error) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const cancelRefused = async () => {
+    if (!app || busy) return;
+    setBusy(true);
+    try {
+      await api('POST', `/api/applications/${id}/disbursement/cancel`);
+      // The next disbursement is a new attempt under a new key.
+      disburseKey.current = null;
+      setRefused(false);
+      setNotice({ kind: 'ok', text: 'The refused payment is cancelled; the loan can be disbursed again.' });
+      await reread();
+    } catch (error) {
       setNotice({ kind: 'error', text: errorText(error) });
     } finally {
       setBusy(false);
@@ -276,6 +295,11 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
         {mayDisburse && (
           <button type="button" disabled={busy} onClick={disburse} aria-keyshortcuts="d">
             Disburse {money(app.loanAmount)}
+          </button>
+        )}
+        {refused && viewer.can('status:disbursed') && (
+          <button type="button" disabled={busy} onClick={cancelRefused}>
+            Cancel the refused payment
           </button>
         )}
       </div>
