@@ -23,6 +23,8 @@ const database = await connect(config);
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
 await startFeed(services);
+// Optional Redis (REDIS_URL): loaded only when set; plugs into the services before their background starts.
+const redis = config.REDIS_URL ? (await import('./redis.ts')).attachRedis(services, config.REDIS_URL) : null;
 const stopBackground = startBackground(services);
 // Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
 const metrics = createMetrics({
@@ -56,6 +58,7 @@ function stop(signal: string) {
   services.streams.closeAll();
   server.close(async () => {
     await stopBackground();
+    await redis?.close();
     await database.close();
     process.exit(0);
   });

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 
 const root = join(import.meta.dirname, '..', '..');
 /** Files that run only on Node: the Node entry and what only it imports. */
-const nodeOnly = new Set(['api/node.ts', 'api/metrics.ts']);
-const nodeOnlyPackages = ['prom-client', '@hono/node-server', 'undici', 'tesseract.js', 'pdfjs-dist'];
+const nodeOnly = new Set(['api/node.ts', 'api/metrics.ts', 'api/redis.ts']);
+const nodeOnlyPackages = ['prom-client', '@hono/node-server', 'undici', 'tesseract.js', 'pdfjs-dist', 'redis'];
 
 function sources(dir: string): string[] {
   return readdirSync(join(root, dir), { withFileTypes: true, recursive: true })
