@@ -14,7 +14,7 @@
 // bench/redis.ts measured both against today's way (SCALING.md, "Redis: measured, then decided").
 import { createClient } from 'redis';
 import { z } from 'zod';
-import type { RateDecision, RequestLimiter } from '../shared/concurrency/rate-limit.ts';
+import { decide, type RateDecision, type RequestLimiter, windowOf } from '../shared/concurrency/rate-limit.ts';
 import type { Clock } from '../shared/core/clock.ts';
 import type { RevocationBus, RevocationNotice, Revocations } from '../shared/identity/revocations.ts';
 import { errorFields, type Logger } from './log.ts';
@@ -102,11 +102,6 @@ export class RedisRevocationBus implements RevocationBus {
   }
 }
 
-function windowOf(now: number, windowMs: number) {
-  const start = Math.floor(now / windowMs) * windowMs;
-  return { start, end: start + windowMs };
-}
-
 export interface RedisRateLimitOptions {
   limit: number;
   windowMs: number;
@@ -154,13 +149,7 @@ export class RedisRateLimiter implements RequestLimiter {
       return this.fallbackHit(key);
     }
     this.counted++;
-    const { limit } = this.options;
-    return {
-      allowed: count <= limit,
-      limit,
-      remaining: Math.max(0, limit - count),
-      resetS: Math.max(1, Math.ceil((end - now) / 1000)),
-    };
+    return decide(count, this.options.limit, now, end);
   }
 
   private fallbackHit(key: string): RateDecision | Promise<RateDecision> {

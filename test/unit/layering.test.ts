@@ -49,6 +49,13 @@ describe('layering', () => {
     }
   });
 
+  it('the Redis adapters are loaded only when REDIS_URL is set: no static import of api/redis.ts', () => {
+    for (const file of [...sources('shared'), ...sources('api')]) {
+      expect(imports(file), `${file} imports api/redis.ts`).not.toContain('./redis.ts');
+    }
+    expect(readFileSync(join(root, 'api/node.ts'), 'utf8')).toMatch(/REDIS_URL \? \(await import\('\.\/redis\.ts'\)\)/);
+  });
+
   it('api/ and shared/ use no Node-only module outside the Node entry', () => {
     const checked = [...sources('shared'), ...sources('api')].filter((file) => !nodeOnly.has(file));
     expect(checked.length).toBeGreaterThan(20);
