@@ -82,6 +82,13 @@ export async function startRedis(options: { port?: number } = {}): Promise<Runni
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
+  // A script that dies (an uncaught error, process.exit) must not leave its server running.
+  const orphanGuard = () => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', orphanGuard);
+  child.once('exit', () => process.off('exit', orphanGuard));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   const stop = async () => {
     await stopProcess(child, 5_000);
