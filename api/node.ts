@@ -37,6 +37,7 @@ const metrics = createMetrics({
   now: () => services.clock.now(),
   ledgerChecks: services.ledgerChecks,
   payments: services.paymentStats,
+  ...(redis ? { redis: { ...redis, heard: () => services.revocations.heardCount } } : {}),
 });
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,

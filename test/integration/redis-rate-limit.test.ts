@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../../api/app.ts';
 import { createLogger } from '../../api/log.ts';
+import { createMetrics } from '../../api/metrics.ts';
 import { attachRedis, type RedisAdapters } from '../../api/redis.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
 import { findRedisServer, type RunningRedis, startRedis } from '../../scripts/redis.ts';
@@ -98,6 +99,16 @@ describe.skipIf(noRedis)(named('Redis request budget (REDIS_URL)'), () => {
   });
 
   it('without Redis the API still answers and limits (the MongoDB limiter); a restarted Redis decides again', async () => {
+    // What an operator sees on /metrics (Node exports these when REDIS_URL is set).
+    const metrics = createMetrics({
+      queue: a.services.queue,
+      redis: { ...a.redis!, heard: () => a.services.revocations.heardCount },
+    });
+    const metric = async (name: string) => {
+      const values = (await metrics.registry.getSingleMetric(name)!.get()).values;
+      return Object.fromEntries(values.map((v) => [Object.values(v.labels).join() || 'value', v.value]));
+    };
+    expect(await metric('redis_up')).toEqual({ value: 1 });
     await redis.kill();
     await vi.waitFor(() => expect(a.redis!.client.isReady).toBe(false), { timeout: 10_000 });
     const token = await newAdmin();
@@ -107,6 +118,8 @@ describe.skipIf(noRedis)(named('Redis request budget (REDIS_URL)'), () => {
     expect(count(got, 200)).toBe(LIMIT);
     expect(count(got, 429)).toBe(3);
     expect(a.redis!.limiter.fellBack - fellBack).toBe(LIMIT + 3);
+    expect(await metric('redis_up')).toEqual({ value: 0 });
+    expect((await metric('rate_limit_decisions_total')).fallback).toBe(a.redis!.limiter.fellBack);
 
     redis = await startRedis({ port: redis.port });
     await vi.waitFor(() => expect(a.redis!.client.isReady && b.redis!.client.isReady).toBe(true), {
