@@ -24,6 +24,8 @@ export interface MetricsOptions {
   ready?: () => Promise<boolean>;
   /** The instance's revocation cache: its refresh failures and the age of its last refresh. */
   revocations?: { syncs: number; syncFailures: number; readonly lastSyncAt: number };
+  /** The optional Redis adapters (REDIS_URL): their connection and what they decided. */
+  redis?: RedisMetricsSource;
   /** The ledger verifications this instance ran. */
   ledgerChecks?: LedgerChecks;
   /** The payment provider's call outcomes and breaker state (the process's one client). */
@@ -147,6 +149,54 @@ function optionalGauge(registry: Registry, name: string, help: string, read: () 
   new Optional({ name, help, registers: [registry] });
 }
 
+/** What the Redis adapters (api/redis.ts) count, read at scrape time. */
+export interface RedisMetricsSource {
+  client: { readonly isReady: boolean };
+  bus: { published: number; lost: number };
+  limiter: { counted: number; fellBack: number };
+  /** Revocations this instance heard from the others. */
+  heard: () => number;
+}
+
+function registerRedisMetrics(registry: Registry, redis: RedisMetricsSource): void {
+  new Gauge({
+    name: 'redis_up',
+    help: 'Whether the Redis command connection is ready (REDIS_URL set): 0 means the MongoDB ways decide',
+    registers: [registry],
+    collect() {
+      this.set(redis.client.isReady ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'redis_revocation_notices_total',
+    help: 'Revocations this instance announced over Redis, by outcome: published, or lost (Redis away; the refresh bounds them)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ outcome: 'published' }, redis.bus.published);
+      this.inc({ outcome: 'lost' }, redis.bus.lost);
+    },
+  });
+  mirroredCounter(
+    registry,
+    'redis_revocation_notices_heard_total',
+    'Revocations heard from other instances over Redis',
+    redis.heard,
+  );
+  new Counter({
+    name: 'rate_limit_decisions_total',
+    help: 'Request budget decisions by who counted: redis, or fallback (the MongoDB count, while Redis did not answer)',
+    labelNames: ['by'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ by: 'redis' }, redis.limiter.counted);
+      this.inc({ by: 'fallback' }, redis.limiter.fellBack);
+    },
+  });
+}
+
 /** A counter that mirrors a count kept elsewhere, read at scrape time. */
 export function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
@@ -262,6 +312,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   if (options.events) registerEventGauges(registry, options.events);
   if (options.revocations) registerRevocationMetrics(registry, options.revocations, options.now ?? Date.now);
+  if (options.redis) registerRedisMetrics(registry, options.redis);
   if (options.ledgerChecks) registerLedgerMetrics(registry, options.ledgerChecks);
   if (options.payments) registerPaymentMetrics(registry, options.payments);
   const { ready } = options;

@@ -23,6 +23,8 @@ const database = await connect(config);
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
 await startFeed(services);
+// Optional Redis (REDIS_URL): loaded only when set; plugs into the services before their background starts.
+const redis = config.REDIS_URL ? (await import('./redis.ts')).attachRedis(services, config.REDIS_URL) : null;
 const stopBackground = startBackground(services);
 // Prometheus /metrics exists on Node only (prom-client); other runtimes answer it 404.
 const metrics = createMetrics({
@@ -35,6 +37,7 @@ const metrics = createMetrics({
   now: () => services.clock.now(),
   ledgerChecks: services.ledgerChecks,
   payments: services.paymentStats,
+  ...(redis ? { redis: { ...redis, heard: () => services.revocations.heardCount } } : {}),
 });
 const app = createApp(services, {
   remoteAddress: (c) => getConnInfo(c).remote.address,
@@ -56,6 +59,7 @@ function stop(signal: string) {
   services.streams.closeAll();
   server.close(async () => {
     await stopBackground();
+    await redis?.close();
     await database.close();
     process.exit(0);
   });

@@ -4,7 +4,8 @@
 //   - the offline MongoDB server's jars (Maven Central)
 //   - nginx (Debian) for the load-balancer tests, DejaVu fonts (Debian) for the OCR test documents,
 //     chromium (Debian) for the browser tests, prometheus (Debian: prometheus and promtool) for the
-//     alert rules and the metrics tests
+//     alert rules and the metrics tests, redis-server (Debian) for the optional Redis adapters' tests and
+//     bench/redis.ts
 //   - schemathesis (PyPI) in a virtualenv for the API fuzzing test
 //   - compose-go (Go module proxy) for validating compose.yaml
 import { execFileSync } from 'node:child_process';
@@ -15,6 +16,7 @@ import { findChromium } from './browser.ts';
 import { resolveClasspath } from './mongo/offline-server.ts';
 import { findNginx } from './nginx/nginx.ts';
 import { findPrometheus, findPromtool } from './prometheus.ts';
+import { findRedisServer } from './redis.ts';
 import { install as installSchemathesis } from './schemathesis.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -47,6 +49,11 @@ const debian = [
     name: 'prometheus',
     present: () => findPrometheus() !== null && findPromtool() !== null,
     needFor: 'the alert rules and the metrics tests (test/ops/)',
+  },
+  {
+    name: 'redis-server',
+    present: () => findRedisServer() !== null,
+    needFor: 'the optional Redis adapters (test/integration/redis-*.test.ts, bench/redis.ts)',
   },
   {
     name: 'stress-ng',

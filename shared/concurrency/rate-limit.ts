@@ -39,12 +39,14 @@ export interface RateLimitOptions {
   name: string;
 }
 
-function windowOf(now: number, windowMs: number) {
+/** The fixed window `now` falls in. */
+export function windowOf(now: number, windowMs: number) {
   const start = Math.floor(now / windowMs) * windowMs;
   return { start, end: start + windowMs };
 }
 
-function decide(count: number, limit: number, now: number, end: number): RateDecision {
+/** The answer to the `count`th hit of a window ending at `end`. */
+export function decide(count: number, limit: number, now: number, end: number): RateDecision {
   return {
     allowed: count <= limit,
     limit,

@@ -185,6 +185,13 @@ export const configSchema = z.object({
   REFRESH_TOKEN_TTL_S: int(300, 90 * 86_400).default(7 * 86_400),
   /** A revocation is refused on every instance within this bound (plus one round trip). */
   REVOCATION_STALENESS_MS: int(50, 1_000).default(500),
+  /**
+   * Optional Redis (Node API only, `redis://` or `rediss://`): revocations are announced to every instance
+   * at once (pub/sub) and the per-admin request budget is counted exactly across instances. Unset: neither,
+   * nothing loaded. Without a reachable server the API keeps working as if unset (MongoDB still bounds
+   * revocation by REVOCATION_STALENESS_MS; the budget is counted per instance and flushed).
+   */
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
   /** PBKDF2-SHA256 iterations for new password hashes (OWASP: 600000). */
   PASSWORD_ITERATIONS: int(1_000, 10_000_000).default(600_000),
   /** The first admin, created at start-up when no admin exists. */

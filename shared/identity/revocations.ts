@@ -8,6 +8,10 @@
 // t is refused everywhere from t + maxStalenessMs + one round trip on. Node also refreshes in the
 // background so requests rarely wait; workerd and Deno refresh lazily on the request that finds the
 // cache stale.
+//
+// Optionally (REDIS_URL on Node) a bus tells the other instances of a revocation as soon as it is
+// written (RevocationBus, published after the database write); what they hear goes into the same
+// maps. The refresh above goes on unchanged, so a lost or late notice is still refused within the bound.
 import type { Collection, Db } from 'mongodb';
 import type { Clock } from '../core/clock.ts';
 import type { IndexPlan } from '../core/db.ts';
@@ -43,6 +47,22 @@ export interface TokenIdentity {
   iatMs: number;
 }
 
+/** A revocation as another instance hears of it: the entry this instance just wrote to the database. */
+export interface RevocationNotice {
+  kind: RevocationKind;
+  value: string;
+  /** When it was revoked (for 'admin': the cutoff, tokens issued before it are refused), ms since the epoch. */
+  atMs: number;
+}
+
+/**
+ * Tells the other instances of revocations at once (Node with REDIS_URL: api/redis.ts). Called after the
+ * database write succeeded; must not throw: a lost notice only leaves the refresh's bound.
+ */
+export interface RevocationBus {
+  publish(notices: RevocationNotice[]): void;
+}
+
 export interface RevocationOptions {
   /**
    * How long after its revocation a covered token can still pass verification (ms): entries are kept
@@ -73,6 +93,10 @@ export class Revocations {
   syncs = 0;
   /** Refreshes that failed (the cache kept what it had; exported as a metric by the Node API). */
   syncFailures = 0;
+  /** Revocations heard from other instances through the bus. */
+  heardCount = 0;
+  /** Where this instance's revocations are announced (null: none; the refresh alone bounds them). */
+  bus: RevocationBus | null = null;
 
   constructor(db: Db, options: RevocationOptions) {
     this.collection = db.collection<RevocationDoc>('revocations');
@@ -118,6 +142,7 @@ export class Revocations {
       { ordered: false },
     );
     for (const sid of sids) this.remember('sid', sid, now);
+    this.bus?.publish(sids.map((sid) => ({ kind: 'sid' as const, value: sid, atMs: now })));
   }
 
   /** Every access token of this admin issued up to now is refused. */
@@ -138,6 +163,15 @@ export class Revocations {
     );
     // The instance that revoked knows at once, without waiting for its next sync.
     this.remember(kind, value, now);
+    this.bus?.publish([{ kind, value, atMs: now }]);
+  }
+
+  /** Revocations another instance announced on the bus: refused here from now on, like those the refresh reads. */
+  heard(notices: RevocationNotice[]): void {
+    for (const notice of notices) {
+      this.remember(notice.kind, notice.value, notice.atMs);
+      this.heardCount++;
+    }
   }
 
   /** True when the token is revoked as far as this instance knows. Call ensureFresh() first. */

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 
 const root = join(import.meta.dirname, '..', '..');
 /** Files that run only on Node: the Node entry and what only it imports. */
-const nodeOnly = new Set(['api/node.ts', 'api/metrics.ts']);
-const nodeOnlyPackages = ['prom-client', '@hono/node-server', 'undici', 'tesseract.js', 'pdfjs-dist'];
+const nodeOnly = new Set(['api/node.ts', 'api/metrics.ts', 'api/redis.ts']);
+const nodeOnlyPackages = ['prom-client', '@hono/node-server', 'undici', 'tesseract.js', 'pdfjs-dist', 'redis'];
 
 function sources(dir: string): string[] {
   return readdirSync(join(root, dir), { withFileTypes: true, recursive: true })
@@ -47,6 +47,13 @@ describe('layering', () => {
         );
       }
     }
+  });
+
+  it('the Redis adapters are loaded only when REDIS_URL is set: no static import of api/redis.ts', () => {
+    for (const file of [...sources('shared'), ...sources('api')]) {
+      expect(imports(file), `${file} imports api/redis.ts`).not.toContain('./redis.ts');
+    }
+    expect(readFileSync(join(root, 'api/node.ts'), 'utf8')).toMatch(/REDIS_URL \? \(await import\('\.\/redis\.ts'\)\)/);
   });
 
   it('api/ and shared/ use no Node-only module outside the Node entry', () => {
