@@ -3,14 +3,19 @@
 // its marker publishes again (the same events), a change landing late within the margin, and a log trimmed
 // past the marker (changes_lost). test/e2e/kafka-relay.test.ts runs the same code against a real broker.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { changeEntry, withChange } from '../../shared/loans/applications/history.ts';
+import { changeEntry } from '../../shared/loans/applications/history.ts';
 import {
   OUTBOX_PUBLISHED_COLLECTION,
   type OutboxMessage,
   OutboxRelay,
   type PublishedMarker,
 } from '../../shared/loans/applications/outbox.ts';
-import { APPLICATIONS_COLLECTION, type ApplicationDoc, applicationIndexes } from '../../shared/loans/applications.ts';
+import {
+  APPLICATIONS_COLLECTION,
+  type ApplicationDoc,
+  applicationIndexes,
+  applicationQueries,
+} from '../../shared/loans/applications.ts';
 import { openTestDatabase, type TestDatabase, target } from '../support/mongo.ts';
 
 const MARGIN_MS = 5_000;
@@ -58,19 +63,17 @@ describe(`outbox relay (MongoDB side) on ${target().kind}`, () => {
     } as ApplicationDoc);
   }
 
-  /** One more version, written as every writer writes it (withChange), stamped `at`. */
+  /** One more version, written as the repository writes it (applicationQueries.change), stamped `at`. */
   async function change(id: string, path: string, value: unknown, at = new Date()) {
     const entry = changeEntry({ at, by: 'admin-2', action: 'update', paths: [{ path, new: value }] });
-    await database.db
-      .collection(APPLICATIONS_COLLECTION)
-      .updateOne(
-        { _id: id as never },
-        withChange(
-          { $set: { [path]: value, lastChange: { at, actor: 'admin-2', action: 'update' } }, $inc: { version: 1 } },
-          entry,
-          100,
-        ),
-      );
+    await applications().updateOne(
+      { _id: id },
+      applicationQueries.change(
+        { [path]: value, lastChange: { at, actor: 'admin-2', action: 'update' } } as Partial<ApplicationDoc>,
+        entry,
+        100,
+      ),
+    );
   }
 
   const relayInto = (sink: OutboxMessage[], options: { failAfterSend?: boolean } = {}) =>
