@@ -209,11 +209,14 @@ export const configSchema = z.object({
    * Kafka brokers the outbox relay (`npm run relay`) publishes application changes to, `host:port`
    * comma-separated. Unset: no relay runs (it exits at once saying so) and nothing else changes.
    */
-  KAFKA_BROKERS: z
-    .string()
-    .regex(/^\s*[A-Za-z0-9.-]+:\d{1,5}\s*(,\s*[A-Za-z0-9.-]+:\d{1,5}\s*)*$/, 'must be host:port[,host2:port2]')
-    .transform((value) => value.split(',').map((broker) => broker.trim()))
-    .optional(),
+  KAFKA_BROKERS: z.preprocess(
+    (value) => (value === '' ? undefined : value), // set but empty (KAFKA_BROKERS= in a .env): off, as unset
+    z
+      .string()
+      .regex(/^\s*[A-Za-z0-9.-]+:\d{1,5}\s*(,\s*[A-Za-z0-9.-]+:\d{1,5}\s*)*$/, 'must be host:port[,host2:port2]')
+      .transform((value) => value.split(',').map((broker) => broker.trim()))
+      .optional(),
+  ),
   /** The topic every application change goes to (keyed by application id); created by the relay if missing. */
   KAFKA_TOPIC: z
     .string()

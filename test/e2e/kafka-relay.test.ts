@@ -60,6 +60,22 @@ async function send(origin: string, token: string, method: string, path: string,
   return json;
 }
 
+describe('the relay without Kafka', () => {
+  it('KAFKA_BROKERS unset: says there is no relay and exits 0, without touching the database', async () => {
+    const relay = startNode(relayMain, {
+      env: { MONGO_URL: 'mongodb://127.0.0.1:1', KAFKA_BROKERS: '', LOG_LEVEL: 'info' },
+    });
+    expect(await relay.exited).toBe(0);
+    expect(relay.output()).toContain('KAFKA_BROKERS is not set: no relay runs');
+  });
+
+  it('a malformed KAFKA_BROKERS: exits 2 naming the variable', async () => {
+    const relay = startNode(relayMain, { env: { MONGO_URL: 'mongodb://127.0.0.1:1', KAFKA_BROKERS: 'kafka' } });
+    expect(await relay.exited).toBe(2);
+    expect(relay.output()).toContain('KAFKA_BROKERS: must be host:port[,host2:port2]');
+  });
+});
+
 describe('outbox relay to a real Kafka broker', () => {
   let database: TestDatabase;
   let broker: KafkaBroker;
