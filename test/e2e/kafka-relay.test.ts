@@ -15,7 +15,7 @@ import { OUTBOX_PUBLISHED_COLLECTION, type OutboxEvent } from '../../shared/loan
 import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../../shared/loans/applications.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { killStarted, type NodeProcess, startNode } from '../support/processes.ts';
-import { waitFor } from '../support/wait.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 const relayMain = fileURLToPath(new URL('../../workers/relay/main.ts', import.meta.url));
 const APPLICATIONS = 4_750;
@@ -116,7 +116,9 @@ describe('outbox relay to a real Kafka broker', () => {
       KAFKA_RELAY_LEASE_MS: '3000',
       KAFKA_RELAY_MARGIN_MS: '3000',
       KAFKA_RELAY_POLL_MS: '250',
-      LOG_LEVEL: 'info',
+      // Pages of 200 and a line per page (debug): the kill below lands inside a pass, between pages.
+      KAFKA_RELAY_BATCH: '200',
+      LOG_LEVEL: 'debug',
     };
     const first = startNode(relayMain, { env: relayEnv });
     await first.printed('relay lease taken');
@@ -151,8 +153,12 @@ describe('outbox relay to a real Kafka broker', () => {
     moving.catch(() => {}); // awaited below; a failure must not surface as unhandled meanwhile
     // The first relay is killed once it has published the seeded creates and a good part of the moves.
     await waitFor(() => relayTotal(first) >= APPLICATIONS + 1_500, { timeoutMs: 60_000, intervalMs: 20 });
+    // At a random moment of the pages that follow: reading, sending, or between the broker's
+    // acknowledgement and the markers (then its last page is sent again, as duplicates).
+    await sleep(Math.random() * 300);
     phase('first relay killed');
     await first.kill();
+    const killedAt = Date.now();
     const publishedBeforeKill = relayTotal(first);
     const second = startNode(relayMain, { env: relayEnv });
     await moving;
@@ -239,6 +245,16 @@ describe('outbox relay to a real Kafka broker', () => {
       );
     }
     const secondTotal = relayTotal(second);
+    // The first relay's rate on the seeded backlog (from its own log stamps), and the takeover time.
+    const stamp = (event: Record<string, unknown>) => Date.parse(event.time as string);
+    const leaseTaken = first.events().find((event) => event.msg === 'relay lease taken')!;
+    const backlogDone = first.events().find((event) => ((event.total as number | undefined) ?? 0) >= APPLICATIONS)!;
+    const backlogRate = Math.round((backlogDone.total as number) / ((stamp(backlogDone) - stamp(leaseTaken)) / 1000));
+    const takeoverMs = stamp(second.events().find((event) => event.msg === 'relay lease taken')!) - killedAt;
+    console.log(
+      `kafka relay: drained the ${APPLICATIONS}-event backlog at ${backlogRate} events/s; ` +
+        `the second relay took the lease ${takeoverMs} ms after the SIGKILL (lease 3,000 ms)`,
+    );
     console.log(
       `kafka relay: ${API_CHANGES} changes through the API and ${APPLICATIONS} seeded creates; first relay published ${publishedBeforeKill} before SIGKILL, ` +
         `the second ${secondTotal}; ${received.length} messages on the topic, ${duplicates} duplicates; ` +

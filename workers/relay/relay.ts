@@ -79,13 +79,18 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
       })),
     });
   };
+  const counters: RelayCounters = { published: 0, lost: 0, passes: 0, leases: 0 };
+  let sentThisPass = 0;
   const relay = new OutboxRelay(db, clock, {
     publish,
     marginMs: config.KAFKA_RELAY_MARGIN_MS,
     batchSize: config.KAFKA_RELAY_BATCH,
+    onSent: ({ published }) => {
+      sentThisPass += published;
+      logger.debug('relay sent', { events: published, total: counters.published + sentThisPass });
+    },
   });
   const locks = new LockManager(db, { ttlMs: config.KAFKA_RELAY_LEASE_MS });
-  const counters: RelayCounters = { published: 0, lost: 0, passes: 0, leases: 0 };
   let stopping = false;
   const stopped = new AbortController();
   const wait = (ms: number) =>
@@ -101,6 +106,7 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
             logger.info('relay lease taken', { token: lease.token });
             while (!stopping && !lease.signal.aborted) {
               const started = performance.now();
+              sentThisPass = 0;
               const result = await relay.pass(lease.signal);
               counters.passes++;
               counters.published += result.published;

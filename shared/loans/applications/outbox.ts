@@ -70,6 +70,8 @@ export interface OutboxRelayOptions {
   marginMs: number;
   /** Applications per read (KAFKA_RELAY_BATCH). */
   batchSize?: number;
+  /** Told after each page whose events were acknowledged and marked (a pass may send many pages). */
+  onSent?: (sent: { published: number; lost: number }) => void;
 }
 
 export const eventId = (applicationId: string, version: number) => `${applicationId}:${version}`;
@@ -210,7 +212,9 @@ export class OutboxRelay {
       { ordered: false },
     );
     for (const marker of raised) this.cache.set(marker._id, marker.version);
-    return { published: messages.length, lost };
+    const sent = { published: messages.length, lost };
+    this.options.onSent?.(sent);
+    return sent;
   }
 
   /** The change logs of `ids`, each read again until whole (history.ts: isConsistentLog). */
