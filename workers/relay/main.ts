@@ -1,6 +1,6 @@
 // The outbox relay process: `npm run relay` (MONGO_URL, MONGO_DB, KAFKA_BROKERS, KAFKA_TOPIC...). Without
 // KAFKA_BROKERS it says so and exits 0: Kafka is optional. A bad configuration exits 2, an unreachable
-// database 1. SIGTERM/SIGINT finish the pass under way and exit 0.
+// database or broker at start 1. SIGTERM/SIGINT finish the pass under way and exit 0.
 
 import { loadDotEnv } from '../../api/dotenv.ts';
 import { createLogger } from '../../api/log.ts';
@@ -32,7 +32,15 @@ try {
 }
 const clock = new ServerClock(database.db);
 await clock.sync();
-const relay = await startRelay(database.db, clock, { ...config, KAFKA_BROKERS: brokers }, logger);
+let relay: Awaited<ReturnType<typeof startRelay>>;
+try {
+  relay = await startRelay(database.db, clock, { ...config, KAFKA_BROKERS: brokers }, logger);
+} catch (error) {
+  // The topic could not be listed or created: no broker answered (compose restarts the relay).
+  console.error(`Kafka is unreachable at ${brokers.join(',')}: ${(error as Error).message}`);
+  await database.close();
+  process.exit(1);
+}
 logger.info('relay started', { brokers, topic: config.KAFKA_TOPIC });
 
 const stop = (signal: string) => {

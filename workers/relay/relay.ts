@@ -90,7 +90,8 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
       logger.debug('relay sent', { events: published, total: counters.published + sentThisPass });
     },
   });
-  const locks = new LockManager(db, { ttlMs: config.KAFKA_RELAY_LEASE_MS });
+  // A standby asks for the lease at most about once a second (jittered backoff up to 1 s), not 20 times.
+  const locks = new LockManager(db, { ttlMs: config.KAFKA_RELAY_LEASE_MS, retryMaxMs: 1_000 });
   let stopping = false;
   const stopped = new AbortController();
   const wait = (ms: number) =>
