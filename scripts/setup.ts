@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findChromium } from './browser.ts';
+import { resolveKafkaClasspath } from './kafka/broker.ts';
 import { resolveClasspath } from './mongo/offline-server.ts';
 import { findNginx } from './nginx/nginx.ts';
 import { findPrometheus, findPromtool } from './prometheus.ts';
@@ -90,3 +91,6 @@ if (!have('java', ['-version']) || !have('mvn', ['-v'])) {
 }
 const classpath = resolveClasspath();
 console.log(`offline MongoDB server ready (${classpath.split(':').length} jars)`);
+// Apache Kafka (KRaft, one node) for the outbox relay's test and benchmark, and `npm run kafka`.
+const kafkaClasspath = resolveKafkaClasspath();
+console.log(`Kafka broker ready (${kafkaClasspath.split(':').length} jars)`);

@@ -211,6 +211,39 @@ export const configSchema = z.object({
    */
   LOGIN_ATTEMPTS_PER_ACCOUNT: int(1, 1_000_000).default(200),
   LOGIN_ATTEMPTS_PER_ADDRESS: int(1, 1_000_000).default(100),
+
+  /**
+   * Kafka brokers the outbox relay (`npm run relay`) publishes application changes to, `host:port`
+   * comma-separated. Unset: no relay runs (it exits at once saying so) and nothing else changes.
+   */
+  KAFKA_BROKERS: z.preprocess(
+    (value) => (value === '' ? undefined : value), // set but empty (KAFKA_BROKERS= in a .env): off, as unset
+    z
+      .string()
+      .regex(/^\s*[A-Za-z0-9.-]+:\d{1,5}\s*(,\s*[A-Za-z0-9.-]+:\d{1,5}\s*)*$/, 'must be host:port[,host2:port2]')
+      .transform((value) => value.split(',').map((broker) => broker.trim()))
+      .optional(),
+  ),
+  /** The topic every application change goes to (keyed by application id); created by the relay if missing. */
+  KAFKA_TOPIC: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be 1-249 letters, digits, ".", "_" or "-"')
+    .default('loan-admin.application-changes'),
+  /** Partitions of the topic when the relay creates it (an existing topic keeps its own). */
+  KAFKA_TOPIC_PARTITIONS: int(1, 10_000).default(12),
+  /** The relay's Kafka client id (broker logs and quotas). */
+  KAFKA_CLIENT_ID: z.string().min(1).max(255).default('loan-admin-relay'),
+  /** With nothing new to publish, the relay looks again after this long (ms). */
+  KAFKA_RELAY_POLL_MS: int(10, 60_000).default(200),
+  /** Applications the relay reads, and publishes the changes of, per round trip. */
+  KAFKA_RELAY_BATCH: int(1, 10_000).default(500),
+  /**
+   * The relay reads this far back past what it has seen (ms): changes are stamped by each writer's clock
+   * and may land out of stamp order. Changes already published are skipped, not sent again.
+   */
+  KAFKA_RELAY_MARGIN_MS: int(0, 3_600_000).default(10_000),
+  /** One relay publishes at a time, under a lease this long (ms): a standby takes over this long after a crash. */
+  KAFKA_RELAY_LEASE_MS: int(1_000, 600_000).default(15_000),
 });
 
 export type Config = z.infer<typeof configSchema>;

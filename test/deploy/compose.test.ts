@@ -32,7 +32,8 @@ const noGo = !haveGo() && !process.env.CI;
 function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
     Object.entries(process.env).filter(
-      ([name]) => !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
+      ([name]) =>
+        !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX|KAFKA_|COMPOSE_PROFILES)/.test(name),
     ),
   );
   const run = spawnSync('go', ['run', '.', file], {
@@ -83,6 +84,25 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       'prometheus',
     ]);
   });
+
+  it('starts Kafka and the outbox relay only with the kafka profile, the relay pointed at that broker', () => {
+    expect(services.kafka).toBeUndefined();
+    expect(services.relay).toBeUndefined();
+    const loaded = loadCompose(join(root, 'compose.yaml'), { ...keys, COMPOSE_PROFILES: 'kafka' });
+    expect(loaded.error).toBe('');
+    const { kafka, relay } = loaded.project.services;
+    expect(kafka.environment.KAFKA_ADVERTISED_LISTENERS).toBe('PLAINTEXT://kafka:9092');
+    expect(kafka.environment.KAFKA_PROCESS_ROLES).toBe('broker,controller');
+    expect(relay.command.at(-1)).toBe('workers/relay/main.ts');
+    expect(existsSync(join(root, relay.command.at(-1)))).toBe(true);
+    expect(relay.depends_on.kafka.condition).toBe('service_healthy');
+    const env = envOf(relay);
+    expect(env.KAFKA_BROKERS).toBe('kafka:9092');
+    // The relay's environment passes the same config schema it checks at start.
+    const config = configSchema.parse(env);
+    expect(config.KAFKA_BROKERS).toEqual(['kafka:9092']);
+    expect(config.KAFKA_TOPIC).toBe('loan-admin.application-changes');
+  }, 120_000);
 
   it('is rejected by the same loader when a key is misspelt (the schema is really applied)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'compose-'));

@@ -1,6 +1,7 @@
 // compose-check loads a compose file with compose-go, the library Docker Compose itself uses:
 // validation against the Compose Specification's JSON schema, interpolation (${VAR:?message}),
-// YAML merge keys, and the semantic checks (depends_on targets, volumes...). It prints the resolved
+// YAML merge keys, profiles (COMPOSE_PROFILES, as docker compose reads it), and the semantic checks
+// (depends_on targets, volumes...). It prints the resolved
 // project as JSON for test/deploy/compose.test.ts to assert on, or the loader's error and exit 1.
 //
 //	go run . ../../../compose.yaml
@@ -19,7 +20,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: compose-check COMPOSE_FILE")
 		os.Exit(2)
 	}
-	options, err := cli.NewProjectOptions([]string{os.Args[1]}, cli.WithOsEnv)
+	options, err := cli.NewProjectOptions([]string{os.Args[1]}, cli.WithOsEnv, cli.WithDefaultProfiles())
 	if err != nil {
 		fail(err)
 	}
