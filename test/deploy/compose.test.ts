@@ -32,7 +32,7 @@ const noGo = !haveGo() && !process.env.CI;
 function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
     Object.entries(process.env).filter(
-      ([name]) => !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX)/.test(name),
+      ([name]) => !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX|OTEL_)/.test(name),
     ),
   );
   const run = spawnSync('go', ['run', '.', file], {
