@@ -23,7 +23,7 @@ try {
 // Before anything else is built: with OTEL_EXPORTER_OTLP_ENDPOINT set, requests, commands, jobs and the
 // payment provider's calls become spans; unset, nothing is registered.
 const tracing = startTracing(config, 'loan-admin-api');
-const database = await connect(config, { traced: tracing !== undefined });
+const database = await connect(config, { traced: tracing !== undefined && config.OTEL_TRACE_DB_COMMANDS });
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
 await startFeed(services);

@@ -63,7 +63,11 @@ export async function startWorker<Data, Result>(
   const logger = createLogger(config.LOG_LEVEL, { worker: options.name, pid: process.pid });
   // With OTEL_EXPORTER_OTLP_ENDPOINT: each run is a span, child of the context its job carries.
   const tracing = startTracing(config, `loan-admin-${options.name}`);
-  const database = await openDatabase(config, options.indexes ?? [], tracing !== undefined);
+  const database = await openDatabase(
+    config,
+    options.indexes ?? [],
+    tracing !== undefined && config.OTEL_TRACE_DB_COMMANDS,
+  );
   const clock = new ServerClock(database.db);
   await clock.sync();
   const ctx: WorkerContext = { db: database.db, clock, queue: new Queue(database.db, { clock }), logger, config };

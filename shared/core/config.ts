@@ -178,6 +178,14 @@ export const configSchema = z.object({
    * Node processes (API and workers). Unset: no SDK, no exporter, no span made; the API's no-op tracer answers.
    */
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  /**
+   * With tracing on, a span per MongoDB command run under a span. The driver's command monitoring it needs
+   * decodes every reply a second time for its event (measured in bench:tracing); false leaves it off.
+   */
+  OTEL_TRACE_DB_COMMANDS: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((value) => value === 'true' || value === '1'),
   /** The service.name of this process's spans; default loan-admin-api, loan-admin-ocr, loan-admin-approval. */
   OTEL_SERVICE_NAME: z
     .string()

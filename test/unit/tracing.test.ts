@@ -57,5 +57,8 @@ describe('tracing configuration', () => {
       /OTEL_EXPORTER_OTLP_ENDPOINT/,
     );
     expect(() => loadConfig({ ...base, OTEL_SERVICE_NAME: 'api one' })).toThrow(/OTEL_SERVICE_NAME/);
+    expect(loadConfig(base).OTEL_TRACE_DB_COMMANDS).toBe(true);
+    expect(loadConfig({ ...base, OTEL_TRACE_DB_COMMANDS: 'false' }).OTEL_TRACE_DB_COMMANDS).toBe(false);
+    expect(() => loadConfig({ ...base, OTEL_TRACE_DB_COMMANDS: 'no' })).toThrow(/OTEL_TRACE_DB_COMMANDS/);
   });
 });
