@@ -124,13 +124,6 @@ export function failSpan(span: Span, error: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
 }
 
-/** A link to the carrier's span (for work that continues another trace), or none. */
-export function linkTo(carrier: TraceCarrier | undefined): Link[] {
-  if (!carrier) return [];
-  const span = trace.getSpan(contextOf(carrier));
-  return span ? [{ context: span.spanContext() }] : [];
-}
-
 /** A link to the active recording span, or none. */
 export function linkToActive(): Link[] {
   const span = recordingSpan();
