@@ -9,6 +9,7 @@ import { secureHeaders } from 'hono/secure-headers';
 import type { Db } from 'mongodb';
 import type { ApiConfig } from '../shared/core/config.ts';
 import { ping } from '../shared/core/db.ts';
+import { contextOf, inSpan, SpanKind, SpanStatusCode, tracingEnabled } from '../shared/core/tracing.ts';
 import { type AppEnv, authenticate, rateLimitPerAdmin } from './auth.ts';
 import { consoleRoutes } from './console.ts';
 import { docsRoutes } from './docs.ts';
@@ -119,6 +120,27 @@ function mountSessions(app: OpenAPIHono<AppEnv>, services: Services): void {
   for (const path of sessionOnly) app.use(path, session);
 }
 
+/**
+ * A SERVER span per request (only where this process registered the OpenTelemetry SDK), child of the
+ * caller's `traceparent` when it sends one; named by the route pattern that answered, never the raw path.
+ * Mounted first, so the request's log line and everything the route does run inside it.
+ */
+function mountTracing(app: OpenAPIHono<AppEnv>): void {
+  if (!tracingEnabled()) return;
+  app.use((c, next) => {
+    const parent = contextOf({ traceparent: c.req.header('traceparent'), tracestate: c.req.header('tracestate') });
+    const attributes = { 'http.request.method': c.req.method, 'url.path': c.req.path };
+    return inSpan(c.req.method, { root: true, parent, kind: SpanKind.SERVER, attributes }, async (span) => {
+      await next();
+      if (!span) return;
+      const route = routeLabel(c);
+      span.updateName(`${c.req.method} ${route}`);
+      span.setAttributes({ 'http.route': route, 'http.response.status_code': c.res.status });
+      if (c.res.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${c.res.status}` });
+    });
+  });
+}
+
 function mountLogging(app: OpenAPIHono<AppEnv>, logger: Logger, onResponse: AppOptions['onResponse']): void {
   app.use(requestId({ limitLength: 128 }));
   app.use(async (c, next) => {
@@ -224,6 +246,7 @@ const validationHook = (result: {
 export function createApp(services: Services, options: AppOptions = {}): OpenAPIHono<AppEnv> {
   const { config, logger, db } = services;
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  mountTracing(app);
   mountLogging(app, logger, options.onResponse);
   // Only the API sheds load; /health and /ready must answer a busy instance's probes.
   const shedding = loadShedding({

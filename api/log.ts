@@ -1,4 +1,7 @@
-// Structured JSON logs, one line per event, on every runtime (console is the common ground).
+// Structured JSON logs, one line per event, on every runtime (console is the common ground). A line
+// written while a span is active carries its trace_id and span_id (OpenTelemetry's names for them).
+import { traceLogFields } from '../shared/core/tracing.ts';
+
 const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
 export type LogLevel = keyof typeof levels;
 
@@ -15,7 +18,14 @@ export function createLogger(level: LogLevel, base: Record<string, unknown> = {}
     (at: Exclude<LogLevel, 'silent'>) =>
     (msg: string, fields: Record<string, unknown> = {}) => {
       if (levels[at] < threshold) return;
-      const line = JSON.stringify({ time: new Date().toISOString(), level: at, msg, ...base, ...fields });
+      const line = JSON.stringify({
+        time: new Date().toISOString(),
+        level: at,
+        msg,
+        ...base,
+        ...traceLogFields(),
+        ...fields,
+      });
       if (at === 'error') console.error(line);
       else console.log(line);
     };

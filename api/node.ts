@@ -7,6 +7,7 @@ import { connect } from '../shared/core/db.ts';
 import { createApp, isReady } from './app.ts';
 import { loadDotEnv } from './dotenv.ts';
 import { createMetrics } from './metrics.ts';
+import { startTracing } from './otel.ts';
 import { createServices, prepareDatabase, startBackground, startFeed } from './services.ts';
 
 let config: ApiConfig;
@@ -19,7 +20,10 @@ try {
   process.exit(2);
 }
 
-const database = await connect(config);
+// Before anything else is built: with OTEL_EXPORTER_OTLP_ENDPOINT set, requests, commands, jobs and the
+// payment provider's calls become spans; unset, nothing is registered.
+const tracing = startTracing(config, 'loan-admin-api');
+const database = await connect(config, { traced: tracing !== undefined && config.OTEL_TRACE_DB_COMMANDS });
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
 await startFeed(services);
@@ -61,6 +65,7 @@ function stop(signal: string) {
     await stopBackground();
     await redis?.close();
     await database.close();
+    await tracing?.shutdown();
     process.exit(0);
   });
   // Idle keep-alive connections would hold close() open; in-flight requests still finish.

@@ -32,6 +32,8 @@ export interface SimPayment {
   applicationId: string;
   amount: number;
   paidAt: string;
+  /** The W3C `traceparent` header of the request that paid, if it sent one (the caller's span). */
+  traceparent?: string;
 }
 
 export interface SimState {
@@ -158,6 +160,7 @@ export async function startPaymentProviderSim(options: SimOptions): Promise<Paym
         applicationId: request.applicationId,
         amount: request.amount,
         paidAt: new Date().toISOString(),
+        ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
       };
       payments.set(key, payment);
     }

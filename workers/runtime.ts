@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Db } from 'mongodb';
 import { createLogger, errorFields, type Logger } from '../api/log.ts';
+import { startTracing, type Tracing } from '../api/otel.ts';
 import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
@@ -60,7 +61,13 @@ export async function startWorker<Data, Result>(
 ): Promise<RunningWorker> {
   const config = loadConfig(env);
   const logger = createLogger(config.LOG_LEVEL, { worker: options.name, pid: process.pid });
-  const database = await openDatabase(config, options.indexes ?? []);
+  // With OTEL_EXPORTER_OTLP_ENDPOINT: each run is a span, child of the context its job carries.
+  const tracing = startTracing(config, `loan-admin-${options.name}`);
+  const database = await openDatabase(
+    config,
+    options.indexes ?? [],
+    tracing !== undefined && config.OTEL_TRACE_DB_COMMANDS,
+  );
   const clock = new ServerClock(database.db);
   await clock.sync();
   const ctx: WorkerContext = { db: database.db, clock, queue: new Queue(database.db, { clock }), logger, config };
@@ -83,7 +90,7 @@ export async function startWorker<Data, Result>(
     wakeUp: worker.wakeUpMode,
     probePort: probe.port,
   });
-  const drain = { ctx, worker, housekeeping, probe, database, dispose: options.dispose };
+  const drain = { ctx, worker, housekeeping, probe, database, dispose: options.dispose, tracing };
   return {
     probePort: probe.port,
     async stop(reason: string) {
@@ -94,9 +101,9 @@ export async function startWorker<Data, Result>(
   };
 }
 
-async function openDatabase(config: Config, indexes: IndexPlan[]): Promise<Database> {
+async function openDatabase(config: Config, indexes: IndexPlan[], traced: boolean): Promise<Database> {
   try {
-    const database = await connect(config);
+    const database = await connect(config, { traced });
     await ensureIndexes(database.db, [queueIndexes, ...indexes]);
     return database;
   } catch (error) {
@@ -180,6 +187,7 @@ interface Drain {
   probe: { server: Server };
   database: Database;
   dispose: (() => Promise<void>) | undefined;
+  tracing: Tracing | undefined;
 }
 
 /** Graceful stop: housekeeping ends, running jobs get WORKER_DRAIN_MS, then everything closes. */
@@ -193,6 +201,8 @@ async function drainWorker(drain: Drain, reason: string): Promise<void> {
   await new Promise<void>((resolve) => drain.probe.server.close(() => resolve()));
   await drain.database.close();
   logger.info('worker stopped', { counters: worker.counters });
+  // The last runs' spans leave before the process exits.
+  await drain.tracing?.shutdown();
 }
 
 /** The workers' main: start, log the probe port, drain on SIGTERM/SIGINT, exit with a clear code. */

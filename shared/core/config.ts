@@ -173,6 +173,25 @@ export const configSchema = z.object({
   /** Every this often one API instance completes the disbursements left pending this long (ms; 0: never). */
   PAYMENT_RESUME_INTERVAL_MS: int(0, 86_400_000).default(30_000),
 
+  /**
+   * OpenTelemetry: the OTLP/HTTP collector spans are exported to (JSON, POSTed to <endpoint>/v1/traces) by the
+   * Node processes (API and workers). Unset: no SDK, no exporter, no span made; the API's no-op tracer answers.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  /**
+   * With tracing on, a span per MongoDB command run under a span. The driver's command monitoring it needs
+   * decodes every reply a second time for its event (measured in bench:tracing); false leaves it off.
+   */
+  OTEL_TRACE_DB_COMMANDS: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((value) => value === 'true' || value === '1'),
+  /** The service.name of this process's spans; default loan-admin-api, loan-admin-ocr, loan-admin-approval. */
+  OTEL_SERVICE_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/, 'must be 1-100 letters, digits, ., _ or -')
+    .optional(),
+
   /** Verification keys for access tokens, `kid:base64secret` comma-separated (secrets >= 32 bytes). */
   JWT_KEYS: z.string().min(1).optional(),
   /** The kid that signs new tokens; the others only verify (key rotation). Default: the first. */

@@ -1,6 +1,7 @@
 // One MongoClient per process, the indexes every module needs, and a readiness ping.
 import { type Db, type IndexDescription, MongoClient, type MongoClientOptions } from 'mongodb';
 import type { Config } from './config.ts';
+import { traceCommands } from './db-tracing.ts';
 
 export type DbConfig = Pick<Config, 'MONGO_URL' | 'MONGO_DB' | 'DB_POOL_MAX' | 'DB_TIMEOUT_MS'>;
 
@@ -23,12 +24,26 @@ export function clientOptions(config: DbConfig): MongoClientOptions {
   };
 }
 
-/** Connects once; callers keep the returned object for the life of the process. */
-export async function connect(config: DbConfig): Promise<Database> {
-  const client = new MongoClient(config.MONGO_URL, clientOptions(config));
+/**
+ * Connects once; callers keep the returned object for the life of the process. `traced`: a span per
+ * command run under a recording span (the driver's command monitoring is on only then).
+ */
+export async function connect(config: DbConfig, options: { traced?: boolean } = {}): Promise<Database> {
+  const client = new MongoClient(config.MONGO_URL, {
+    ...clientOptions(config),
+    ...(options.traced ? { monitorCommands: true } : {}),
+  });
+  const untrace = options.traced ? traceCommands(client) : () => {};
   await client.connect();
   const db = client.db(config.MONGO_DB);
-  return { client, db, close: () => client.close() };
+  return {
+    client,
+    db,
+    close: async () => {
+      await client.close();
+      untrace();
+    },
+  };
 }
 
 export async function ping(db: Db): Promise<boolean> {

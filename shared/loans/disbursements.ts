@@ -31,6 +31,7 @@ import { retryOnConflict, writeMissed } from '../concurrency/versions.ts';
 import type { Clock } from '../core/clock.ts';
 import { type IndexPlan, isDuplicateKeyError } from '../core/db.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../core/errors.ts';
+import { contextOf, inSpan, linkToActive, recordingSpan, tracingEnabled } from '../core/tracing.ts';
 import { fourEyesError, fourEyesFilter, fourEyesRefusal } from '../identity/rbac.ts';
 import { changeEntry, type PathChange, withChange } from './applications/history.ts';
 import {
@@ -674,12 +675,33 @@ export class Disbursements {
       throw new ValidationError('Idempotency-Key is not valid', [{ path: 'idempotency-key', message: 'bad format' }]);
     }
     // Before anything is claimed: a refused admin must not hold the loan's one disbursement record.
-    if (this.fourEyes) {
-      const app = await this.applications.findOne(disbursementQueries.application(applicationId), {
-        projection: { createdBy: 1, preparedBy: 1, approvedBy: 1 },
-      });
-      if (app) this.assertFourEyes(app, actor);
-    }
+    const app =
+      this.fourEyes || tracingEnabled()
+        ? await this.applications.findOne(disbursementQueries.application(applicationId), {
+            projection: { createdBy: 1, preparedBy: 1, approvedBy: 1, approvalTrace: 1 },
+          })
+        : null;
+    if (app) this.assertFourEyes(app, actor);
+    // The money continues the trace its approval ran in (upload -> OCR -> approval -> disbursement), linked
+    // both ways with the request (or sweep, or callback) that asked for it, which has a trace of its own.
+    const asking = recordingSpan();
+    const options = {
+      root: true,
+      ...(app?.approvalTrace ? { parent: contextOf(app.approvalTrace) } : {}),
+      links: app?.approvalTrace ? linkToActive() : [],
+      attributes: { 'loan_admin.application.id': applicationId },
+    };
+    return inSpan('disburse', options, (span) => {
+      if (span && app?.approvalTrace) asking?.addLink({ context: span.spanContext() });
+      return this.disburseTraced(applicationId, idempotencyKey, actor);
+    });
+  }
+
+  private async disburseTraced(
+    applicationId: string,
+    idempotencyKey: string,
+    actor: Actor,
+  ): Promise<DisbursementResult> {
     // Answered without the lease: a finished disbursement or another key's claim.
     const known = await this.get(applicationId);
     if (known?.state === 'cancelled' && known.idempotencyKey === idempotencyKey) throw cancelledConflict(known);

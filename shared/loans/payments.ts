@@ -11,6 +11,7 @@
 //              passed; then one probe: success closes it, failure opens it again
 //   timeout    each attempt is aborted after PAYMENT_TIMEOUT_MS
 // Outcomes and breaker states go to hooks (api/metrics.ts exports them on Node; shared/ stays prom-client free).
+// Each attempt is a CLIENT span (while tracing is on) whose context goes to the provider in `traceparent`.
 import {
   BrokenCircuitError,
   CircuitState,
@@ -24,6 +25,7 @@ import {
   timeout,
   wrap,
 } from 'cockatiel';
+import { injectHeaders, inSpan, SpanKind } from '../core/tracing.ts';
 
 export type PaymentOutcome = 'paid' | 'refused' | 'timeout' | 'server_error' | 'network_error' | 'breaker_open';
 export type BreakerState = 'closed' | 'open' | 'half_open' | 'isolated';
@@ -148,7 +150,7 @@ export class PaymentProvider {
    */
   async pay(request: PaymentRequest, signal?: AbortSignal): Promise<PaymentReceipt> {
     try {
-      return await this.policy.execute(({ signal: attempt }) => this.attempt(request, attempt), signal);
+      return await this.policy.execute(({ signal: each, attempt }) => this.attempt(request, each, attempt), signal);
     } catch (error) {
       if (error instanceof BrokenCircuitError) {
         this.stats.outcomes.breaker_open++;
@@ -162,19 +164,38 @@ export class PaymentProvider {
     }
   }
 
-  private async attempt(request: PaymentRequest, signal: AbortSignal): Promise<PaymentReceipt> {
+  private attempt(request: PaymentRequest, signal: AbortSignal, attempt: number): Promise<PaymentReceipt> {
+    const url = `${this.url}/payments`;
+    const attributes = {
+      'http.request.method': 'POST',
+      'url.full': url,
+      'server.address': new URL(url).hostname,
+      ...(attempt > 0 ? { 'http.request.resend_count': attempt } : {}),
+    };
+    return inSpan('POST', { kind: SpanKind.CLIENT, attributes }, async (span) => {
+      const receipt = await this.send(url, request, signal, (status) =>
+        span?.setAttribute('http.response.status_code', status),
+      );
+      span?.setAttribute('loan_admin.payment.id', receipt.paymentId);
+      return receipt;
+    });
+  }
+
+  private async send(
+    url: string,
+    request: PaymentRequest,
+    signal: AbortSignal,
+    answered: (status: number) => void,
+  ): Promise<PaymentReceipt> {
     let response: Response;
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.key}`,
+      'content-type': 'application/json',
+      'idempotency-key': request.idempotencyKey,
+    };
+    injectHeaders(headers);
     try {
-      response = await this.fetch(`${this.url}/payments`, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${this.key}`,
-          'content-type': 'application/json',
-          'idempotency-key': request.idempotencyKey,
-        },
-        body: JSON.stringify(request),
-        signal,
-      });
+      response = await this.fetch(url, { method: 'POST', headers, body: JSON.stringify(request), signal });
     } catch (error) {
       if (signal.aborted) {
         this.stats.outcomes.timeout++;
@@ -183,6 +204,7 @@ export class PaymentProvider {
       this.stats.outcomes.network_error++;
       throw new TransientError('network_error', `payment provider unreachable: ${(error as Error).message}`);
     }
+    answered(response.status);
     const text = await response.text().catch(() => '');
     if (response.status >= 500) {
       this.stats.outcomes.server_error++;

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { backoffDelay as exponentialBackoff } from '../../core/clock.ts';
 import { ValidationError } from '../../core/errors.ts';
+import type { TraceCarrier } from '../../core/tracing.ts';
 
 export type JobState = 'waiting' | 'active' | 'completed' | 'failed';
 
@@ -53,6 +54,11 @@ export interface JobDocument<Data = unknown, Result = unknown> {
   retries?: number;
   retriedBy?: string;
   retriedAt?: Date;
+  /**
+   * The W3C trace context of the span that added it (only while tracing is on): the run is a child of it,
+   * so one trace follows a piece of work through every process that touches it.
+   */
+  trace?: TraceCarrier;
 }
 
 const MAX_PRIORITY = 2_097_152; // BullMQ's limit (2^21)

@@ -4,6 +4,7 @@ import type { Collection, Db } from 'mongodb';
 import { ServerClock } from '../../core/clock.ts';
 import { isDuplicateKeyError, onlyDuplicateKeyErrors } from '../../core/db.ts';
 import { ValidationError } from '../../core/errors.ts';
+import { currentTrace, inSpan, SpanKind } from '../../core/tracing.ts';
 import { type JobDocument, type JobInfo, type JobOptions, type JobState, parseJobOptions, toJobInfo } from './job.ts';
 import { fencedFilter, inStateFilter, JOBS_COLLECTION, listOrder, requeueDeadUpdate, statsPipeline } from './plans.ts';
 
@@ -33,6 +34,24 @@ export interface QueueOptions {
   collection?: string;
   /** Shared with workers in the same process; synced on first use. */
   clock?: ServerClock;
+}
+
+/** The enqueue span: a PRODUCER span in OpenTelemetry's messaging terms (the queue is the `jobs` collection). */
+const enqueueSpan = (names: string[], jobId: string | undefined, count = 1) => ({
+  kind: SpanKind.PRODUCER,
+  attributes: {
+    'messaging.system': 'loan-admin.jobs',
+    'messaging.operation.type': 'send',
+    'messaging.destination.name': names.join(' '),
+    ...(jobId ? { 'messaging.message.id': jobId } : {}),
+    ...(count > 1 ? { 'messaging.batch.message_count': count } : {}),
+  },
+});
+
+/** The job's `trace` field: the context of the enqueue span (none while tracing is off). */
+function traceField(): { trace?: ReturnType<typeof currentTrace> } {
+  const trace = currentTrace();
+  return trace ? { trace } : {};
 }
 
 /** Producer: adds jobs and reports on them. */
@@ -76,11 +95,16 @@ export class Queue {
       startedAt: null,
       finishedAt: null,
       lastError: null,
+      ...traceField(),
     };
   }
 
   /** Adds one job. With a jobId that exists already, returns that job and creates nothing. */
-  async add<Data>(name: string, data: Data, options?: JobOptions): Promise<JobInfo<Data>> {
+  add<Data>(name: string, data: Data, options?: JobOptions): Promise<JobInfo<Data>> {
+    return inSpan(`enqueue ${name}`, enqueueSpan([name], options?.jobId), () => this.addNow(name, data, options));
+  }
+
+  private async addNow<Data>(name: string, data: Data, options?: JobOptions): Promise<JobInfo<Data>> {
     const now = await this.now();
     const doc = this.newDocument(name, data, options, now);
     try {
@@ -95,8 +119,14 @@ export class Queue {
   }
 
   /** Adds many jobs in one insert; duplicates by jobId return the existing job. Order is kept. */
-  async addBulk<Data>(jobs: { name: string; data: Data; opts?: JobOptions }[]): Promise<JobInfo<Data>[]> {
-    if (jobs.length === 0) return [];
+  addBulk<Data>(jobs: { name: string; data: Data; opts?: JobOptions }[]): Promise<JobInfo<Data>[]> {
+    if (jobs.length === 0) return Promise.resolve([]);
+    const names = [...new Set(jobs.map((job) => job.name))];
+    const jobId = jobs.length === 1 ? jobs[0]!.opts?.jobId : undefined;
+    return inSpan(`enqueue ${names.join(' ')}`, enqueueSpan(names, jobId, jobs.length), () => this.addBulkNow(jobs));
+  }
+
+  private async addBulkNow<Data>(jobs: { name: string; data: Data; opts?: JobOptions }[]): Promise<JobInfo<Data>[]> {
     const now = await this.now();
     const docs = jobs.map((job) => this.newDocument(job.name, job.data, job.opts, now));
     const duplicates = new Set<number>();

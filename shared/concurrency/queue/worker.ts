@@ -6,6 +6,7 @@
 import type { Collection, Db } from 'mongodb';
 import { ServerClock } from '../../core/clock.ts';
 import { ValidationError } from '../../core/errors.ts';
+import { contextOf, failSpan, inSpan, recordingSpan, SpanKind } from '../../core/tracing.ts';
 import { Claimer } from './claim.ts';
 import { backoffDelay, type Job, type JobDocument, toJob, toJobError } from './job.ts';
 import { Lease, type LeaseSettings } from './lease.ts';
@@ -287,24 +288,49 @@ export class Worker<Data = unknown, Result = unknown> {
     });
   }
 
-  private async execute(run: Running): Promise<void> {
+  /**
+   * One run, in a CONSUMER span (while tracing is on) whose parent is the context the job carries: the
+   * run, its handler's commands and jobs, and the outcome's write join the trace that added the job.
+   */
+  private execute(run: Running): Promise<void> {
+    const { doc } = run;
+    const attributes = {
+      'messaging.system': 'loan-admin.jobs',
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': doc.name,
+      'messaging.message.id': doc._id,
+      'loan_admin.job.attempt': doc.attemptsMade + 1,
+    };
+    const options = { root: true, parent: contextOf(doc.trace), kind: SpanKind.CONSUMER, attributes };
+    return inSpan(`run ${doc.name}`, options, (span) =>
+      this.executeNow(run).then((outcome) => {
+        span?.setAttribute('loan_admin.job.outcome', outcome);
+      }),
+    );
+  }
+
+  private async executeNow(run: Running): Promise<SettledRun['outcome'] | 'released' | 'unwritten'> {
     const started = performance.now();
     let outcome: Outcome<Result>;
     try {
       outcome = { ok: true, result: await this.handler(toJob<Data>(run.doc), run.lease.signal) };
     } catch (error) {
       outcome = { ok: false, error };
+      const span = recordingSpan();
+      if (span) failSpan(span, error);
     }
     run.lease.stop();
-    if (run.lease.released) return;
+    if (run.lease.released) return 'released';
     run.settling = true;
     try {
       const written = await this.writeOutcome(run.doc, run.lease.token, outcome);
       if (!written) this.counters.staleWrites++;
       this.onSettled({ name: run.doc.name, outcome: written || 'stale', ms: performance.now() - started });
+      return written || 'stale';
     } catch (error) {
       // The lease runs out and another worker takes the job again: nothing is lost.
       this.onError(error);
+      return 'unwritten';
     }
   }
 

@@ -37,7 +37,7 @@ import {
   storedValue,
   valueAt,
 } from './merge.ts';
-import { APPLICATIONS_COLLECTION, applicationQueries } from './queries.ts';
+import { APPLICATIONS_COLLECTION, applicationQueries, approvalOf } from './queries.ts';
 import { planUpdate, refuseUpdate, type UpdatePlan } from './repository.ts';
 import type { Actor, Application, ApplicationDoc, LastChange } from './schemas.ts';
 
@@ -107,15 +107,20 @@ export const patchQueries = {
     } as Filter<ApplicationDoc>;
   },
   /** The written document: its log tells what the patch merged over; the rest of the bookkeeping is dropped. */
-  writtenProjection: { lastChange: 0 } as const,
+  writtenProjection: { lastChange: 0, approvalTrace: 0 } as const,
 };
 
 /** Reads of a document before giving up on seeing its change log whole. */
 const WHOLE_READS = 5;
 
 const topLevel = (leaves: Leaf[]) => Object.fromEntries(leaves.map((leaf) => [leaf.path.split('.')[0]!, true]));
-const publicOf = ({ lastChange: _change, changes: _log, changeHead: _head, ...app }: ApplicationDoc): Application =>
-  app;
+const publicOf = ({
+  lastChange: _change,
+  changes: _log,
+  changeHead: _head,
+  approvalTrace: _trace,
+  ...app
+}: ApplicationDoc): Application => app;
 
 export class ApplicationPatches {
   readonly collection: Collection<ApplicationDoc>;
@@ -261,7 +266,7 @@ export class ApplicationPatches {
     const { set, unset } = leafUpdates(leaves, actorId, lastChange.at);
     Object.assign(set, { updatedAt: lastChange.at, updatedBy: actorId, lastChange });
     if (plan.to) set.status = plan.to;
-    if (plan.to === 'approved') set.approvedBy = actorId;
+    if (plan.to === 'approved') Object.assign(set, approvalOf(actorId));
     if (plan.financial) unset.recommendation = '';
     const update = {
       $set: set,

@@ -1,6 +1,7 @@
 // The applications collection: its indexes, and every filter and update the repository sends.
 import type { Filter, Sort, UpdateFilter } from 'mongodb';
 import type { IndexPlan } from '../../core/db.ts';
+import { currentTrace } from '../../core/tracing.ts';
 import { type ChangeEntry, withChange } from './history.ts';
 import { type ApplicationDoc, applicationIdSchema, type SortField } from './schemas.ts';
 import { type ApplicationStatus, evidenceStatuses } from './status.ts';
@@ -24,6 +25,15 @@ export const applicationIndexes: IndexPlan = {
 };
 
 /** A string matched literally inside a regular expression. */
+/**
+ * What a write that approves sets besides the status: the approver, and (while tracing is on) the trace it
+ * ran in, which the disbursement continues.
+ */
+export function approvalOf(actorId: string): Pick<ApplicationDoc, 'approvedBy' | 'approvalTrace'> {
+  const trace = currentTrace();
+  return trace ? { approvedBy: actorId, approvalTrace: trace } : { approvedBy: actorId };
+}
+
 export const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /**
@@ -118,5 +128,5 @@ export const applicationQueries = {
   /** What a replay needs of a document: its latest change and the state it left. */
   replayProjection: { status: 1, version: 1, lastChange: 1, 'changes.id': 1, changeHead: 1 } as const,
   /** Responses never show the bookkeeping (the last change, the change log and its head). */
-  publicProjection: { lastChange: 0, changes: 0, changeHead: 0 } as const,
+  publicProjection: { lastChange: 0, changes: 0, changeHead: 0, approvalTrace: 0 } as const,
 };

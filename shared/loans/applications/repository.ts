@@ -14,7 +14,7 @@ import { recordEffects, type WrittenChange, withoutUndefined, writtenChange } fr
 import { changeEntry, DEFAULT_HISTORY_VERSIONS, type PathChange } from './history.ts';
 import type { ApplicationListCache, StatusCounts } from './list-cache.ts';
 import { type Precondition, versionCondition } from './preconditions.ts';
-import { APPLICATIONS_COLLECTION, applicationQueries, type VersionCondition } from './queries.ts';
+import { APPLICATIONS_COLLECTION, applicationQueries, approvalOf, type VersionCondition } from './queries.ts';
 import { type ReplayResult, replayChanges } from './replay.ts';
 import {
   type Actor,
@@ -279,7 +279,7 @@ export class Applications {
     });
     const set: Partial<ApplicationDoc> = { ...fields, updatedAt: at, updatedBy: actor.id, lastChange };
     if (to) set.status = to;
-    if (to === 'approved') set.approvedBy = actor.id;
+    if (to === 'approved') Object.assign(set, approvalOf(actor.id));
     const filter = applicationQueries.writable(id, states, pinned ?? version);
     // The rule is part of the write's filter: it holds on exactly the version the write replaces.
     if (plan.approving) Object.assign(filter, fourEyesFilter('approve', actor.id));
@@ -528,7 +528,7 @@ export class Applications {
       requestId: actor.requestId,
     });
     const set: Partial<ApplicationDoc> = { status: to, updatedAt: at, updatedBy: actor.id, lastChange };
-    if (to === 'approved') set.approvedBy = actor.id;
+    if (to === 'approved') Object.assign(set, approvalOf(actor.id));
     const entry = changeEntry({
       version: doc.version + 1,
       at,

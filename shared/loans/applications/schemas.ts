@@ -1,5 +1,6 @@
 // What an application is: its id, the applicant fields a client may send, and the stored document.
 import { z } from 'zod';
+import type { TraceCarrier } from '../../core/tracing.ts';
 import type { AuditAction } from '../audit.ts';
 import type { ChangeEntry } from './history.ts';
 import { type ApplicationStatus, adminTargetStatuses } from './status.ts';
@@ -123,6 +124,11 @@ export interface Application extends ApplicationInput {
 
 export interface ApplicationDoc extends Application {
   lastChange: LastChange;
+  /**
+   * The trace context of the write that approved it (while tracing is on): the disbursement continues that
+   * trace, so one trace runs from the upload through OCR and approval to the payment. Never in responses.
+   */
+  approvalTrace?: TraceCarrier;
   /** The recent changes, one per version (history.ts); never shown in responses. */
   changes?: ChangeEntry[];
   changeHead?: string;
