@@ -14,6 +14,17 @@ import { markdownTable, round } from './support.ts';
 export const LOAD_PASSWORD = 'load test password';
 export const loadEmail = (i: number) => `load${i}@example.com`;
 
+/** Signs in the i-th load admin over HTTP and returns its access token; throws on anything but 200. */
+export async function loginLoadAdmin(origin: string, i: number): Promise<string> {
+  const res = await fetch(`${origin}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: loadEmail(i), password: LOAD_PASSWORD }),
+  });
+  if (res.status !== 200) throw new Error(`login of ${loadEmail(i)} answered ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as { accessToken: string }).accessToken;
+}
+
 /** utime + stime of a process in seconds (Linux /proc; clock ticks of 10 ms). */
 export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');

@@ -2,30 +2,19 @@
 // temporary directory, from the Maven Central jars in pom.xml (resolved by `npm run setup`). Used by the outbox
 // relay's test and benchmark and by `npm run kafka`; Node-only, never imported by api/ or shared/.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Admin } from '@platformatic/kafka';
+import { mavenClasspath } from '../maven.ts';
 import { freePort } from '../mongo/offline-server.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cacheDir = join(here, '..', '..', 'node_modules', '.cache', 'kafka-broker');
-const classpathFile = join(cacheDir, 'classpath.txt');
 
 /** Resolves the broker's jars through Maven once (about 30 s on a cold ~/.m2) and caches the classpath. */
 export function resolveKafkaClasspath(): string {
-  if (existsSync(classpathFile)) {
-    const cp = readFileSync(classpathFile, 'utf8').trim();
-    if (cp.split(':').every((jar) => existsSync(jar))) return cp;
-  }
-  mkdirSync(cacheDir, { recursive: true });
-  execFileSync(
-    'mvn',
-    ['-q', '-f', join(here, 'pom.xml'), 'dependency:build-classpath', `-Dmdep.outputFile=${classpathFile}`],
-    { stdio: ['ignore', 'inherit', 'inherit'] },
-  );
-  return readFileSync(classpathFile, 'utf8').trim();
+  return mavenClasspath(here, 'kafka-broker');
 }
 
 export interface KafkaBroker {

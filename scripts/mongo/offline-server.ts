@@ -1,28 +1,16 @@
 // Starts the offline MongoDB wire server (mongo-java-server, see README: MongoDB targets).
 // Node-only: used by tests, benchmarks and the start command, never by api/ or shared/.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mavenClasspath } from '../maven.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cacheDir = join(here, '..', '..', 'node_modules', '.cache', 'offline-mongo');
-const classpathFile = join(cacheDir, 'classpath.txt');
 
 /** Resolves the server's jars through Maven once (about 20 s on a cold ~/.m2) and caches the classpath. */
 export function resolveClasspath(): string {
-  if (existsSync(classpathFile)) {
-    const cp = readFileSync(classpathFile, 'utf8').trim();
-    if (cp.split(':').every((jar) => existsSync(jar))) return cp;
-  }
-  mkdirSync(cacheDir, { recursive: true });
-  execFileSync(
-    'mvn',
-    ['-q', '-f', join(here, 'pom.xml'), 'dependency:build-classpath', `-Dmdep.outputFile=${classpathFile}`],
-    { stdio: ['ignore', 'inherit', 'inherit'] },
-  );
-  return readFileSync(classpathFile, 'utf8').trim();
+  return mavenClasspath(here, 'offline-mongo');
 }
 
 export async function freePort(): Promise<number> {

@@ -8,7 +8,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad } from '../../bench/load-generator.ts';
-import { LOAD_PASSWORD, loadApiEnv, loadEmail, prepareLoadData } from '../../bench/load-scenario.ts';
+import { loadApiEnv, loginLoadAdmin, prepareLoadData } from '../../bench/load-scenario.ts';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { findNginx, nginxWorkDir, type RunningNginx, startNginx } from '../../scripts/nginx/nginx.ts';
@@ -30,16 +30,6 @@ afterAll(() => rmSync(workDir, { recursive: true, force: true }));
 
 async function nginxFor(name: string, upstreams: string[]): Promise<RunningNginx> {
   return startNginx({ upstreams, listen: `127.0.0.1:${await freePort()}`, dir: join(workDir, name) });
-}
-
-async function login(origin: string, i: number): Promise<string> {
-  const res = await fetch(`${origin}/api/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: loadEmail(i), password: LOAD_PASSWORD }),
-  });
-  expect(res.status).toBe(200);
-  return (await res.json()).accessToken;
 }
 
 describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), () => {
@@ -100,7 +90,7 @@ describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), ()
   });
 
   it('serves a session on every instance, and every instance refuses it within the revocation bound after logout', async () => {
-    const token = await login(nginx.origin, 0);
+    const token = await loginLoadAdmin(nginx.origin, 0);
     const me = (requestId: string) =>
       fetch(`${nginx.origin}/api/auth/me`, {
         headers: { authorization: `Bearer ${token}`, 'x-request-id': requestId },
@@ -138,7 +128,7 @@ describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), ()
   });
 
   it('refuses a JSON body over 1 MiB at nginx, and lets a document upload up to 11 MiB through to the API', async () => {
-    const token = await login(nginx.origin, 1);
+    const token = await loginLoadAdmin(nginx.origin, 1);
     const auth = { authorization: `Bearer ${token}` };
     const tooLarge = await fetch(`${nginx.origin}/api/applications`, {
       method: 'POST',
@@ -177,7 +167,7 @@ describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), ()
   });
 
   it('streams a live event through its /api/events location (unbuffered) to a client connected via nginx', async () => {
-    const token = await login(nginx.origin, 3);
+    const token = await loginLoadAdmin(nginx.origin, 3);
     const auth = { authorization: `Bearer ${token}` };
     const res = await fetch(`${nginx.origin}/api/events`, { headers: auth });
     expect(res.status).toBe(200);
@@ -199,7 +189,7 @@ describe.skipIf(noNginx)(named('nginx.conf in front of three API instances'), ()
 
   // Last: it kills an instance.
   it('loses no GET when an instance is SIGKILLed under load', async () => {
-    const token = await login(nginx.origin, 2);
+    const token = await loginLoadAdmin(nginx.origin, 2);
     const headers = { authorization: `Bearer ${token}` };
     const victim = instances[2]!;
     const killer = sleep(1_500).then(() => victim.process.kill('SIGKILL'));

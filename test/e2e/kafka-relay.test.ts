@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { Consumer, stringDeserializers } from '@platformatic/kafka';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LOAD_PASSWORD, loadApiEnv, loadEmail, prepareLoadData } from '../../bench/load-scenario.ts';
+import { loadApiEnv, loadEmail, loginLoadAdmin, prepareLoadData } from '../../bench/load-scenario.ts';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { type KafkaBroker, startKafkaBroker } from '../../scripts/kafka/broker.ts';
 import { demoApplication } from '../../scripts/seed.ts';
@@ -37,16 +37,6 @@ async function pool<T>(items: T[], width: number, task: (item: T, index: number)
       }
     }),
   );
-}
-
-async function login(origin: string, i: number): Promise<string> {
-  const res = await fetch(`${origin}/api/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: loadEmail(i), password: LOAD_PASSWORD }),
-  });
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { accessToken: string }).accessToken;
 }
 
 async function send(origin: string, token: string, method: string, path: string, body: unknown, type?: string) {
@@ -123,8 +113,8 @@ describe('outbox relay to a real Kafka broker', () => {
     const first = startNode(relayMain, { env: relayEnv });
     await first.printed('relay lease taken');
     const origins = instances.map((instance) => instance.origin);
-    const preparer = await login(origins[0]!, 0);
-    const approver = await login(origins[1]!, 1);
+    const preparer = await loginLoadAdmin(origins[0]!, 0);
+    const approver = await loginLoadAdmin(origins[1]!, 1);
     const ids = (
       await database.db
         .collection<ApplicationDoc>(APPLICATIONS_COLLECTION)
