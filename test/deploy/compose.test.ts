@@ -33,7 +33,7 @@ function loadCompose(file: string, env: Record<string, string> = {}) {
   const base = Object.fromEntries(
     Object.entries(process.env).filter(
       ([name]) =>
-        !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX|KAFKA_|COMPOSE_PROFILES|OTEL_)/.test(
+        !/^(JWT_KEYS|LEDGER_|METRICS_TOKEN|ADMIN_|MONGO_|LOG_LEVEL|DB_POOL_MAX|KAFKA_|COMPOSE_PROFILES|OTEL_|PAYMENT_|REDIS_URL)/.test(
           name,
         ),
     ),
