@@ -428,6 +428,25 @@ async function listRun(shared: boolean) {
   return result;
 }
 
+/** One row of the revocation table. */
+function revocationRow(setup: string, run: Awaited<ReturnType<typeof revocationRun>>) {
+  return [
+    setup,
+    run.delays.n,
+    round(run.delays.p50),
+    round(run.delays.p95),
+    round(run.delays.p99),
+    round(run.max),
+    round(run.logoutCommands.mongo, 2),
+    round(run.logoutCommands.redis, 2),
+    round(run.idle.mongoPerS, 1),
+    round(run.idle.redisPerS, 1),
+    run.idle.cpuSelf,
+    run.idle.cpuRedis,
+    run.idle.cpuMongo,
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------------
 const only = process.env.REDIS_BENCH_ONLY; // 'revocation', 'rate' or 'list': one part alone
 if (!only || only === 'revocation') {
@@ -452,36 +471,8 @@ if (!only || only === 'revocation') {
         'database %',
       ],
       [
-        [
-          `today: MongoDB refresh every ${revToday.stalenessMs} ms`,
-          revToday.delays.n,
-          round(revToday.delays.p50),
-          round(revToday.delays.p95),
-          round(revToday.delays.p99),
-          round(revToday.max),
-          round(revToday.logoutCommands.mongo, 2),
-          round(revToday.logoutCommands.redis, 2),
-          round(revToday.idle.mongoPerS, 1),
-          round(revToday.idle.redisPerS, 1),
-          revToday.idle.cpuSelf,
-          revToday.idle.cpuRedis,
-          revToday.idle.cpuMongo,
-        ],
-        [
-          'Redis pub/sub + the same MongoDB refresh',
-          revRedis.delays.n,
-          round(revRedis.delays.p50),
-          round(revRedis.delays.p95),
-          round(revRedis.delays.p99),
-          round(revRedis.max),
-          round(revRedis.logoutCommands.mongo, 2),
-          round(revRedis.logoutCommands.redis, 2),
-          round(revRedis.idle.mongoPerS, 1),
-          round(revRedis.idle.redisPerS, 1),
-          revRedis.idle.cpuSelf,
-          revRedis.idle.cpuRedis,
-          revRedis.idle.cpuMongo,
-        ],
+        revocationRow(`today: MongoDB refresh every ${revToday.stalenessMs} ms`, revToday),
+        revocationRow('Redis pub/sub + the same MongoDB refresh', revRedis),
       ],
     ),
   );
