@@ -7,7 +7,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
-import { formPng, sampleForm } from '../fixtures/documents.ts';
+import { formPng, sampleApplication, sampleForm } from '../fixtures/documents.ts';
 import { apiProcessEnv } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { type NodeProcess, startNode } from '../support/processes.ts';
@@ -106,12 +106,7 @@ it('every role from application to payment, with both workers: four eyes on appr
     });
 
   // ---- A: 18,500 is above the worker's limit: it recommends, an approver decides. ------------------
-  const created = await api(t.reviewer, 'POST', '/api/applications', {
-    applicantName: sampleForm.applicantName,
-    monthlyIncome: 4250,
-    loanAmount: 18_000,
-    termMonths: 60,
-  });
+  const created = await api(t.reviewer, 'POST', '/api/applications', sampleApplication(18_000, 60));
   expect(created.status).toBe(201);
   const a: string = created.body._id;
   expect((await api(t.reviewer, 'POST', `/api/applications/${a}/documents`, formData(formPng()))).status).toBe(202);
@@ -167,12 +162,7 @@ it('every role from application to payment, with both workers: four eyes on appr
 
   // ---- B: 9,500 is within the limit: the worker approves; a disburser who did not prepare it pays. --
   const smallForm = { ...sampleForm, loanAmount: '$9,500' };
-  const small = await api(t.editor, 'POST', '/api/applications', {
-    applicantName: sampleForm.applicantName,
-    monthlyIncome: 4250,
-    loanAmount: 9_500,
-    termMonths: 36,
-  });
+  const small = await api(t.editor, 'POST', '/api/applications', sampleApplication(9_500, 36));
   expect(small.status).toBe(201);
   const b: string = small.body._id;
   expect((await api(t.reviewer, 'POST', `/api/applications/${b}/documents`, formData(formPng(smallForm)))).status).toBe(

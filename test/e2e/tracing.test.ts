@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from '../../scripts/otlp-receiver.ts';
 import { type PaymentProviderSim, startPaymentProviderSim } from '../../scripts/payment-provider-sim.ts';
-import { formPng, sampleForm } from '../fixtures/documents.ts';
+import { formPng, sampleApplication, sampleForm } from '../fixtures/documents.ts';
 import { apiProcessEnv } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { type NodeProcess, startNode } from '../support/processes.ts';
@@ -114,12 +114,7 @@ function one(spans: ReceivedSpan[], what: string, match: (span: ReceivedSpan) =>
 
 it('one trace from the upload through OCR and approval to the payment, with parent-child spans and linked logs', async () => {
   const t = await staff();
-  const created = await api(t.reviewer, 'POST', '/api/applications', {
-    applicantName: sampleForm.applicantName,
-    monthlyIncome: 4250,
-    loanAmount: 9_500,
-    termMonths: 36,
-  });
+  const created = await api(t.reviewer, 'POST', '/api/applications', sampleApplication(9_500, 36));
   expect(created.status).toBe(201);
   const id: string = created.body._id;
   // Under review first, and scored once without evidence (no decision without OCR): the approval that

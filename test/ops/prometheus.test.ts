@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { freePort } from '../../scripts/mongo/offline-server.ts';
 import { findPrometheus, type RunningPrometheus, startPrometheus } from '../../scripts/prometheus.ts';
-import { formPng, sampleForm } from '../fixtures/documents.ts';
+import { formPng, sampleApplication, sampleForm } from '../fixtures/documents.ts';
 import { apiProcessEnv } from '../support/app.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { type NodeProcess, startNode } from '../support/processes.ts';
@@ -94,12 +94,7 @@ async function smallPipeline(origin: string) {
   });
   expect(login.status).toBe(200);
   const token: string = login.body.accessToken;
-  const created = await api(token, 'POST', '/api/applications', {
-    applicantName: sampleForm.applicantName,
-    monthlyIncome: 4250,
-    loanAmount: 9_500,
-    termMonths: 36,
-  });
+  const created = await api(token, 'POST', '/api/applications', sampleApplication(9_500, 36));
   expect(created.status).toBe(201);
   const id: string = created.body._id;
   const form = new FormData();
