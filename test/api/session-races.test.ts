@@ -161,10 +161,7 @@ describe('a login whose re-read of the admin precedes the change', () => {
     for (const on of [app, other]) {
       await vi.waitFor(
         async () => expect((await on.request('/api/auth/me', bearer(pair.accessToken))).status).toBe(401),
-        {
-          timeout: 3_000,
-          interval: 50,
-        },
+        { timeout: 10_000, interval: 50 },
       );
     }
     const refreshed = await app.request('/api/auth/refresh', json({ refreshToken: pair.refreshToken }));
