@@ -1,15 +1,16 @@
 // What every worker process shares: config, one MongoClient, indexes, a queue Worker running the
 // handler, liveness/readiness probes over HTTP, JSON logs, and a graceful drain on SIGTERM.
 // A bad configuration exits 2 with one message; an unreachable database at start exits 1.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { Db } from 'mongodb';
 import { createLogger, errorFields, type Logger } from '../api/log.ts';
 import { startTracing, type Tracing } from '../api/otel.ts';
 import { type Job, Queue, queueIndexes, Worker } from '../shared/concurrency/queue/index.ts';
 import { ServerClock } from '../shared/core/clock.ts';
 import { type Config, loadConfig } from '../shared/core/config.ts';
-import { connect, type Database, ensureIndexes, type IndexPlan, ping } from '../shared/core/db.ts';
+import { connect, type Database, ensureIndexes, type IndexPlan } from '../shared/core/db.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics.ts';
+import { isReady, listenProbe, type ProbeStatus, probeAnswers } from './probe.ts';
 
 export interface WorkerContext {
   db: Db;
@@ -76,7 +77,7 @@ export async function startWorker<Data, Result>(
   const probe = await listenProbe(
     config.HOST,
     config.WORKER_PROBE_PORT,
-    probeAnswers(options.name, database, status, metrics, config.METRICS_TOKEN),
+    probeAnswers(options.name, database, status, metrics.registry, config.METRICS_TOKEN),
   );
   await options.prepare?.(ctx);
   const worker = createQueueWorker(options, ctx, metrics);
@@ -226,80 +227,4 @@ export async function runWorkerProcess<Data, Result>(options: WorkerProcessOptio
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
-}
-
-interface ProbeAnswer {
-  status: number;
-  /** JSON unless contentType is given (then the text as it is). */
-  body: unknown;
-  contentType?: string;
-}
-
-interface ProbeStatus {
-  /** Claiming has begun. */
-  ready: boolean;
-  stopping: boolean;
-}
-
-const isReady = async (database: Database, status: ProbeStatus) =>
-  status.ready && !status.stopping && (await ping(database.db));
-
-/**
- * /health while the process lives; /ready while it claims jobs and reaches MongoDB; /metrics (Prometheus
- * text), behind `Authorization: Bearer <METRICS_TOKEN>` when that is set, as on the API.
- */
-function probeAnswers(
-  name: string,
-  database: Database,
-  status: ProbeStatus,
-  metrics: WorkerMetrics,
-  token: string | undefined,
-) {
-  return async (path: string, authorization: string | undefined): Promise<ProbeAnswer> => {
-    if (path === '/health') return { status: 200, body: { status: 'ok', worker: name } };
-    if (path === '/metrics') {
-      if (token && authorization !== `Bearer ${token}`) {
-        return {
-          status: 401,
-          body: { error: { code: 'unauthorized', message: 'Send Authorization: Bearer <METRICS_TOKEN>.' } },
-        };
-      }
-      return { status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType };
-    }
-    if (path === '/ready') {
-      const up = await isReady(database, status);
-      return {
-        status: up ? 200 : 503,
-        body: { status: up ? 'ready' : 'unavailable', worker: name, stopping: status.stopping },
-      };
-    }
-    return { status: 404, body: { error: { code: 'not_found', message: 'probes: /health, /ready, /metrics' } } };
-  };
-}
-
-function listenProbe(
-  host: string,
-  port: number,
-  answer: (path: string, authorization: string | undefined) => Promise<ProbeAnswer>,
-): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
-    answer(new URL(req.url ?? '/', 'http://probe').pathname, req.headers.authorization).then(
-      ({ status, body, contentType }) => {
-        // A load balancer or orchestrator reading a 503 learns when to ask again, as from the API.
-        const retry = status === 503 ? { 'retry-after': '1' } : {};
-        const auth = status === 401 ? { 'www-authenticate': 'Bearer realm="metrics"' } : {};
-        res
-          .writeHead(status, { 'content-type': contentType ?? 'application/json', ...retry, ...auth })
-          .end(contentType ? String(body) : JSON.stringify(body));
-      },
-      () => res.writeHead(503, { 'retry-after': '1' }).end(),
-    );
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      const address = server.address();
-      resolve({ server, port: typeof address === 'object' && address ? address.port : port });
-    });
-  });
 }
