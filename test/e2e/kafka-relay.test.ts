@@ -109,6 +109,8 @@ describe('outbox relay to a real Kafka broker', () => {
       // Pages of 200 and a line per page (debug): the kill below lands inside a pass, between pages.
       KAFKA_RELAY_BATCH: '200',
       LOG_LEVEL: 'debug',
+      HOST: '127.0.0.1',
+      WORKER_PROBE_PORT: '0',
     };
     const first = startNode(relayMain, { env: relayEnv });
     await first.printed('relay lease taken');
@@ -235,6 +237,18 @@ describe('outbox relay to a real Kafka broker', () => {
       );
     }
     const secondTotal = relayTotal(second);
+    // The second relay's probes: ready, and its metrics say it holds the lease and count what it logged.
+    const probePort = second.events().find((event) => event.msg === 'relay started')!.probePort as number;
+    const probe = (path: string) => fetch(`http://127.0.0.1:${probePort}${path}`);
+    expect((await probe('/ready')).status).toBe(200);
+    const scraped = await (await probe('/metrics')).text();
+    const sample = (name: string) => Number(scraped.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm'))?.[1]);
+    expect(sample('relay_lease_held')).toBe(1);
+    expect(sample('service_ready')).toBe(1);
+    expect(sample('relay_events_published_total')).toBe(secondTotal);
+    expect(sample('relay_passes_total')).toBeGreaterThan(0);
+    expect(sample('relay_pass_duration_seconds_count')).toBe(sample('relay_passes_total'));
+    expect(sample('relay_last_pass_timestamp_seconds') * 1000).toBeGreaterThan(writesDone);
     // The first relay's rate on the seeded backlog (from its own log stamps), and the takeover time.
     const stamp = (event: Record<string, unknown>) => Date.parse(event.time as string);
     const leaseTaken = first.events().find((event) => event.msg === 'relay lease taken')!;

@@ -16,12 +16,22 @@ export interface RelayCounters {
   published: number;
   lost: number;
   passes: number;
+  /** Passes ended by an error (database, broker, or the lease lost mid-pass); the loop pauses, then tries again. */
+  failures: number;
   /** Times this process took the lease. */
   leases: number;
 }
 
+export interface RelayState {
+  /** This process holds the publishing lease now. */
+  holding: boolean;
+  /** When the last pass completed (epoch ms), 0 before the first. */
+  lastPassAtMs: number;
+}
+
 export interface RunningRelay {
   counters: RelayCounters;
+  state: RelayState;
   /** Finishes the pass under way (its events are acknowledged and marked), then closes the producer. */
   stop(): Promise<void>;
 }
@@ -56,7 +66,14 @@ export async function ensureTopic(
   }
 }
 
-export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logger: Logger): Promise<RunningRelay> {
+export async function startRelay(
+  db: Db,
+  clock: Clock,
+  config: RelayConfig,
+  logger: Logger,
+  /** Each completed pass's duration (the relay's metrics). */
+  onPass?: (ms: number) => void,
+): Promise<RunningRelay> {
   await ensureTopic(config);
   const producer = new Producer({
     clientId: config.KAFKA_CLIENT_ID,
@@ -79,15 +96,17 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
       })),
     });
   };
-  const counters: RelayCounters = { published: 0, lost: 0, passes: 0, leases: 0 };
-  let sentThisPass = 0;
+  const counters: RelayCounters = { published: 0, lost: 0, passes: 0, failures: 0, leases: 0 };
+  const state: RelayState = { holding: false, lastPassAtMs: 0 };
   const relay = new OutboxRelay(db, clock, {
     publish,
     marginMs: config.KAFKA_RELAY_MARGIN_MS,
     batchSize: config.KAFKA_RELAY_BATCH,
-    onSent: ({ published }) => {
-      sentThisPass += published;
-      logger.debug('relay sent', { events: published, total: counters.published + sentThisPass });
+    // Counted as the broker acknowledges each page, so a pass that fails later still counts what it sent.
+    onSent: ({ published, lost }) => {
+      counters.published += published;
+      counters.lost += lost;
+      logger.debug('relay sent', { events: published, total: counters.published });
     },
   });
   // A standby asks for the lease at most about once a second (jittered backoff up to 1 s), not 20 times.
@@ -104,25 +123,12 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
           RELAY_LEASE_KEY,
           async (lease) => {
             counters.leases++;
+            state.holding = true;
             logger.info('relay lease taken', { token: lease.token });
-            while (!stopping && !lease.signal.aborted) {
-              const started = performance.now();
-              sentThisPass = 0;
-              const result = await relay.pass(lease.signal);
-              counters.passes++;
-              counters.published += result.published;
-              counters.lost += result.lost;
-              if (result.published > 0) {
-                logger.info('relay published', {
-                  events: result.published,
-                  lost: result.lost,
-                  total: counters.published,
-                  ms: Math.round(performance.now() - started),
-                });
-              }
-              // A pass reads every page there is, so a backlog is drained within it: the pause between
-              // passes only bounds how often the scan runs while changes keep coming.
-              await wait(config.KAFKA_RELAY_POLL_MS);
+            try {
+              await publishWhileHolding(lease.signal);
+            } finally {
+              state.holding = false;
             }
           },
           { waitMs: config.KAFKA_RELAY_LEASE_MS },
@@ -130,14 +136,36 @@ export async function startRelay(db: Db, clock: Clock, config: RelayConfig, logg
       } catch (error) {
         if (error instanceof LockTimeoutError) continue; // another relay holds it: try again
         if (stopping) break;
+        counters.failures++;
         logger.warn('relay pass failed; retrying', { error: (error as Error).message });
         await wait(Math.max(config.KAFKA_RELAY_POLL_MS, 1_000));
       }
     }
   };
+  const publishWhileHolding = async (signal: AbortSignal) => {
+    while (!stopping && !signal.aborted) {
+      const started = performance.now();
+      const result = await relay.pass(signal);
+      counters.passes++;
+      state.lastPassAtMs = Date.now();
+      onPass?.(performance.now() - started);
+      if (result.published > 0) {
+        logger.info('relay published', {
+          events: result.published,
+          lost: result.lost,
+          total: counters.published,
+          ms: Math.round(performance.now() - started),
+        });
+      }
+      // A pass reads every page there is, so a backlog is drained within it: the pause between
+      // passes only bounds how often the scan runs while changes keep coming.
+      await wait(config.KAFKA_RELAY_POLL_MS);
+    }
+  };
   const running = loop();
   return {
     counters,
+    state,
     async stop() {
       stopping = true;
       stopped.abort();
