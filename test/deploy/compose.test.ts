@@ -104,6 +104,15 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
     const config = configSchema.parse(env);
     expect(config.KAFKA_BROKERS).toEqual(['kafka:9092']);
     expect(config.KAFKA_TOPIC).toBe('loan-admin.application-changes');
+    // Probes and metrics as the workers have them, scraped by Prometheus's relay job.
+    expect(config.WORKER_PROBE_PORT).toBeGreaterThan(0);
+    expect(relay.healthcheck.test.join(' ')).toContain(`127.0.0.1:${config.WORKER_PROBE_PORT}/ready`);
+    expect(relay.environment).toHaveProperty('METRICS_TOKEN');
+    expect(read('ops/prometheus/prometheus.yml')).toMatch(
+      new RegExp(
+        `job_name: relay\\n\\s+dns_sd_configs:\\n\\s+- names: \\[relay\\]\\n\\s+type: A\\n\\s+port: ${config.WORKER_PROBE_PORT}\\n`,
+      ),
+    );
   }, 120_000);
 
   it('is rejected by the same loader when a key is misspelt (the schema is really applied)', () => {
@@ -262,7 +271,8 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       // The workers get the API's token (shell or .env) too, else all read the volume's.
       expect(services[job].environment, job).toHaveProperty('METRICS_TOKEN');
     }
-    expect(config.match(/credentials_file: \/tmp\/metrics-token/g)).toHaveLength(3);
+    // The fourth: the relay's job (its service only with the kafka profile; checked with it above).
+    expect(config.match(/credentials_file: \/tmp\/metrics-token/g)).toHaveLength(4);
     const script = prometheus.command.join(' ');
     expect(script).toContain(`${services.keys.command[4]} > /tmp/metrics-token`);
     expect(script).toContain('"$METRICS_TOKEN"'); // $$ in compose.yaml: the container's shell expands it

@@ -1,7 +1,7 @@
 // The alert rules (ops/prometheus/alerts.yml) through Debian's promtool: they load (`check rules`), every
 // rule's cases in alerts.test.yml pass (`test rules`), every rule has a case that makes it fire, the cases
 // fail when a rule's threshold moves (they test the rules, not just their syntax), and every series a rule
-// reads is one the API or a worker exports.
+// reads is one the API, a worker or the outbox relay exports.
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,6 +40,7 @@ describe.skipIf(!promtool)(promtool ? 'alert rules' : 'alert rules (skipped: pro
         'LedgerVerificationFailed',
         'RevocationRefreshFailing',
         'PaymentProviderDown',
+        'OutboxRelayStalled',
       ]),
     );
     for (const name of alertNames) {
@@ -68,12 +69,12 @@ describe.skipIf(!promtool)(promtool ? 'alert rules' : 'alert rules (skipped: pro
     }
   });
 
-  it('read only series the API and the workers export', () => {
+  it('read only series the API, the workers and the relay export', () => {
     const exprs = [...rules.matchAll(/expr: (\|\n(?:\s{10}.*\n)+|.*\n)/g)].map((m) => m[1]!).join('\n');
     // Metric names: what is left with an underscore once label matchers and by/on lists are gone.
     const bare = exprs.replace(/\{[^}]*\}/g, '').replace(/\b(by|on) \([^)]*\)/g, '');
     const series = new Set([...bare.matchAll(/\b[a-z]+_[a-z0-9_]+\b/g)].map((m) => m[0]));
-    const sources = ['api/metrics.ts', 'workers/metrics.ts', 'workers/ocr/metrics.ts']
+    const sources = ['api/metrics.ts', 'workers/metrics.ts', 'workers/ocr/metrics.ts', 'workers/relay/metrics.ts']
       .map((file) => readFileSync(join(root, file), 'utf8'))
       .join('\n');
     expect(series.size).toBeGreaterThanOrEqual(9);
