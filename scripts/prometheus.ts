@@ -1,7 +1,8 @@
 // Runs Debian's Prometheus on this machine against given targets: a generated config (JSON, which is
 // YAML) scraping the API instances and the workers, the repository's alert rules loaded, data in a temp
 // folder, on a free loopback port. Tests query it over its HTTP API; `npm run prometheus -- --api
-// 127.0.0.1:3000 --ocr 127.0.0.1:8081 --approval 127.0.0.1:8082` runs it beside a local stack.
+// 127.0.0.1:3000 --ocr 127.0.0.1:8081 --approval 127.0.0.1:8082 [--relay 127.0.0.1:8083]` runs it beside a
+// local stack.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -134,6 +135,7 @@ if (import.meta.main) {
       api: { type: 'string', multiple: true, default: [] },
       ocr: { type: 'string', multiple: true, default: [] },
       approval: { type: 'string', multiple: true, default: [] },
+      relay: { type: 'string', multiple: true, default: [] },
     },
   });
   const targets = Object.fromEntries(Object.entries(values).filter(([, list]) => list.length > 0));
