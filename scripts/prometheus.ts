@@ -1,8 +1,8 @@
 // Runs Debian's Prometheus on this machine against given targets: a generated config (JSON, which is
 // YAML) scraping the API instances and the workers, the repository's alert rules loaded, data in a temp
 // folder, on a free loopback port. Tests query it over its HTTP API; `npm run prometheus -- --api
-// 127.0.0.1:3000 --ocr 127.0.0.1:8081 --approval 127.0.0.1:8082 [--relay 127.0.0.1:8083]` runs it beside a
-// local stack.
+// 127.0.0.1:3000 --ocr 127.0.0.1:8081 --approval 127.0.0.1:8082 [--relay 127.0.0.1:8083] [--alertmanager
+// 127.0.0.1:9093]` runs it beside a local stack.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +39,8 @@ export interface PrometheusOptions {
   intervalS?: number;
   /** Load ops/prometheus/alerts.yml (default true). */
   rules?: boolean;
+  /** host:port of Alertmanagers the firing alerts are sent to (scripts/alertmanager.ts); none by default. */
+  alertmanagers?: string[];
 }
 
 export interface PromSample {
@@ -61,6 +63,9 @@ export function prometheusConfig(options: PrometheusOptions): object {
   return {
     global: { scrape_interval: interval, evaluation_interval: interval, scrape_timeout: interval },
     rule_files: options.rules === false ? [] : [rulesPath],
+    ...(options.alertmanagers?.length
+      ? { alerting: { alertmanagers: [{ static_configs: [{ targets: options.alertmanagers }] }] } }
+      : {}),
     scrape_configs: Object.entries(options.targets).map(([job, targets]) => ({
       job_name: job,
       metrics_path: '/metrics',
@@ -83,6 +88,9 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
       `--config.file=${configFile}`,
       `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`,
+      // Firing alerts go to the Alertmanagers at every evaluation (default: once a minute), so the first
+      // ones, evaluated before the Alertmanagers were discovered, are not held back for a minute.
+      `--rules.alert.resend-delay=${options.intervalS ?? 1}s`,
       '--log.level=warn',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -136,10 +144,17 @@ if (import.meta.main) {
       ocr: { type: 'string', multiple: true, default: [] },
       approval: { type: 'string', multiple: true, default: [] },
       relay: { type: 'string', multiple: true, default: [] },
+      alertmanager: { type: 'string', multiple: true, default: [] },
     },
   });
-  const targets = Object.fromEntries(Object.entries(values).filter(([, list]) => list.length > 0));
-  const running = await startPrometheus({ targets, bearerToken: process.env.METRICS_TOKEN, intervalS: 5 });
+  const { alertmanager, ...jobs } = values;
+  const targets = Object.fromEntries(Object.entries(jobs).filter(([, list]) => list.length > 0));
+  const running = await startPrometheus({
+    targets,
+    bearerToken: process.env.METRICS_TOKEN,
+    intervalS: 5,
+    alertmanagers: alertmanager,
+  });
   console.log(`prometheus on ${running.url} scraping ${JSON.stringify(targets)}; Ctrl-C stops it`);
   const stop = () => void running.stop().then(() => process.exit(0));
   process.once('SIGINT', stop);

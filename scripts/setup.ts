@@ -4,7 +4,8 @@
 //   - the offline MongoDB server's jars (Maven Central)
 //   - nginx (Debian) for the load-balancer tests, DejaVu fonts (Debian) for the OCR test documents,
 //     chromium (Debian) for the browser tests, prometheus (Debian: prometheus and promtool) for the
-//     alert rules and the metrics tests, redis-server (Debian) for the optional Redis adapters' tests and
+//     alert rules and the metrics tests, prometheus-alertmanager (Debian: the alertmanager and amtool)
+//     for the alert routing tests, redis-server (Debian) for the optional Redis adapters' tests and
 //     bench/redis.ts
 //   - schemathesis (PyPI) in a virtualenv for the API fuzzing test
 //   - compose-go (Go module proxy) for validating compose.yaml
@@ -12,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findAlertmanager, findAmtool } from './alertmanager.ts';
 import { findChromium } from './browser.ts';
 import { resolveKafkaClasspath } from './kafka/broker.ts';
 import { resolveClasspath } from './mongo/offline-server.ts';
@@ -50,6 +52,11 @@ const debian = [
     name: 'prometheus',
     present: () => findPrometheus() !== null && findPromtool() !== null,
     needFor: 'the alert rules and the metrics tests (test/ops/)',
+  },
+  {
+    name: 'prometheus-alertmanager',
+    present: () => findAlertmanager() !== null && findAmtool() !== null,
+    needFor: 'the alert routing tests (test/ops/alertmanager.test.ts)',
   },
   {
     name: 'redis-server',

@@ -8,6 +8,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseEnv } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { findAmtool, placeholderUrl } from '../../scripts/alertmanager.ts';
 import { ensureDeploymentSecrets, writeMetricsTokenFile } from '../../scripts/deploy-keys.ts';
 import { findPromtool } from '../../scripts/prometheus.ts';
 import { apiConfigSchema, configSchema } from '../../shared/core/config.ts';
@@ -76,6 +77,7 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
 
   it('is valid against the Compose Specification and names every service', () => {
     expect(Object.keys(services).sort()).toEqual([
+      'alertmanager',
       'api',
       'approval',
       'grafana',
@@ -301,6 +303,49 @@ describe.skipIf(noGo)(noGo ? 'compose.yaml (skipped: go is not installed)' : 'co
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it.skipIf(!findAmtool())(
+    "runs Alertmanager on the repository configuration, its receivers from the environment, as Prometheus's target (skipped without amtool)",
+    () => {
+      const alertmanager = services.alertmanager;
+      expect(alertmanager.image).toMatch(/^prom\/alertmanager:v\d/);
+      const mount = mountOf(alertmanager, '/etc/alertmanager/alertmanager.yml');
+      expect(relative(root, mount.source)).toBe('ops/alertmanager/alertmanager.yml');
+      expect(mount.read_only).toBe(true);
+      expect(alertmanager.ports).toContainEqual(expect.objectContaining({ target: 9093, host_ip: '127.0.0.1' }));
+      expect(read('ops/prometheus/prometheus.yml')).toMatch(
+        /alertmanagers:\n\s+- static_configs:\n\s+- targets: \[alertmanager:9093\]/,
+      );
+      for (const name of ['ALERT_PAGE_URL', 'ALERT_TICKET_URL', 'ALERT_HEARTBEAT_URL']) {
+        expect(alertmanager.environment, name).toHaveProperty(name);
+      }
+      // The service's own start command, run here up to its exec: with two URLs set and one not, the file
+      // it writes names them, keeps the third placeholder, and amtool accepts it.
+      const script = alertmanager.command.join(' ') as string;
+      expect(script).toContain('exec /bin/alertmanager --config.file=/tmp/alertmanager.yml');
+      const dir = mkdtempSync(join(tmpdir(), 'alertmanager-config-'));
+      try {
+        const render = script
+          .slice(0, script.indexOf(' && exec '))
+          .replace('/etc/alertmanager/alertmanager.yml', join(root, 'ops/alertmanager/alertmanager.yml'))
+          .replace('/tmp/alertmanager.yml', join(dir, 'alertmanager.yml'));
+        const rendered = spawnSync('/bin/sh', ['-c', render], {
+          encoding: 'utf8',
+          env: { ALERT_PAGE_URL: 'https://pager.example.com/hook', ALERT_TICKET_URL: 'https://tickets.example.com/in' },
+        });
+        expect(rendered.status, rendered.stderr).toBe(0);
+        const config = readFileSync(join(dir, 'alertmanager.yml'), 'utf8');
+        expect(config).toContain('url: https://pager.example.com/hook');
+        expect(config).toContain('url: https://tickets.example.com/in');
+        expect(config).toContain(`url: ${placeholderUrl('heartbeat')}`);
+        for (const receiver of ['page', 'ticket'] as const) expect(config).not.toContain(placeholderUrl(receiver));
+        const checked = spawnSync(findAmtool()!, ['check-config', join(dir, 'alertmanager.yml')], { encoding: 'utf8' });
+        expect(checked.stdout + checked.stderr).toContain('SUCCESS');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it('runs Grafana with the repository dashboards and a data source that names the prometheus service', () => {
     const grafana = services.grafana;
