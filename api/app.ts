@@ -1,5 +1,6 @@
 // The Hono app: runtime-neutral. Each runtime's entry wires config and the database, then calls createApp.
 import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Span } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
@@ -9,7 +10,7 @@ import { secureHeaders } from 'hono/secure-headers';
 import type { Db } from 'mongodb';
 import type { ApiConfig } from '../shared/core/config.ts';
 import { ping } from '../shared/core/db.ts';
-import { contextOf, inSpan, SpanKind, SpanStatusCode, tracingEnabled } from '../shared/core/tracing.ts';
+import { contextOf, inSpan, recordingSpan, SpanKind, SpanStatusCode, tracingEnabled } from '../shared/core/tracing.ts';
 import { type AppEnv, authenticate, rateLimitPerAdmin } from './auth.ts';
 import { consoleRoutes } from './console.ts';
 import { docsRoutes } from './docs.ts';
@@ -121,22 +122,32 @@ function mountSessions(app: OpenAPIHono<AppEnv>, services: Services): void {
 }
 
 /**
- * A SERVER span per request (only where this process registered the OpenTelemetry SDK), child of the
- * caller's `traceparent` when it sends one; named by the route pattern that answered, never the raw path.
+ * A SERVER span per request (only where tracing is on: the Node SDK, or Deno's built-in OpenTelemetry),
+ * child of the caller's `traceparent` when it sends one; named by the route pattern that answered, never the
+ * raw path. Where the runtime already made the request's SERVER span (Deno.serve does, continuing the
+ * caller's context), that span is the request's: it is named and described here, not doubled.
  * Mounted first, so the request's log line and everything the route does run inside it.
  */
 function mountTracing(app: OpenAPIHono<AppEnv>): void {
   if (!tracingEnabled()) return;
-  app.use((c, next) => {
+  const describe = (c: Context<AppEnv>, span: Span) => {
+    const route = routeLabel(c);
+    span.updateName(`${c.req.method} ${route}`);
+    span.setAttributes({ 'http.route': route, 'http.response.status_code': c.res.status });
+    if (c.res.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${c.res.status}` });
+  };
+  app.use(async (c, next) => {
+    const runtimeSpan = recordingSpan();
+    if (runtimeSpan) {
+      await next();
+      describe(c, runtimeSpan);
+      return;
+    }
     const parent = contextOf({ traceparent: c.req.header('traceparent'), tracestate: c.req.header('tracestate') });
     const attributes = { 'http.request.method': c.req.method, 'url.path': c.req.path };
-    return inSpan(c.req.method, { root: true, parent, kind: SpanKind.SERVER, attributes }, async (span) => {
+    await inSpan(c.req.method, { root: true, parent, kind: SpanKind.SERVER, attributes }, async (span) => {
       await next();
-      if (!span) return;
-      const route = routeLabel(c);
-      span.updateName(`${c.req.method} ${route}`);
-      span.setAttributes({ 'http.route': route, 'http.response.status_code': c.res.status });
-      if (c.res.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${c.res.status}` });
+      if (span) describe(c, span);
     });
   });
 }

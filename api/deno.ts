@@ -4,6 +4,7 @@
 import { getConnInfo } from 'hono/deno';
 import { type ApiConfig, apiConfigSchema, loadConfig } from '../shared/core/config.ts';
 import { connect } from '../shared/core/db.ts';
+import { enableTracing } from '../shared/core/tracing.ts';
 import { createApp } from './app.ts';
 import { createServices, prepareDatabase, startBackground, startFeed } from './services.ts';
 
@@ -26,7 +27,12 @@ try {
   Deno.exit(2);
 }
 
-const database = await connect(config);
+// Traces: Deno's own OpenTelemetry (OTEL_DENO=true, which scripts/runtimes/deno.ts sets when
+// OTEL_EXPORTER_OTLP_ENDPOINT is) exports over OTLP and backs @opentelemetry/api, so the spans the app and
+// the driver's commands make (shared/core/tracing.ts, db-tracing.ts) join Deno.serve's request spans.
+const traced = Deno.env.toObject().OTEL_DENO === 'true';
+if (traced) enableTracing();
+const database = await connect(config, { traced: traced && config.OTEL_TRACE_DB_COMMANDS });
 const services = await createServices(database.db, config);
 await prepareDatabase(services);
 await startFeed(services);

@@ -1,7 +1,8 @@
-// Tracing through the OpenTelemetry API only: runtime-neutral (Node, workerd, Deno). Where no SDK is
-// registered (OTEL_EXPORTER_OTLP_ENDPOINT unset, or a runtime other than Node) every call here is the
-// API's no-op, and the helpers below skip even that: they make a span only under a recording one, or
-// when the process turned tracing on (enableTracing, called by the Node SDK's set-up alone).
+// Tracing through the OpenTelemetry API only: runtime-neutral (Node, workerd, Deno). Where nothing backs
+// the API (OTEL_EXPORTER_OTLP_ENDPOINT unset, or workerd) every call here is the API's no-op, and the
+// helpers below skip even that: they make a span only under a recording one, or when the process turned
+// tracing on (enableTracing: called by the Node SDK's set-up, api/otel.ts, and on Deno by api/deno.ts
+// when Deno's built-in OpenTelemetry backs the API).
 // The W3C trace context travels in a small carrier, `{traceparent, tracestate?}`: an HTTP header pair,
 // a job document's `trace` field, an approved application's `approvalTrace`.
 import {
@@ -28,12 +29,12 @@ export interface TraceCarrier {
 
 let enabled = false;
 
-/** Called once by the Node entry that registered the SDK: root spans (requests, jobs) are made from now on. */
+/** Called once by the entry that backed the API (Node's SDK, Deno's own): root spans (requests, jobs) are made from now on. */
 export function enableTracing(): void {
   enabled = true;
 }
 
-/** Whether this process exports spans (the Node SDK is registered). */
+/** Whether this process exports spans (Node's SDK is registered, or Deno's OpenTelemetry is on). */
 export function tracingEnabled(): boolean {
   return enabled;
 }
