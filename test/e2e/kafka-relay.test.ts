@@ -10,9 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadApiEnv, loadEmail, loginLoadAdmin, prepareLoadData } from '../../bench/load-scenario.ts';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
 import { type KafkaBroker, startKafkaBroker } from '../../scripts/kafka/broker.ts';
+import { findPrometheus, startPrometheus } from '../../scripts/prometheus.ts';
 import { demoApplication } from '../../scripts/seed.ts';
 import { OUTBOX_PUBLISHED_COLLECTION, type OutboxEvent } from '../../shared/loans/applications/outbox.ts';
 import { APPLICATIONS_COLLECTION, type ApplicationDoc } from '../../shared/loans/applications.ts';
+import { dashboardQueries } from '../support/dashboards.ts';
 import { mongoUrl, openTestDatabase, type TestDatabase } from '../support/mongo.ts';
 import { killStarted, type NodeProcess, startNode } from '../support/processes.ts';
 import { sleep, waitFor } from '../support/wait.ts';
@@ -70,6 +72,8 @@ describe('outbox relay to a real Kafka broker', () => {
   let database: TestDatabase;
   let broker: KafkaBroker;
   let instances: ApiInstance[];
+  /** The probe port of the relay that took over (alive until afterAll), for the dashboard test. */
+  let relayProbePort: number | undefined;
 
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename, { poolSize: 10 });
@@ -249,6 +253,7 @@ describe('outbox relay to a real Kafka broker', () => {
     expect(sample('relay_passes_total')).toBeGreaterThan(0);
     expect(sample('relay_pass_duration_seconds_count')).toBe(sample('relay_passes_total'));
     expect(sample('relay_last_pass_timestamp_seconds') * 1000).toBeGreaterThan(writesDone);
+    relayProbePort = probePort;
     // The first relay's rate on the seeded backlog (from its own log stamps), and the takeover time.
     const stamp = (event: Record<string, unknown>) => Date.parse(event.time as string);
     const leaseTaken = first.events().find((event) => event.msg === 'relay lease taken')!;
@@ -265,4 +270,28 @@ describe('outbox relay to a real Kafka broker', () => {
         `drained ${drainedMs} ms after the last write; test ${Date.now() - started} ms`,
     );
   }, 240_000); // 45-70 s here; the bound is for a machine busy with other test files
+  it.skipIf(!findPrometheus())(
+    findPrometheus()
+      ? "the dashboard's relay panels answer from a real Prometheus scraping the relay that took over"
+      : "the dashboard's relay panels (skipped: prometheus is not installed)",
+    async () => {
+      expect(relayProbePort, 'the relay test above ran').toBeDefined();
+      const prometheus = await startPrometheus({ targets: { relay: [`127.0.0.1:${relayProbePort}`] }, rules: false });
+      try {
+        await waitFor(async () => (await prometheus.query('rate(relay_passes_total[1m])')).length > 0, {
+          timeoutMs: 30_000,
+          intervalMs: 250,
+          what: 'two scrapes of the relay',
+        });
+        const relayPanels = dashboardQueries().filter((q) => q.expr.includes('relay_'));
+        expect(relayPanels.length).toBeGreaterThanOrEqual(5);
+        for (const { panel, expr } of relayPanels) {
+          expect((await prometheus.query(expr)).length, `${panel}: ${expr}`).toBeGreaterThan(0);
+        }
+      } finally {
+        await prometheus.stop();
+      }
+    },
+    60_000,
+  );
 });
