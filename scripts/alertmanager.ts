@@ -3,14 +3,13 @@
 // ones, no clustering, data in a temp folder, on a free loopback port. Tests use it behind
 // scripts/prometheus.ts; `ALERT_PAGE_URL=... ALERT_TICKET_URL=... ALERT_HEARTBEAT_URL=... npm run
 // alertmanager` runs it beside a local stack (then `npm run prometheus -- --alertmanager <its address>`).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sleep } from '../shared/core/clock.ts';
 import { freePort } from './mongo/offline-server.ts';
-import { stopProcess } from './processes.ts';
+import { findExecutable, startServerProcess } from './processes.ts';
 
 export const alertmanagerConfigPath = join(
   dirname(fileURLToPath(import.meta.url)),
@@ -18,20 +17,10 @@ export const alertmanagerConfigPath = join(
   'ops/alertmanager/alertmanager.yml',
 );
 
-function find(names: string[]): string | null {
-  for (const candidate of names) {
-    try {
-      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-      return candidate;
-    } catch {}
-  }
-  return null;
-}
-
 /** Debian installs it as prometheus-alertmanager; upstream's binary is alertmanager. Null if absent. */
-export const findAlertmanager = () => find(['prometheus-alertmanager', 'alertmanager']);
+export const findAlertmanager = () => findExecutable(['prometheus-alertmanager', 'alertmanager']);
 /** `amtool`, from the same package; null if absent. */
-export const findAmtool = () => find(['amtool']);
+export const findAmtool = () => findExecutable(['amtool']);
 
 /** The receivers of ops/alertmanager/alertmanager.yml, each a webhook. */
 export const alertReceivers = ['page', 'ticket', 'heartbeat'] as const;
@@ -68,39 +57,23 @@ export async function startAlertmanager(urls: Partial<Record<AlertReceiver, stri
   const configFile = join(dir, 'alertmanager.yml');
   writeFileSync(configFile, alertmanagerConfig(urls));
   const port = await freePort();
-  const child = spawn(
+  const address = `127.0.0.1:${port}`;
+  const url = `http://${address}`;
+  const server = await startServerProcess({
+    name: 'alertmanager',
     binary,
-    [
+    args: [
       `--config.file=${configFile}`,
       `--storage.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
+      `--web.listen-address=${address}`,
       // One instance: no gossip port (the default would listen on 0.0.0.0:9094).
       '--cluster.listen-address=',
       '--log.level=warn',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-64 * 1024);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const address = `127.0.0.1:${port}`;
-  const url = `http://${address}`;
-  const stop = async () => {
-    await stopProcess(child, 5_000);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 30_000;
-  while ((await fetch(`${url}/-/ready`).catch(() => null))?.status !== 200) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`alertmanager did not start (${child.exitCode ?? 'timed out'}):\n${output}`);
-    }
-    await sleep(50);
-  }
-  return { url, address, process: child, stop };
+    dir,
+    ready: async () => (await fetch(`${url}/-/ready`)).status === 200,
+  });
+  return { url, address, process: server.process, stop: server.stop };
 }
 
 if (import.meta.main) {

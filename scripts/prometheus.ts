@@ -3,32 +3,21 @@
 // folder, on a free loopback port. Tests query it over its HTTP API; `npm run prometheus -- --api
 // 127.0.0.1:3000 --ocr 127.0.0.1:8081 --approval 127.0.0.1:8082 [--relay 127.0.0.1:8083] [--alertmanager
 // 127.0.0.1:9093]` runs it beside a local stack.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { sleep } from '../shared/core/clock.ts';
 import { freePort } from './mongo/offline-server.ts';
-import { stopProcess } from './processes.ts';
+import { findExecutable, startServerProcess } from './processes.ts';
 
 export const rulesPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'ops/prometheus/alerts.yml');
 
-function find(names: string[]): string | null {
-  for (const candidate of names) {
-    try {
-      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-      return candidate;
-    } catch {}
-  }
-  return null;
-}
-
 /** Debian's `prometheus` (package prometheus); null if absent. */
-export const findPrometheus = () => find(['prometheus', '/usr/bin/prometheus']);
+export const findPrometheus = () => findExecutable(['prometheus', '/usr/bin/prometheus']);
 /** `promtool`, from the same package; null if absent. */
-export const findPromtool = () => find(['promtool', '/usr/bin/promtool']);
+export const findPromtool = () => findExecutable(['promtool', '/usr/bin/promtool']);
 
 export interface PrometheusOptions {
   /** host:port targets by job name, e.g. { api: ['127.0.0.1:3001'], ocr: [...], approval: [...] }. */
@@ -82,9 +71,11 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
   const configFile = join(dir, 'prometheus.yml');
   writeFileSync(configFile, JSON.stringify(prometheusConfig(options), null, 2));
   const port = await freePort();
-  const child = spawn(
+  const url = `http://127.0.0.1:${port}`;
+  const server = await startServerProcess({
+    name: 'prometheus',
     binary,
-    [
+    args: [
       `--config.file=${configFile}`,
       `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`,
@@ -93,30 +84,12 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
       `--rules.alert.resend-delay=${options.intervalS ?? 1}s`,
       '--log.level=warn',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-64 * 1024);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    await stopProcess(child, 5_000);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 30_000;
-  while ((await fetch(`${url}/-/ready`).catch(() => null))?.status !== 200) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`prometheus did not start (${child.exitCode ?? 'timed out'}):\n${output}`);
-    }
-    await sleep(50);
-  }
+    dir,
+    ready: async () => (await fetch(`${url}/-/ready`)).status === 200,
+  });
   return {
     url,
-    process: child,
+    process: server.process,
     async query(promql) {
       const res = await fetch(`${url}/api/v1/query`, {
         method: 'POST',
@@ -133,7 +106,7 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
       if (resultType === 'scalar') return [{ metric: {}, value: result as [number, string] }];
       return result as PromSample[];
     },
-    stop,
+    stop: server.stop,
   };
 }
 

@@ -2,26 +2,17 @@
 // no AOF), its working folder in a temp directory removed on stop. bench/redis.ts and the Redis adapter
 // tests (test/integration/redis-*.test.ts) use it; `npm run redis` runs one and prints its REDIS_URL
 // (`-- --port <port>` to pick the port); Ctrl-C stops it.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { sleep } from '../shared/core/clock.ts';
 import { freePort } from './mongo/offline-server.ts';
-import { stopProcess } from './processes.ts';
+import { findExecutable, startServerProcess } from './processes.ts';
 
 /** Debian's `redis-server` (package redis-server); null if absent. */
-export function findRedisServer(): string | null {
-  for (const candidate of ['redis-server', '/usr/bin/redis-server']) {
-    try {
-      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-      return candidate;
-    } catch {}
-  }
-  return null;
-}
+export const findRedisServer = () => findExecutable(['redis-server', '/usr/bin/redis-server']);
 
 export interface RunningRedis {
   url: string;
@@ -54,9 +45,10 @@ export async function startRedis(options: { port?: number } = {}): Promise<Runni
   if (!binary) throw new Error('redis-server not found: `npm run setup` installs Debian package redis-server');
   const dir = mkdtempSync(join(tmpdir(), 'redis-'));
   const port = options.port ?? (await freePort());
-  const child = spawn(
+  const server = await startServerProcess({
+    name: 'redis-server',
     binary,
-    [
+    args: [
       '--bind',
       '127.0.0.1',
       '--port',
@@ -74,47 +66,24 @@ export async function startRedis(options: { port?: number } = {}): Promise<Runni
       '--daemonize',
       'no',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-16 * 1024);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  // A script that dies (an uncaught error, process.exit) must not leave its server running.
-  const orphanGuard = () => {
-    child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  process.once('exit', orphanGuard);
-  child.once('exit', () => process.off('exit', orphanGuard));
-  const cleanup = () => rmSync(dir, { recursive: true, force: true });
-  const stop = async () => {
-    await stopProcess(child, 5_000);
-    cleanup();
-  };
-  const deadline = Date.now() + 20_000;
-  while (!(await ping(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`redis-server did not start (${child.exitCode ?? 'timed out'}):\n${output}`);
-    }
-    await sleep(25);
-  }
+    dir,
+    ready: () => ping(port),
+    deadlineMs: 20_000,
+  });
+  const child = server.process;
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
     pid: child.pid!,
     process: child,
-    stop,
+    stop: server.stop,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGKILL');
         await exited;
       }
-      cleanup();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
