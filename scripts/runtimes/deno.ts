@@ -1,7 +1,7 @@
 // Starts the Deno entry (api/deno.ts) with the narrowest permissions that work, measured with Deno
 // 2.9: network access to MongoDB's hosts, the listening address and the OTLP endpoint (if any) only, and
-// the environment
-// (unrestricted: the mongodb driver probes many variables). No file, subprocess or system access.
+// the environment (unrestricted: the mongodb driver probes many variables). No file, subprocess or system
+// access.
 //
 //   MONGO_URL=mongodb://127.0.0.1:27017 JWT_KEYS=... LEDGER_KEYS=... PORT=3000 npm run start:deno
 import { join } from 'node:path';
