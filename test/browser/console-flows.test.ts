@@ -75,10 +75,21 @@ describe.skipIf(!have)(`two admins on one application${skipped}`, () => {
       const editors = presence.body.editing.filter((mark: { applicationId: string }) => mark.applicationId === app._id);
       expect(editors.map((mark: { adminName: string }) => mark.adminName).sort()).toEqual(['Ada Editor', 'Bob Editor']);
     });
+    // ...and on the application page itself, each sees the other (not themselves) at work.
+    const editingNow = (page: typeof a) => page.locator('.editing-now').textContent();
+    await until(async () => {
+      expect(await editingNow(a)).toBe('being edited by Bob Editor');
+      expect(await editingNow(b)).toBe('being edited by Ada Editor');
+    }, 20_000);
     await a.getByRole('button', { name: 'Save', exact: true }).click();
     await a.getByText(/^Saved as version/).waitFor();
     await b.getByRole('button', { name: 'Save', exact: true }).click();
     await b.getByText(/merged with Ada Editor's change to Phone/).waitFor();
+    // Both saved: no draft left, so neither page says the other is editing any more.
+    await until(async () => {
+      expect(await editingNow(a)).toBe('');
+      expect(await editingNow(b)).toBe('');
+    }, 20_000);
     // Bob's page shows Ada's phone (the merged answer); Ada's shows Bob's address (the live change).
     expect(await field(b, 'Phone').inputValue()).toBe('+44 20 7946 0001');
     await until(async () => expect(await field(a, 'Address').inputValue()).toBe('1 Merge Street'));

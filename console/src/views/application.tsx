@@ -11,7 +11,7 @@ import { onChange } from '../live.ts';
 import { go, type Viewer } from '../main.tsx';
 import { moveLabels, movesOn } from '../moves.ts';
 import { useNames } from '../names.ts';
-import { markEditing, PRESENCE_RENEW_MS, unmarkEditing } from '../presence.ts';
+import { editingNow, markEditing, PRESENCE_RENEW_MS, unmarkEditing } from '../presence.ts';
 import { useShortcuts } from '../shortcuts.ts';
 import type { Application, MergeConflict } from '../types.ts';
 import { errorText, Notice, ScrollTable, StatusBadge, useLoad } from './common.tsx';
@@ -124,6 +124,13 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       }),
     [id, app, dirty, reread],
   );
+  // Who else has a draft of this application now: re-read as often as marks are renewed.
+  const presence = useLoad(() => editingNow(), []);
+  useEffect(() => {
+    const timer = setInterval(() => void presence.reload(), PRESENCE_RENEW_MS);
+    return () => clearInterval(timer);
+  }, [presence.reload]);
+  const otherEditors = (presence.value?.get(id) ?? []).filter((mark) => mark.adminId !== viewer.id);
   // While there is a draft, others see "being edited".
   useEffect(() => {
     if (!dirty) return;
@@ -284,6 +291,13 @@ export function ApplicationView({ viewer, id }: { viewer: Viewer; id: string }) 
       <p class="sub">
         {app._id} · version {app.version} · created {when(app.createdAt)} by {names(app.createdBy)} · updated{' '}
         {when(app.updatedAt)} by {names(app.updatedBy)}
+      </p>
+      <p class="editing-now" role="status">
+        {otherEditors.map((mark) => (
+          <span key={mark.adminId} class="editing">
+            being edited by {mark.adminName ?? mark.adminId}
+          </span>
+        ))}
       </p>
       {notice && <Notice kind={notice.kind}>{notice.text}</Notice>}
       <div class="actions">
