@@ -28,6 +28,8 @@ export interface ConsoleHarness {
   login(email: string, password?: string): Promise<string>;
   /** A new admin with these roles: its email, id and a Bearer token. */
   admin(name: string, roles: string[]): Promise<{ email: string; id: string; token: string; name: string }>;
+  /** An application filed by `preparer` and approved by `approver` through the API (under review first): its id. */
+  approved(preparer: string, approver: string, application: Record<string, unknown>): Promise<string>;
   /** A new browser context signed in to the console as `email`, on the queue. */
   open(email: string, options?: { password?: string; viewport?: { width: number; height: number } }): Promise<Page>;
   screenshot(page: Page, name: string): Promise<void>;
@@ -93,6 +95,27 @@ export async function startConsole(
     });
   };
 
+  const approved: ConsoleHarness['approved'] = async (preparer, approver, application) => {
+    const made = await call(preparer, 'POST', '/api/applications', application);
+    if (made.status !== 201) throw new Error(`new application: ${made.status} ${JSON.stringify(made.body)}`);
+    const id = made.body._id as string;
+    for (const [token, status] of [
+      [preparer, 'under_review'],
+      [approver, 'approved'],
+    ] as const) {
+      const current = await call(token, 'GET', `/api/applications/${id}`);
+      const moved = await call(
+        token,
+        'PATCH',
+        `/api/applications/${id}`,
+        { baseVersion: current.body.version, status },
+        { 'content-type': 'application/merge-patch+json' },
+      );
+      if (moved.status !== 200) throw new Error(`${status}: ${moved.status} ${JSON.stringify(moved.body)}`);
+    }
+    return id;
+  };
+
   const open: ConsoleHarness['open'] = async (email, { password = PASSWORD, viewport } = {}) => {
     const context = await browser.newContext({ viewport: viewport ?? { width: 1280, height: 800 } });
     const page = await context.newPage();
@@ -114,6 +137,7 @@ export async function startConsole(
     call,
     login,
     admin,
+    approved,
     open,
     async screenshot(page, name) {
       mkdirSync(artifacts, { recursive: true });
