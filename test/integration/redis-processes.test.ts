@@ -3,13 +3,11 @@
 // to the other over pub/sub (B counts the notice it heard), and the processes stop cleanly.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type ApiInstance, startApiInstances } from '../../scripts/api-instances.ts';
-import { findRedisServer, type RunningRedis, startRedis } from '../../scripts/redis.ts';
+import { type RunningRedis, startRedis } from '../../scripts/redis.ts';
 import { apiProcessEnv } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { noRedis, redisSuite } from '../support/redis.ts';
 
-const noRedis = !findRedisServer() && !process.env.CI;
-const named = (title: string) =>
-  noRedis ? `${title} (skipped: redis-server is not installed; npm run setup installs it)` : title;
 const email = 'redis-processes@example.com';
 const password = 'a long enough test password';
 
@@ -24,7 +22,7 @@ async function metric(origin: string, series: string): Promise<number | undefine
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-describe.skipIf(noRedis)(named('api/node.ts with REDIS_URL'), () => {
+describe.skipIf(noRedis)(redisSuite('api/node.ts with REDIS_URL'), () => {
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     redis = await startRedis();

@@ -8,15 +8,13 @@ import { createLogger } from '../../api/log.ts';
 import { createMetrics } from '../../api/metrics.ts';
 import { attachRedis, type RedisAdapters } from '../../api/redis.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
-import { findRedisServer, type RunningRedis, startRedis } from '../../scripts/redis.ts';
+import { type RunningRedis, startRedis } from '../../scripts/redis.ts';
 import type { ApiConfig } from '../../shared/core/config.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { testConfig } from '../support/app.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { noRedis, redisSuite } from '../support/redis.ts';
 
-const noRedis = !findRedisServer() && !process.env.CI;
-const named = (title: string) =>
-  noRedis ? `${title} (skipped: redis-server is not installed; npm run setup installs it)` : title;
 const LIMIT = 10;
 
 let database: TestDatabase;
@@ -62,7 +60,7 @@ async function statuses(token: string, on: Instance[], n: number): Promise<numbe
 
 const count = (list: number[], status: number) => list.filter((s) => s === status).length;
 
-describe.skipIf(noRedis)(named('Redis request budget (REDIS_URL)'), () => {
+describe.skipIf(noRedis)(redisSuite('Redis request budget (REDIS_URL)'), () => {
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     await ensureIndexes(database.db, apiIndexes);

@@ -9,17 +9,14 @@ import { createApp } from '../../api/app.ts';
 import { createLogger } from '../../api/log.ts';
 import { attachRedis, REVOCATION_CHANNEL, type RedisAdapters } from '../../api/redis.ts';
 import { apiIndexes, createServices, type Services } from '../../api/services.ts';
-import { findRedisServer, type RunningRedis, startRedis } from '../../scripts/redis.ts';
+import { type RunningRedis, startRedis } from '../../scripts/redis.ts';
 import type { ApiConfig } from '../../shared/core/config.ts';
 import { ensureIndexes } from '../../shared/core/db.ts';
 import { testConfig } from '../support/app.ts';
 import { TEST_PASSWORD } from '../support/http.ts';
 import { openTestDatabase, type TestDatabase } from '../support/mongo.ts';
+import { noRedis, redisSuite } from '../support/redis.ts';
 
-// Without redis-server the file is skipped by name, except in CI, where `npm run setup` must have installed it.
-const noRedis = !findRedisServer() && !process.env.CI;
-const named = (title: string) =>
-  noRedis ? `${title} (skipped: redis-server is not installed; npm run setup installs it)` : title;
 const STALENESS_MS = 500;
 
 let database: TestDatabase;
@@ -71,7 +68,7 @@ async function freshTokenAcceptedByB(): Promise<string> {
   return token;
 }
 
-describe.skipIf(noRedis)(named('Redis revocation bus (REDIS_URL)'), () => {
+describe.skipIf(noRedis)(redisSuite('Redis revocation bus (REDIS_URL)'), () => {
   beforeAll(async () => {
     database = await openTestDatabase(import.meta.filename);
     await ensureIndexes(database.db, apiIndexes);
