@@ -167,34 +167,26 @@ function registerRedisMetrics(registry: Registry, redis: RedisMetricsSource): vo
       this.set(redis.client.isReady ? 1 : 0);
     },
   });
-  new Counter({
-    name: 'redis_revocation_notices_total',
-    help: 'Revocations this instance announced over Redis, by outcome: published, or lost (Redis away; the refresh bounds them)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ outcome: 'published' }, redis.bus.published);
-      this.inc({ outcome: 'lost' }, redis.bus.lost);
-    },
-  });
+  mirroredCounterBy(
+    registry,
+    'redis_revocation_notices_total',
+    'Revocations this instance announced over Redis, by outcome: published, or lost (Redis away; the refresh bounds them)',
+    'outcome',
+    () => ({ published: redis.bus.published, lost: redis.bus.lost }),
+  );
   mirroredCounter(
     registry,
     'redis_revocation_notices_heard_total',
     'Revocations heard from other instances over Redis',
     redis.heard,
   );
-  new Counter({
-    name: 'rate_limit_decisions_total',
-    help: 'Request budget decisions by who counted: redis, or fallback (the MongoDB count, while Redis did not answer)',
-    labelNames: ['by'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ by: 'redis' }, redis.limiter.counted);
-      this.inc({ by: 'fallback' }, redis.limiter.fellBack);
-    },
-  });
+  mirroredCounterBy(
+    registry,
+    'rate_limit_decisions_total',
+    'Request budget decisions by who counted: redis, or fallback (the MongoDB count, while Redis did not answer)',
+    'by',
+    () => ({ redis: redis.limiter.counted, fallback: redis.limiter.fellBack }),
+  );
 }
 
 /** A counter that mirrors a count kept elsewhere, read at scrape time. */
@@ -206,6 +198,26 @@ export function mirroredCounter(registry: Registry, name: string, help: string, 
     collect() {
       this.reset();
       this.inc(read());
+    },
+  });
+}
+
+/** A counter with one label that mirrors counts kept elsewhere (one per label value), read at scrape time. */
+function mirroredCounterBy(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number>,
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, count] of Object.entries(read())) this.inc({ [label]: value }, count);
     },
   });
 }
@@ -237,17 +249,13 @@ function registerRevocationMetrics(
 
 /** The ledger verifications this instance ran (GET /api/ledger/verify), by result, and the last one. */
 function registerLedgerMetrics(registry: Registry, checks: LedgerChecks): void {
-  new Counter({
-    name: 'ledger_verifications_total',
-    help: 'Ledger verifications run by this instance (GET /api/ledger/verify) by result: ok or failed',
-    labelNames: ['result'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ result: 'ok' }, checks.ok);
-      this.inc({ result: 'failed' }, checks.failed);
-    },
-  });
+  mirroredCounterBy(
+    registry,
+    'ledger_verifications_total',
+    'Ledger verifications run by this instance (GET /api/ledger/verify) by result: ok or failed',
+    'result',
+    () => ({ ok: checks.ok, failed: checks.failed }),
+  );
   optionalGauge(
     registry,
     'ledger_verification_ok',
@@ -264,16 +272,13 @@ function registerLedgerMetrics(registry: Registry, checks: LedgerChecks): void {
 
 /** Payment provider attempts by outcome, and its circuit breaker (read at scrape time from the client's hooks). */
 function registerPaymentMetrics(registry: Registry, stats: PaymentStats): void {
-  new Counter({
-    name: 'payment_provider_calls_total',
-    help: 'Payment provider attempts by outcome: paid, refused (4xx), timeout, server_error (5xx), network_error, breaker_open (refused without a call)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [outcome, count] of Object.entries(stats.outcomes)) this.inc({ outcome }, count);
-    },
-  });
+  mirroredCounterBy(
+    registry,
+    'payment_provider_calls_total',
+    'Payment provider attempts by outcome: paid, refused (4xx), timeout, server_error (5xx), network_error, breaker_open (refused without a call)',
+    'outcome',
+    () => stats.outcomes,
+  );
   new Gauge({
     name: 'payment_provider_breaker_open',
     help: "1 while the payment provider's circuit breaker is open (calls fail fast), 0 closed or half-open",
@@ -282,15 +287,12 @@ function registerPaymentMetrics(registry: Registry, stats: PaymentStats): void {
       this.set(stats.breaker === 'open' || stats.breaker === 'isolated' ? 1 : 0);
     },
   });
-  new Counter({
-    name: 'payment_provider_breaker_opened_total',
-    help: "Times the payment provider's circuit breaker opened",
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(stats.breakerOpened);
-    },
-  });
+  mirroredCounter(
+    registry,
+    'payment_provider_breaker_opened_total',
+    "Times the payment provider's circuit breaker opened",
+    () => stats.breakerOpened,
+  );
 }
 
 export function createMetrics(options: MetricsOptions): Metrics {
